@@ -1,0 +1,1 @@
+//! Benchmarks for Freshet (run by `make bench`).

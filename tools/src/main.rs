@@ -1,0 +1,2 @@
+//! The `freshet` binary: broker (`freshet start`) and client-side tools.
+fn main() {}
