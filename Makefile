@@ -24,8 +24,20 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Every crate's tests (unit tests, their tests/ dirs, the bounded decoder fuzz test in net/tests),
+# except the broker-driving integration tests of the `freshet` package, which run in itest.
 unit:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --exclude freshet
+	$(CARGO) test -p freshet --bins $(if $(wildcard tools/src/lib.rs),--lib)
 
+# Integration tests against the real broker binary (debug build): Rust (rdkafka crate, in
+# tools/tests/*.rs) and Python (confluent-kafka, kafka-python, kcat, raw sockets, in
+# tools/tests/py). Both suites run even if the first fails; the exit code reports either failure.
+# One test: `cargo test -p freshet --test rdkafka_produce_consume NAME`
+#           `.venv/bin/pytest tools/tests/py -q -k NAME`
 itest:
-	@echo "integration tests: none yet"
+	$(CARGO) build -p freshet --bin freshet
+	@rc=0; \
+	$(CARGO) test -p freshet --test '*' || rc=1; \
+	.venv/bin/pytest tools/tests/py -q || rc=1; \
+	exit $$rc
