@@ -21,6 +21,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod records;
+pub mod service;
 pub mod state;
 pub mod timer;
 
@@ -31,6 +32,7 @@ pub use api::*;
 pub use config::GroupConfig;
 pub use coordinator::GroupCoordinator;
 pub use error::{GroupError, RecordError};
+pub use service::{GroupService, OffsetsLog};
 pub use state::GroupState;
 
 /// The internal topic holding group metadata and committed offsets.

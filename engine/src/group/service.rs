@@ -1,0 +1,577 @@
+//! The per-core group service: drives a [`GroupCoordinator`] with the real world.
+//!
+//! Owned by one core (`!Send`: `Rc`/`RefCell` inside). It reads time from a
+//! [`Clock`](freshet_storage::Clock), parks JoinGroup/SyncGroup callers on one-shot slots,
+//! appends `__consumer_offsets` records through the [`OffsetsLog`] seam (answers that follow
+//! an append in the effect list are released only after it is durable), replays the log when
+//! the core takes over an offsets partition, and fires timers from [`GroupService::run_timers`].
+//! Requests for this core's groups arriving on other cores reach it through the mesh; the
+//! request and response types are plain `Send` data.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use freshet_storage::Clock;
+
+use super::api::*;
+use super::coordinator::GroupCoordinator;
+use super::error::{code, GroupError};
+
+/// A boxed, non-`Send` future (everything here stays on its core).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// A record as stored: key and value (`None` = tombstone).
+pub type KeyValue = (Bytes, Option<Bytes>);
+
+/// Where the coordinator's records live: the `__consumer_offsets` partitions of this core.
+/// The real implementation appends through the partition's normal write path (acks=all:
+/// resolves once durable / committed) and reads the log from its start to the high watermark.
+pub trait OffsetsLog {
+    /// Appends `records` (as one uncompressed batch stamped `timestamp_ms`) to
+    /// `__consumer_offsets`/`partition`; resolves once they are durable.
+    fn append<'a>(
+        &'a self,
+        partition: i32,
+        records: &'a [OffsetsRecord],
+        timestamp_ms: i64,
+    ) -> LocalFuture<'a, Result<(), GroupError>>;
+
+    /// Every (key, value) record of `partition` in log order (control batches skipped).
+    fn read_all(&self, partition: i32) -> LocalFuture<'_, Result<Vec<KeyValue>, GroupError>>;
+}
+
+/// A one-shot slot a parked request waits on. Per core.
+struct Slot<T> {
+    value: RefCell<Option<T>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl<T> Slot<T> {
+    fn new() -> Rc<Self> {
+        Rc::new(Slot {
+            value: RefCell::new(None),
+            waker: RefCell::new(None),
+        })
+    }
+
+    fn set(&self, v: T) {
+        *self.value.borrow_mut() = Some(v);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+struct SlotWait<T>(Rc<Slot<T>>);
+
+impl<T> Future for SlotWait<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if let Some(v) = self.0.value.borrow_mut().take() {
+            return Poll::Ready(v);
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// "The timers may have changed" signal for the timer loop. Per core.
+#[derive(Default)]
+struct Changed {
+    generation: Cell<u64>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Changed {
+    fn notify(&self) {
+        self.generation.set(self.generation.get() + 1);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+struct ChangedWait<'a> {
+    changed: &'a Changed,
+    seen: u64,
+}
+
+impl Future for ChangedWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.changed.generation.get() != self.seen {
+            return Poll::Ready(());
+        }
+        *self.changed.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The group coordinator of one core, wired to its clock and offsets log. See module doc.
+pub struct GroupService {
+    coord: RefCell<GroupCoordinator>,
+    clock: Rc<dyn Clock>,
+    log: Rc<dyn OffsetsLog>,
+    next_waiter: Cell<WaiterId>,
+    joins: RefCell<HashMap<WaiterId, Rc<Slot<JoinResponse>>>>,
+    syncs: RefCell<HashMap<WaiterId, Rc<Slot<SyncResponse>>>>,
+    changed: Changed,
+}
+
+impl GroupService {
+    pub fn new(coord: GroupCoordinator, clock: Rc<dyn Clock>, log: Rc<dyn OffsetsLog>) -> Self {
+        GroupService {
+            coord: RefCell::new(coord),
+            clock,
+            log,
+            next_waiter: Cell::new(1),
+            joins: RefCell::new(HashMap::new()),
+            syncs: RefCell::new(HashMap::new()),
+            changed: Changed::default(),
+        }
+    }
+
+    /// Read access to the state machine (tests, metrics).
+    pub fn with_coordinator<R>(&self, f: impl FnOnce(&GroupCoordinator) -> R) -> R {
+        f(&self.coord.borrow())
+    }
+
+    /// The offsets partition of a group.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        self.coord.borrow().partition_for(group_id)
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn waiter(&self) -> WaiterId {
+        let w = self.next_waiter.get();
+        self.next_waiter.set(w + 1);
+        w
+    }
+
+    /// Carries out effects in order; an answer after a failed append becomes
+    /// COORDINATOR_NOT_AVAILABLE (the client rediscovers the coordinator and rejoins).
+    async fn apply(&self, effects: Vec<Effect>) {
+        self.changed.notify();
+        let mut append_failed = false;
+        for e in effects {
+            match e {
+                Effect::Persist { partition, records } => {
+                    if let Err(err) = self.log.append(partition, &records, self.now()).await {
+                        tracing::warn!(partition, %err, "group metadata append failed");
+                        append_failed = true;
+                    }
+                }
+                Effect::Join {
+                    waiter,
+                    mut response,
+                } => {
+                    if append_failed && response.error_code == code::NONE {
+                        response = JoinResponse::error(
+                            code::COORDINATOR_NOT_AVAILABLE,
+                            response.member_id,
+                        );
+                    }
+                    if let Some(slot) = self.joins.borrow_mut().remove(&waiter) {
+                        slot.set(response);
+                    }
+                }
+                Effect::Sync {
+                    waiter,
+                    mut response,
+                } => {
+                    if append_failed && response.error_code == code::NONE {
+                        response = SyncResponse::error(code::COORDINATOR_NOT_AVAILABLE);
+                    }
+                    if let Some(slot) = self.syncs.borrow_mut().remove(&waiter) {
+                        slot.set(response);
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ partitions
+
+    /// This core becomes coordinator of `partition`: replays its log (requests for its
+    /// groups get COORDINATOR_LOAD_IN_PROGRESS meanwhile), then serves it.
+    pub async fn load_partition(&self, partition: i32) {
+        self.coord.borrow_mut().begin_load(partition);
+        match self.log.read_all(partition).await {
+            Ok(records) => {
+                let mut c = self.coord.borrow_mut();
+                let mut skipped = 0usize;
+                for (k, v) in &records {
+                    if let Err(err) = c.load_record(partition, k, v.as_deref()) {
+                        skipped += 1;
+                        tracing::warn!(partition, %err, "skipping undecodable __consumer_offsets record");
+                    }
+                }
+                tracing::info!(
+                    partition,
+                    records = records.len(),
+                    skipped,
+                    "loaded __consumer_offsets partition"
+                );
+            }
+            Err(err) => {
+                tracing::error!(partition, %err, "reading __consumer_offsets failed; serving it empty");
+            }
+        }
+        let now = self.now();
+        self.coord.borrow_mut().finish_load(partition, now);
+        self.changed.notify();
+    }
+
+    /// This core stops coordinating `partition`.
+    pub async fn unload_partition(&self, partition: i32) {
+        let mut out = Vec::new();
+        self.coord.borrow_mut().unload(partition, &mut out);
+        self.apply(out).await;
+    }
+
+    /// Fires due timers forever; `sleep` is the executor's timer (glommio's in production).
+    /// Spawn once per core.
+    pub async fn run_timers<S, F>(&self, sleep: S)
+    where
+        S: Fn(Duration) -> F,
+        F: Future<Output = ()>,
+    {
+        loop {
+            let seen = self.changed.generation.get();
+            let now = self.now();
+            let mut out = Vec::new();
+            self.coord.borrow_mut().tick(now, &mut out);
+            if !out.is_empty() {
+                self.apply(out).await;
+                continue;
+            }
+            let next = self.coord.borrow().next_deadline_ms();
+            let wait = ChangedWait {
+                changed: &self.changed,
+                seen,
+            };
+            match next {
+                Some(d) => {
+                    let ms = (d - now).clamp(0, 60_000) as u64;
+                    futures_lite::future::or(sleep(Duration::from_millis(ms)), wait).await;
+                }
+                None => wait.await,
+            }
+        }
+    }
+
+    /// Fires the timers due now once (tests; `run_timers` in production).
+    pub async fn tick(&self) {
+        let mut out = Vec::new();
+        let now = self.now();
+        self.coord.borrow_mut().tick(now, &mut out);
+        self.apply(out).await;
+    }
+
+    // ------------------------------------------------------------ APIs
+
+    pub async fn join(&self, req: JoinRequest) -> JoinResponse {
+        let w = self.waiter();
+        let slot = Slot::new();
+        self.joins.borrow_mut().insert(w, slot.clone());
+        let mut out = Vec::new();
+        let now = self.now();
+        self.coord.borrow_mut().join(now, req, w, &mut out);
+        self.apply(out).await;
+        SlotWait(slot).await
+    }
+
+    pub async fn sync(&self, req: SyncRequest) -> SyncResponse {
+        let w = self.waiter();
+        let slot = Slot::new();
+        self.syncs.borrow_mut().insert(w, slot.clone());
+        let mut out = Vec::new();
+        let now = self.now();
+        self.coord.borrow_mut().sync(now, req, w, &mut out);
+        self.apply(out).await;
+        SlotWait(slot).await
+    }
+
+    /// Heartbeat; returns the Kafka error code.
+    pub fn heartbeat(&self, req: &HeartbeatRequest) -> i16 {
+        let now = self.now();
+        let r = self.coord.borrow_mut().heartbeat(now, req);
+        self.changed.notify();
+        match r {
+            Ok(()) => code::NONE,
+            Err(e) => e.code(),
+        }
+    }
+
+    pub async fn leave(
+        &self,
+        group_id: &str,
+        members: &[LeavingMember],
+    ) -> Result<Vec<LeaveResult>, GroupError> {
+        let mut out = Vec::new();
+        let now = self.now();
+        let r = self
+            .coord
+            .borrow_mut()
+            .leave(now, group_id, members, &mut out);
+        self.apply(out).await;
+        r
+    }
+
+    /// OffsetCommit: (topic, partition, error code) per requested partition, in order.
+    pub async fn commit(&self, req: &CommitRequest) -> Result<Vec<(String, i32, i16)>, GroupError> {
+        let now = self.now();
+        let prepared = self.coord.borrow_mut().prepare_commit(now, req)?;
+        self.changed.notify();
+        if !prepared.records.is_empty() {
+            if let Err(err) = self
+                .log
+                .append(prepared.offsets_partition, &prepared.records, now)
+                .await
+            {
+                tracing::warn!(group = %req.group_id, %err, "offset commit append failed");
+                return Ok(prepared
+                    .results
+                    .into_iter()
+                    .map(|(t, p, c)| {
+                        let c = if c == code::NONE { err.code() } else { c };
+                        (t, p, c)
+                    })
+                    .collect());
+            }
+        }
+        let results = prepared.results.clone();
+        self.coord.borrow_mut().apply_commit(now, prepared);
+        Ok(results)
+    }
+
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<Vec<FetchedOffset>, GroupError> {
+        self.coord.borrow().fetch_offsets(group_id, topics)
+    }
+
+    /// ListGroups of this core: (error code, groups).
+    pub fn list_groups(&self, states: &[String], types: &[String]) -> (i16, Vec<ListedGroup>) {
+        let c = self.coord.borrow();
+        let err = if c.any_loading() {
+            code::COORDINATOR_LOAD_IN_PROGRESS
+        } else {
+            code::NONE
+        };
+        (err, c.list_groups(states, types))
+    }
+
+    pub fn describe(&self, group_id: &str) -> Result<DescribedGroup, GroupError> {
+        self.coord.borrow().describe(group_id)
+    }
+
+    /// DeleteGroups for one group: the Kafka error code.
+    pub async fn delete_group(&self, group_id: &str) -> i16 {
+        let mut out = Vec::new();
+        let r = self.coord.borrow_mut().delete_group(group_id, &mut out);
+        self.apply(out).await;
+        match r {
+            Ok(()) => code::NONE,
+            Err(e) => e.code(),
+        }
+    }
+
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<(String, i32, i16)>, GroupError> {
+        let mut out = Vec::new();
+        let r = self
+            .coord
+            .borrow_mut()
+            .delete_offsets(group_id, partitions, &mut out);
+        self.apply(out).await;
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::GroupConfig;
+    use freshet_storage::ManualClock;
+    use futures_lite::future::block_on;
+
+    /// An in-memory `__consumer_offsets`: records per partition, optionally failing.
+    #[derive(Default)]
+    struct MemLog {
+        parts: RefCell<HashMap<i32, Vec<KeyValue>>>,
+        fail: Cell<bool>,
+    }
+
+    impl OffsetsLog for MemLog {
+        fn append<'a>(
+            &'a self,
+            partition: i32,
+            records: &'a [OffsetsRecord],
+            _ts: i64,
+        ) -> LocalFuture<'a, Result<(), GroupError>> {
+            Box::pin(async move {
+                if self.fail.get() {
+                    return Err(GroupError::CoordinatorNotAvailable);
+                }
+                let mut p = self.parts.borrow_mut();
+                let v = p.entry(partition).or_default();
+                for r in records {
+                    v.push((r.key.clone(), r.value.clone()));
+                }
+                Ok(())
+            })
+        }
+
+        fn read_all(&self, partition: i32) -> LocalFuture<'_, Result<Vec<KeyValue>, GroupError>> {
+            let v = self
+                .parts
+                .borrow()
+                .get(&partition)
+                .cloned()
+                .unwrap_or_default();
+            Box::pin(async move { Ok(v) })
+        }
+    }
+
+    fn service(log: Rc<MemLog>, clock: Rc<ManualClock>) -> GroupService {
+        let cfg = GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 100,
+            offsets_topic_num_partitions: 2,
+            ..GroupConfig::default()
+        };
+        let svc = GroupService::new(GroupCoordinator::new(cfg, 3), clock, log);
+        block_on(async {
+            svc.load_partition(0).await;
+            svc.load_partition(1).await;
+        });
+        svc
+    }
+
+    fn join_req(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "grp".into(),
+            member_id: member_id.into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 1000,
+            rebalance_timeout_ms: 2000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+            require_known_member_id: true,
+            supports_skip_assignment: false,
+        }
+    }
+
+    /// Join (two round trips, KIP-394), wait for the initial delay, sync, commit; restart
+    /// the service on the same log: the group and its offsets come back.
+    #[test]
+    fn commit_then_restart_resumes_from_the_log() {
+        let log = Rc::new(MemLog::default());
+        let clock = Rc::new(ManualClock::new(1_000));
+        let svc = service(log.clone(), clock.clone());
+        block_on(async {
+            let r = svc.join(join_req("")).await;
+            assert_eq!(r.error_code, code::MEMBER_ID_REQUIRED);
+            let member = r.member_id;
+            let join = svc.join(join_req(&member));
+            let mut join = std::pin::pin!(join);
+            // Parked until the (zero) initial delay fires on the next tick.
+            assert!(futures_lite::future::poll_once(join.as_mut())
+                .await
+                .is_none());
+            svc.tick().await;
+            let r = join.await;
+            assert_eq!((r.error_code, r.generation_id), (code::NONE, 1));
+            let s = svc
+                .sync(SyncRequest {
+                    group_id: "grp".into(),
+                    generation_id: 1,
+                    member_id: member.clone(),
+                    group_instance_id: None,
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignments: vec![(member.clone(), Bytes::from_static(b"asg"))],
+                })
+                .await;
+            assert_eq!(s.assignment, Bytes::from_static(b"asg"));
+            let res = svc
+                .commit(&CommitRequest {
+                    group_id: "grp".into(),
+                    generation_id: 1,
+                    member_id: member.clone(),
+                    group_instance_id: None,
+                    partitions: vec![CommitPartition {
+                        topic: "t".into(),
+                        partition: 2,
+                        offset: 77,
+                        leader_epoch: 0,
+                        metadata: None,
+                    }],
+                })
+                .await
+                .unwrap();
+            assert_eq!(res, vec![("t".to_string(), 2, code::NONE)]);
+        });
+        let p = svc.partition_for("grp");
+        assert_eq!(
+            log.parts.borrow()[&p].len(),
+            2,
+            "group record + offset record"
+        );
+        drop(svc);
+
+        clock.advance_ms(500);
+        let svc = service(log.clone(), clock.clone());
+        let f = svc
+            .fetch_offsets("grp", Some(&[("t".into(), vec![2])]))
+            .unwrap();
+        assert_eq!(f[0].offset, 77);
+        let d = svc.describe("grp").unwrap();
+        assert_eq!(d.state, "Stable");
+        assert_eq!(d.members[0].assignment, Bytes::from_static(b"asg"));
+    }
+
+    #[test]
+    fn failed_commit_append_reports_an_error_and_does_not_apply() {
+        let log = Rc::new(MemLog::default());
+        let clock = Rc::new(ManualClock::new(0));
+        let svc = service(log.clone(), clock);
+        log.fail.set(true);
+        let req = CommitRequest {
+            group_id: "grp".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            partitions: vec![CommitPartition {
+                topic: "t".into(),
+                partition: 0,
+                offset: 5,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        };
+        let res = block_on(svc.commit(&req)).unwrap();
+        assert_eq!(res[0].2, code::COORDINATOR_NOT_AVAILABLE);
+        let f = svc
+            .fetch_offsets("grp", Some(&[("t".into(), vec![0])]))
+            .unwrap();
+        assert_eq!(f[0].offset, -1);
+    }
+}
