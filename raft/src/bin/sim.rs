@@ -1,0 +1,92 @@
+//! Deterministic Raft simulator.
+//!
+//! `sim --seed N` replays one seed; `sim --seed N --count K` runs seeds N..N+K;
+//! `sim --seed N --budget-secs S` runs consecutive seeds until S seconds have passed.
+//! A failing seed is printed (also when an invariant assertion aborts the process).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use freshet_raft::sim::{run_seed, SimConfig};
+
+static CURRENT_SEED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn usage() -> ! {
+    eprintln!("usage: sim [--seed N] [--count K] [--budget-secs S] [--quiet]");
+    std::process::exit(2);
+}
+
+fn main() {
+    let mut seed = 1u64;
+    let mut count = 1u64;
+    let mut budget: Option<Duration> = None;
+    let mut quiet = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = || -> u64 {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| usage())
+        };
+        match a.as_str() {
+            "--seed" => seed = num(),
+            "--count" => count = num(),
+            "--budget-secs" => {
+                budget = Some(Duration::from_secs(num()));
+                count = u64::MAX;
+            }
+            "--quiet" => quiet = true,
+            _ => usage(),
+        }
+    }
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let s = CURRENT_SEED.load(Ordering::SeqCst);
+        eprintln!("SIM FAILED: seed {s} panicked (replay: make sim SEED={s})");
+        hook(info);
+    }));
+    let start = Instant::now();
+    let mut ran = 0u64;
+    let mut s = seed;
+    while ran < count {
+        if budget.is_some_and(|b| start.elapsed() >= b) {
+            break;
+        }
+        CURRENT_SEED.store(s, Ordering::SeqCst);
+        let cfg = SimConfig::from_seed(s);
+        let t = Instant::now();
+        match run_seed(&cfg) {
+            Ok(r) => {
+                if !quiet {
+                    println!(
+                        "seed {} ok: nodes {} groups {} proposed {} acked {} failed {} crashes {} partitions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?} ({} ms wall)",
+                        r.seed,
+                        r.nodes,
+                        r.groups,
+                        r.proposed,
+                        r.acked,
+                        r.failed,
+                        r.crashes,
+                        r.partitions,
+                        r.leaderships,
+                        r.envelopes,
+                        r.converge_ms,
+                        r.kafka_end_offsets,
+                        t.elapsed().as_millis()
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("SIM FAILED: seed {s}: {e}");
+                eprintln!("replay: make sim SEED={s}");
+                std::process::exit(1);
+            }
+        }
+        ran += 1;
+        s += 1;
+    }
+    println!(
+        "sim: {ran} seeds from {seed} passed in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}

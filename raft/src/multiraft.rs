@@ -1,0 +1,717 @@
+//! The per-core multi-Raft driver: many Raft groups (one per partition) owned by one core,
+//! one `RawNode` each, driven together.
+//!
+//! One driver pass ([`MultiRaft::process_ready`]):
+//! 1. collect the `Ready` of every group that has one;
+//! 2. send the leaders' messages at once (appends go out while the leader's own write is
+//!    being flushed, Raft thesis §10.2.1), coalesced into one [`Envelope`] per destination node
+//!    with all heartbeats of all groups packed as [`crate::transport::Beat`]s;
+//! 3. append each group's new entries to its log (truncating a conflicting suffix first, §5.3),
+//!    then flush every log that was written **once** (a follower's appends of one pass share
+//!    one flush), then rewrite the group state file of groups whose term/vote/membership
+//!    changed;
+//! 4. send the messages that must wait for persistence (followers' append/vote responses);
+//! 5. apply committed entries: advance the high watermark, complete proposals (§8: a client is
+//!    acknowledged only once its entry is committed, i.e. durable on a majority);
+//! 6. serve reads raft-rs had to defer (`LogTemporarilyUnavailable`) from the log and call
+//!    `on_entries_fetched`; repeat while groups have work.
+//!
+//! Ownership: one `MultiRaft` per core, `!Send`; it owns its groups, their logs (by value or
+//! `Rc`) and the node's [`MetaStore`].
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::{Config, RawNode, StateRole};
+
+use crate::batch::{
+    batch_to_entry, entry_to_batch, internal_kind, parse_batch, split_batches, BatchError,
+};
+use crate::log::{GroupLog, LogError};
+use crate::meta::{GroupMeta, LogAnchor, MetaError, MetaStore};
+use crate::rng::SimRng;
+use crate::store::{EntryMeta, GroupState, GroupStorage};
+use crate::transport::{Envelope, GroupId, NodeId, Transport};
+
+/// Driver settings (all limits explicit).
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This node's id (its Raft peer id in every group); non-zero.
+    pub node_id: NodeId,
+    /// Leader heartbeat interval, in ticks.
+    pub heartbeat_ticks: usize,
+    /// Base election timeout `E` in ticks: a follower campaigns after a random timeout in
+    /// `(E, 2E]` ticks without hearing from a leader; must exceed `heartbeat_ticks`.
+    pub election_ticks: usize,
+    /// Byte budget of one append message.
+    pub max_size_per_msg_bytes: u64,
+    /// Appends in flight per follower.
+    pub max_inflight_msgs: usize,
+    /// Per-group entry cache budget (unapplied entries are always kept).
+    pub cache_bytes_max: usize,
+    /// Bytes read from the log per asynchronous fetch / recovery read.
+    pub fetch_bytes_max: usize,
+    /// Seed of the election-timeout jitter (deterministic runs).
+    pub seed: u64,
+}
+
+impl RaftConfig {
+    /// Defaults for a 10 ms tick: heartbeat 150 ms, election 1.5–3 s (Redpanda's figures).
+    pub fn new(node_id: NodeId) -> Self {
+        Self {
+            node_id,
+            heartbeat_ticks: 15,
+            election_ticks: 150,
+            max_size_per_msg_bytes: 1 << 20,
+            max_inflight_msgs: 256,
+            cache_bytes_max: 4 << 20,
+            fetch_bytes_max: 1 << 20,
+            seed: node_id,
+        }
+    }
+}
+
+/// Why a proposal was not (or will not be) committed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node does not lead the group (Kafka NOT_LEADER_OR_FOLLOWER, 6).
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
+    /// No such group on this core (Kafka UNKNOWN_TOPIC_OR_PARTITION, 3).
+    #[error("unknown group {0}")]
+    UnknownGroup(GroupId),
+    /// The bytes are not exactly one valid v2 batch, or claim to be a Raft-internal entry
+    /// (Kafka CORRUPT_MESSAGE 2 / INVALID_RECORD 87).
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    /// Leadership changed before the entry committed and another entry took its index
+    /// (Kafka NOT_LEADER_OR_FOLLOWER; the client retries).
+    #[error("entry superseded by a new leader")]
+    Superseded,
+}
+
+/// Errors that stop the driver (the engine reports the partitions as failed).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The log failed.
+    #[error("group {group}: log: {source}")]
+    Log {
+        /// The group.
+        group: GroupId,
+        /// The cause.
+        source: LogError,
+    },
+    /// The group state file failed.
+    #[error("group {group}: state file: {source}")]
+    Meta {
+        /// The group.
+        group: GroupId,
+        /// The cause.
+        source: MetaError,
+    },
+    /// A batch read back from the log does not parse.
+    #[error("group {group}: corrupt log: {source}")]
+    CorruptLog {
+        /// The group.
+        group: GroupId,
+        /// The cause.
+        source: BatchError,
+    },
+    /// Raft refused its configuration or state.
+    #[error("group {group}: raft: {source}")]
+    Raft {
+        /// The group.
+        group: GroupId,
+        /// The cause.
+        source: raft::Error,
+    },
+    /// The group is already open.
+    #[error("group {0} already open")]
+    AlreadyOpen(GroupId),
+}
+
+/// Outcome of a proposal, reported by [`MultiRaft::take_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Committed (majority durable) and applied: the batch got Kafka offsets
+    /// `kafka_offset ..`; the high watermark moved to `high_watermark`.
+    Committed {
+        /// The group.
+        group: GroupId,
+        /// The caller's token.
+        token: u64,
+        /// Kafka base offset of the batch.
+        kafka_offset: i64,
+        /// High watermark after applying it.
+        high_watermark: i64,
+    },
+    /// Will never commit.
+    Failed {
+        /// The group.
+        group: GroupId,
+        /// The caller's token.
+        token: u64,
+        /// Why.
+        error: ProposeError,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    index: u64,
+    term: u64,
+    token: u64,
+}
+
+struct Group<L> {
+    raw: RawNode<GroupStorage>,
+    st: Rc<RefCell<GroupState>>,
+    log: L,
+    pending: VecDeque<Pending>,
+    high_watermark: i64,
+    /// `election_elapsed` after our last look (to detect raft-rs resetting the timer).
+    last_elapsed: usize,
+    /// (term, vote, conf) last written to the state file.
+    persisted_term_vote: (u64, u64),
+}
+
+/// Many Raft groups driven by one core. See the module docs for one pass.
+///
+/// Ownership: per core, `!Send`.
+pub struct MultiRaft<L: GroupLog, M: MetaStore, T: Transport> {
+    cfg: RaftConfig,
+    groups: BTreeMap<GroupId, Group<L>>,
+    meta: M,
+    transport: T,
+    rng: SimRng,
+    logger: slog::Logger,
+    events: Vec<Event>,
+    outbox: BTreeMap<NodeId, Envelope>,
+    envelopes_sent: u64,
+}
+
+impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
+    /// A driver with no groups.
+    pub fn new(cfg: RaftConfig, meta: M, transport: T) -> Self {
+        assert!(cfg.node_id != 0, "node id 0 is reserved by raft-rs");
+        assert!(
+            cfg.election_ticks > cfg.heartbeat_ticks,
+            "election_ticks must exceed heartbeat_ticks"
+        );
+        let rng = SimRng::new(cfg.seed ^ 0x5EED_0000_0000_0000 ^ cfg.node_id);
+        Self {
+            cfg,
+            groups: BTreeMap::new(),
+            meta,
+            transport,
+            rng,
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+            events: Vec::new(),
+            outbox: BTreeMap::new(),
+            envelopes_sent: 0,
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    /// Opens (or creates, with `voters` as its membership) the group and recovers its entry
+    /// table from the log: the state file gives the anchor; every batch from there to the log
+    /// end becomes one entry. Unapplied entries are loaded into the cache.
+    pub async fn open_group(
+        &mut self,
+        group: GroupId,
+        voters: &[NodeId],
+        log: L,
+    ) -> Result<(), DriverError> {
+        if self.groups.contains_key(&group) {
+            return Err(DriverError::AlreadyOpen(group));
+        }
+        let meta_err = |source| DriverError::Meta { group, source };
+        let log_err = |source| DriverError::Log { group, source };
+        let meta = match self.meta.read(group).await.map_err(meta_err)? {
+            Some(b) => GroupMeta::decode(&b).map_err(meta_err)?,
+            None => {
+                let mut m = GroupMeta {
+                    anchor: LogAnchor::initial(),
+                    ..Default::default()
+                };
+                m.anchor.log_offset = log.next_offset();
+                m.conf_state.voters = voters.to_vec();
+                self.meta.write(group, m.encode()).await.map_err(meta_err)?;
+                m
+            }
+        };
+        let mut st = GroupState::new(
+            meta.hard_state.clone(),
+            meta.conf_state.clone(),
+            meta.anchor,
+            self.cfg.cache_bytes_max,
+        );
+        // Recovery scan: one batch = one entry, from the anchor to the log end.
+        let commit = meta.hard_state.commit;
+        let end = log.next_offset();
+        let mut off = meta.anchor.log_offset;
+        let mut recovered_cache = Vec::new();
+        while off < end {
+            let bytes = log
+                .read(off, self.cfg.fetch_bytes_max, end)
+                .await
+                .map_err(log_err)?;
+            let batches =
+                split_batches(bytes).map_err(|source| DriverError::CorruptLog { group, source })?;
+            assert!(
+                !batches.is_empty(),
+                "group {group}: log read at {off} < end {end} returned nothing"
+            );
+            for (h, b) in batches {
+                assert_eq!(
+                    h.base_offset, off,
+                    "group {group}: log batches not contiguous"
+                );
+                let internal = internal_kind(&h, &b).is_some();
+                let index = st.last_index() + 1;
+                st.push_recovered(EntryMeta {
+                    term: h.partition_leader_epoch as u64,
+                    log_offset: off,
+                    kafka_offset: st.kafka_end_offset(),
+                    log_count: h.offset_count(),
+                    kafka_count: if internal { 0 } else { h.offset_count() },
+                });
+                if index > commit {
+                    let e = batch_to_entry(b, index)
+                        .map_err(|source| DriverError::CorruptLog { group, source })?;
+                    recovered_cache.push(e);
+                }
+                off += i64::from(h.offset_count());
+            }
+        }
+        assert!(
+            commit <= st.last_index(),
+            "group {group}: persisted commit {commit} beyond recovered log end {}",
+            st.last_index()
+        );
+        st.applied = commit.max(st.first_index() - 1);
+        st.restore_cache(recovered_cache);
+        let high_watermark = st.kafka_end_at(st.applied);
+        let st = Rc::new(RefCell::new(st));
+        let e = self.cfg.election_ticks;
+        let config = Config {
+            id: self.cfg.node_id,
+            heartbeat_tick: self.cfg.heartbeat_ticks,
+            // raft-rs draws its randomized timeout from thread_rng; we pin its range to one
+            // value (2E) and add our own seeded jitter through `election_elapsed` instead.
+            election_tick: 2 * e,
+            min_election_tick: 2 * e,
+            max_election_tick: 2 * e + 1,
+            applied: commit,
+            max_size_per_msg: self.cfg.max_size_per_msg_bytes,
+            max_inflight_msgs: self.cfg.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&config, GroupStorage { st: st.clone() }, &self.logger)
+            .map_err(|source| DriverError::Raft { group, source })?;
+        let mut g = Group {
+            raw,
+            st,
+            log,
+            pending: VecDeque::new(),
+            high_watermark,
+            last_elapsed: usize::MAX,
+            persisted_term_vote: (meta.hard_state.term, meta.hard_state.vote),
+        };
+        Self::jitter(&mut self.rng, e, &mut g);
+        self.groups.insert(group, g);
+        Ok(())
+    }
+
+    /// Re-draws the election timeout whenever raft-rs reset the timer (see `open_group`).
+    fn jitter(rng: &mut SimRng, e: usize, g: &mut Group<L>) {
+        let r = &mut g.raw.raft;
+        if r.state != StateRole::Leader && r.election_elapsed < g.last_elapsed {
+            r.election_elapsed = rng.below(e as u64) as usize;
+        }
+        g.last_elapsed = r.election_elapsed;
+    }
+
+    /// Advances every group's logical clock by one tick (heartbeats, elections).
+    pub fn tick(&mut self) {
+        let e = self.cfg.election_ticks;
+        for g in self.groups.values_mut() {
+            g.raw.tick();
+            Self::jitter(&mut self.rng, e, g);
+        }
+    }
+
+    /// Proposes one Kafka v2 batch to `group`. On success the outcome arrives later as an
+    /// [`Event`] carrying `token`.
+    pub fn propose(
+        &mut self,
+        group: GroupId,
+        batch: Bytes,
+        token: u64,
+    ) -> Result<(), ProposeError> {
+        let g = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ProposeError::UnknownGroup(group))?;
+        let h = parse_batch(&batch).map_err(|e| ProposeError::InvalidBatch(e.to_string()))?;
+        if h.total_bytes() != batch.len() {
+            return Err(ProposeError::InvalidBatch("not exactly one batch".into()));
+        }
+        if internal_kind(&h, &batch).is_some() {
+            return Err(ProposeError::InvalidBatch(
+                "reserved control record type".into(),
+            ));
+        }
+        let leader = |g: &Group<L>| (g.raw.raft.leader_id != 0).then_some(g.raw.raft.leader_id);
+        if g.raw.raft.state != StateRole::Leader {
+            return Err(ProposeError::NotLeader { leader: leader(g) });
+        }
+        let mut m = Message {
+            from: self.cfg.node_id,
+            ..Default::default()
+        };
+        m.set_msg_type(MessageType::MsgPropose);
+        m.entries = vec![Entry {
+            data: batch,
+            ..Default::default()
+        }]
+        .into();
+        if g.raw.step(m).is_err() {
+            // ProposalDropped: leadership transfer in progress or uncommitted-size limit.
+            return Err(ProposeError::NotLeader { leader: leader(g) });
+        }
+        let index = g.raw.raft.raft_log.last_index();
+        let term = g.raw.raft.term;
+        if let Some(last) = g.pending.back() {
+            assert!(last.index < index, "proposal indexes must grow");
+        }
+        g.pending.push_back(Pending { index, term, token });
+        Ok(())
+    }
+
+    /// Delivers an envelope from another node.
+    pub fn step(&mut self, env: Envelope) {
+        if env.to != self.cfg.node_id {
+            return;
+        }
+        let e = self.cfg.election_ticks;
+        for (group, m) in env.into_messages() {
+            if let Some(g) = self.groups.get_mut(&group) {
+                // Errors are for messages from unknown peers or stale local messages; Raft
+                // treats them as lost.
+                let _ = g.raw.step(m);
+                Self::jitter(&mut self.rng, e, g);
+            }
+        }
+    }
+
+    /// Outcomes of proposals since the last call, in the order they were decided.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// True if this node leads `group`.
+    pub fn is_leader(&self, group: GroupId) -> bool {
+        self.groups
+            .get(&group)
+            .is_some_and(|g| g.raw.raft.state == StateRole::Leader)
+    }
+
+    /// The high watermark (Kafka offset, exclusive) of `group` on this node.
+    pub fn high_watermark(&self, group: GroupId) -> Option<i64> {
+        self.groups.get(&group).map(|g| g.high_watermark)
+    }
+
+    /// (term, commit index, last index) of `group`.
+    pub fn progress(&self, group: GroupId) -> Option<(u64, u64, u64)> {
+        self.groups.get(&group).map(|g| {
+            (
+                g.raw.raft.term,
+                g.raw.raft.raft_log.committed,
+                g.raw.raft.raft_log.last_index(),
+            )
+        })
+    }
+
+    /// The group's entry table, cache and translator (read-only use by the read path).
+    pub fn group_state(&self, group: GroupId) -> Option<Rc<RefCell<GroupState>>> {
+        self.groups.get(&group).map(|g| g.st.clone())
+    }
+
+    /// The group's log.
+    pub fn log(&self, group: GroupId) -> Option<&L> {
+        self.groups.get(&group).map(|g| &g.log)
+    }
+
+    /// Groups on this core, in id order.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// Envelopes sent so far (tests of heartbeat coalescing).
+    pub fn envelopes_sent(&self) -> u64 {
+        self.envelopes_sent
+    }
+
+    fn queue(&mut self, group: GroupId, msgs: Vec<Message>) {
+        let from = self.cfg.node_id;
+        for m in msgs {
+            self.outbox
+                .entry(m.to)
+                .or_insert_with(|| Envelope::new(from, m.to))
+                .push(group, m);
+        }
+    }
+
+    fn send_outbox(&mut self) {
+        for (_, env) in std::mem::take(&mut self.outbox) {
+            if !env.is_empty() {
+                self.envelopes_sent += 1;
+                self.transport.send(env);
+            }
+        }
+    }
+
+    /// One driver pass (see the module docs). Returns after every group is idle or after a
+    /// bounded number of rounds.
+    pub async fn process_ready(&mut self) -> Result<(), DriverError> {
+        for _round in 0..8 {
+            let mut work = Vec::new();
+            for (gid, g) in self.groups.iter_mut() {
+                if g.raw.has_ready() {
+                    work.push((*gid, g.raw.ready()));
+                }
+            }
+            if work.is_empty() {
+                break;
+            }
+            // (2) Leaders' messages go out before their own write is durable.
+            for (gid, rd) in work.iter_mut() {
+                let msgs = rd.take_messages();
+                self.queue(*gid, msgs);
+            }
+            self.send_outbox();
+            // (3) Persist entries, one flush per written log, then the state files.
+            let mut written = Vec::new();
+            for (gid, rd) in work.iter_mut() {
+                let g = self.groups.get_mut(gid).expect("group in work list");
+                assert!(
+                    rd.snapshot().is_empty(),
+                    "group {gid}: snapshots are never sent (partition snapshots not implemented)"
+                );
+                let entries = rd.take_entries();
+                if !entries.is_empty() {
+                    let superseded = Self::persist_entries(*gid, g, entries).await?;
+                    written.push(*gid);
+                    for token in superseded.into_iter().rev() {
+                        self.events.push(Event::Failed {
+                            group: *gid,
+                            token,
+                            error: ProposeError::Superseded,
+                        });
+                    }
+                }
+                if let Some(hs) = rd.hs() {
+                    g.st.borrow_mut().hard_state = hs.clone();
+                }
+            }
+            for gid in &written {
+                let g = &self.groups[gid];
+                g.log.flush().await.map_err(|source| DriverError::Log {
+                    group: *gid,
+                    source,
+                })?;
+            }
+            for (gid, _) in work.iter() {
+                self.persist_meta_if_needed(*gid).await?;
+            }
+            // (4)-(5) Messages that wait for persistence, then apply.
+            for (gid, mut rd) in work {
+                let persisted = rd.take_persisted_messages();
+                self.queue(gid, persisted);
+                let committed = rd.take_committed_entries();
+                self.apply(gid, committed);
+                let g = self.groups.get_mut(&gid).expect("group in work list");
+                let mut light = g.raw.advance_append(rd);
+                if let Some(c) = light.commit_index() {
+                    g.st.borrow_mut().hard_state.commit = c;
+                }
+                let msgs = light.take_messages();
+                let committed = light.take_committed_entries();
+                self.queue(gid, msgs);
+                self.apply(gid, committed);
+                let g = self.groups.get_mut(&gid).expect("group in work list");
+                g.raw.advance_apply();
+                let e = self.cfg.election_ticks;
+                Self::jitter(&mut self.rng, e, g);
+            }
+            // (6) Deferred reads for followers that are behind.
+            self.serve_fetches().await?;
+            self.send_outbox();
+        }
+        self.send_outbox();
+        Ok(())
+    }
+
+    async fn persist_entries(
+        gid: GroupId,
+        g: &mut Group<L>,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<u64>, DriverError> {
+        let log_err = |source| DriverError::Log { group: gid, source };
+        let mut superseded = Vec::new();
+        let first = entries[0].index;
+        let conflict = {
+            let st = g.st.borrow();
+            (first <= st.last_index()).then(|| st.meta(first).expect("held").log_offset)
+        };
+        if let Some(log_offset) = conflict {
+            // §5.3: a follower drops a conflicting suffix before appending the leader's entries.
+            g.log.truncate(log_offset).await.map_err(log_err)?;
+            g.st.borrow_mut().truncate_from(first);
+            // Proposals at or after `first` can no longer commit as proposed.
+            while g.pending.back().is_some_and(|p| p.index >= first) {
+                superseded.push(g.pending.pop_back().expect("non-empty").token);
+            }
+        }
+        let rows = g.st.borrow_mut().push_entries(&entries);
+        for (e, row) in entries.iter().zip(rows) {
+            let base = g
+                .log
+                .append(entry_to_batch(e), e.term as i32)
+                .await
+                .map_err(log_err)?;
+            assert_eq!(
+                base, row.log_offset,
+                "group {gid}: log offset of index {} diverged from the entry table",
+                e.index
+            );
+        }
+        Ok(superseded)
+    }
+
+    async fn persist_meta_if_needed(&mut self, gid: GroupId) -> Result<(), DriverError> {
+        let g = self.groups.get_mut(&gid).expect("group exists");
+        let record = {
+            let st = g.st.borrow();
+            let tv = (st.hard_state.term, st.hard_state.vote);
+            if tv == g.persisted_term_vote {
+                return Ok(());
+            }
+            g.persisted_term_vote = tv;
+            GroupMeta {
+                hard_state: st.hard_state.clone(),
+                conf_state: st.conf_state.clone(),
+                anchor: st.anchor,
+            }
+            .encode()
+        };
+        self.meta
+            .write(gid, record)
+            .await
+            .map_err(|source| DriverError::Meta { group: gid, source })
+    }
+
+    fn apply(&mut self, gid: GroupId, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let g = self.groups.get_mut(&gid).expect("group exists");
+        let mut st = g.st.borrow_mut();
+        for e in &entries {
+            assert!(
+                e.get_entry_type() == EntryType::EntryNormal,
+                "group {gid}: membership changes are not proposed by this driver"
+            );
+            assert_eq!(e.index, st.applied + 1, "group {gid}: applied out of order");
+            st.applied = e.index;
+            while g.pending.front().is_some_and(|p| p.index <= e.index) {
+                let p = g.pending.pop_front().expect("non-empty");
+                if p.index == e.index && p.term == e.term {
+                    let kafka_offset = st.meta(e.index).expect("applied entry held").kafka_offset;
+                    self.events.push(Event::Committed {
+                        group: gid,
+                        token: p.token,
+                        kafka_offset,
+                        high_watermark: st.kafka_end_at(e.index),
+                    });
+                } else {
+                    self.events.push(Event::Failed {
+                        group: gid,
+                        token: p.token,
+                        error: ProposeError::Superseded,
+                    });
+                }
+            }
+        }
+        g.high_watermark = st.kafka_end_at(st.applied);
+        st.evict();
+    }
+
+    async fn serve_fetches(&mut self) -> Result<(), DriverError> {
+        let fetch_bytes_max = self.cfg.fetch_bytes_max;
+        for (gid, g) in self.groups.iter_mut() {
+            let reqs = std::mem::take(&mut g.st.borrow_mut().pending_fetches);
+            for req in reqs {
+                let (start, upto) = {
+                    let st = g.st.borrow();
+                    if req.low < st.first_index() || req.high > st.last_index() + 1 {
+                        continue; // the log changed since; raft-rs will ask again
+                    }
+                    let last = st.meta(req.high - 1).expect("held");
+                    (
+                        st.meta(req.low).expect("held").log_offset,
+                        last.log_offset + 1,
+                    )
+                };
+                let bytes = g
+                    .log
+                    .read(start, fetch_bytes_max, upto)
+                    .await
+                    .map_err(|source| DriverError::Log {
+                        group: *gid,
+                        source,
+                    })?;
+                let batches = split_batches(bytes).map_err(|source| DriverError::CorruptLog {
+                    group: *gid,
+                    source,
+                })?;
+                let mut fetched = VecDeque::with_capacity(batches.len());
+                for (i, (_, b)) in batches.into_iter().enumerate() {
+                    let e = batch_to_entry(b, req.low + i as u64).map_err(|source| {
+                        DriverError::CorruptLog {
+                            group: *gid,
+                            source,
+                        }
+                    })?;
+                    fetched.push_back(e);
+                }
+                {
+                    let mut st = g.st.borrow_mut();
+                    for e in &fetched {
+                        assert_eq!(
+                            Some(e.term),
+                            st.meta(e.index).map(|m| m.term),
+                            "group {gid}: term in log batch differs from the entry table"
+                        );
+                    }
+                    st.fetched = fetched;
+                }
+                g.raw.on_entries_fetched(req.context);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,541 @@
+//! One simulated cluster run: nodes, a random produce/crash/restart/partition schedule drawn
+//! from the seed, then a quiet period and the invariant checks.
+//!
+//! Invariants checked:
+//! - Election Safety (§5.2): at most one leader per group per term, checked every step;
+//! - acknowledged = committed (§8): every acknowledged batch is present exactly once, at the
+//!   Kafka offset it was acknowledged with, on every replica;
+//! - Log Matching (§5.3) / Leader Completeness (§5.4): after healing, every replica's log is
+//!   byte-identical (same batches, same log offsets, same terms);
+//! - Kafka offsets are dense over data batches, Raft-internal batches have none, and every
+//!   node's offset translator agrees with a recount from the log;
+//! - no batch appears twice (proposals are never retried, so a duplicate is a bug);
+//! - liveness after healing: every group elects a leader and every replica catches up.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use futures_lite::future::block_on;
+
+use super::{NetConfig, SimNetwork, SimTransport};
+use crate::batch::{encode_batch, internal_kind, records, split_batches};
+use crate::log::{GroupLog, MemLog};
+use crate::meta::MemMetaStore;
+use crate::multiraft::{Event, MultiRaft, RaftConfig};
+use crate::rng::SimRng;
+use crate::transport::{GroupId, NodeId};
+
+/// Shape of one run; [`SimConfig::from_seed`] draws it from the seed.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Number of nodes (each holds a replica of every group).
+    pub nodes: u64,
+    /// Number of Raft groups (partitions).
+    pub groups: u64,
+    /// Length of the faulty phase, in simulated ms.
+    pub fault_ms: u64,
+    /// Upper bound of the quiet phase in which the cluster must converge.
+    pub quiesce_ms_max: u64,
+    /// Produce attempts per simulated ms, per million.
+    pub produce_per_million: u32,
+    /// Node crashes per simulated ms, per million.
+    pub crash_per_million: u32,
+    /// Network partitions per simulated ms, per million.
+    pub partition_per_million: u32,
+    /// Per-group entry cache budget (small to exercise the asynchronous fetch path).
+    pub cache_bytes_max: usize,
+    /// Network faults during the faulty phase.
+    pub net: NetConfig,
+}
+
+impl SimConfig {
+    /// A run shape drawn from `seed`.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut r = SimRng::new(seed ^ 0xC0FF_EE00);
+        Self {
+            seed,
+            nodes: if r.chance(300_000) { 5 } else { 3 },
+            groups: 1 + r.below(4),
+            fault_ms: 3_000 + r.below(4_000),
+            quiesce_ms_max: 20_000,
+            produce_per_million: 50_000 + r.below(250_000) as u32,
+            crash_per_million: r.below(1_500) as u32,
+            partition_per_million: r.below(1_500) as u32,
+            cache_bytes_max: if r.chance(500_000) { 0 } else { 64 << 10 },
+            net: NetConfig {
+                drop_per_million: r.below(100_000) as u32,
+                duplicate_per_million: r.below(20_000) as u32,
+                delay_min_ms: 1,
+                delay_max_ms: 1 + r.below(30),
+            },
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes in the cluster.
+    pub nodes: u64,
+    /// Raft groups.
+    pub groups: u64,
+    /// Proposals accepted by a leader.
+    pub proposed: u64,
+    /// Proposals acknowledged (committed).
+    pub acked: u64,
+    /// Proposals reported failed (superseded).
+    pub failed: u64,
+    /// Node crashes (with loss of unflushed writes).
+    pub crashes: u64,
+    /// Network partitions.
+    pub partitions: u64,
+    /// Distinct (group, term) leaderships observed.
+    pub leaderships: u64,
+    /// Envelopes sent / dropped by the network.
+    pub envelopes: (u64, u64),
+    /// Simulated ms until convergence after the faulty phase.
+    pub converge_ms: u64,
+    /// Kafka end offset of each group at the end.
+    pub kafka_end_offsets: Vec<i64>,
+}
+
+type Driver = MultiRaft<MemLog, MemMetaStore, SimTransport>;
+
+struct Node {
+    id: NodeId,
+    driver: Option<Driver>,
+    logs: BTreeMap<GroupId, MemLog>,
+    meta: MemMetaStore,
+    restart_at_ms: Option<u64>,
+    tick_period_ms: u64,
+    tick_phase_ms: u64,
+    incarnation: u64,
+}
+
+struct Acked {
+    group: GroupId,
+    token: u64,
+    kafka_offset: i64,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: SimRng,
+    net: SimNetwork,
+    nodes: Vec<Node>,
+    voters: Vec<NodeId>,
+    next_token: u64,
+    /// token -> (group, record count)
+    proposals: BTreeMap<u64, (GroupId, u32)>,
+    acked: Vec<Acked>,
+    acked_tokens: BTreeSet<u64>,
+    leaders: BTreeMap<(GroupId, u64), NodeId>,
+    report: SimReport,
+    heal_at_ms: Option<u64>,
+}
+
+const TICK_MS: u64 = 10;
+
+impl Sim {
+    fn start_node(&mut self, i: usize) -> Result<(), String> {
+        let n = &mut self.nodes[i];
+        n.incarnation += 1;
+        let mut rc = RaftConfig::new(n.id);
+        rc.heartbeat_ticks = 3;
+        rc.election_ticks = 15;
+        rc.max_size_per_msg_bytes = 16 << 10;
+        rc.max_inflight_msgs = 16;
+        rc.cache_bytes_max = self.cfg.cache_bytes_max;
+        rc.fetch_bytes_max = 8 << 10;
+        rc.seed = self.cfg.seed ^ (n.incarnation << 40);
+        let mut d = MultiRaft::new(rc, n.meta.clone(), self.net.transport(n.id));
+        for (g, log) in &n.logs {
+            block_on(d.open_group(*g, &self.voters, log.clone()))
+                .map_err(|e| format!("node {} open group {g}: {e}", n.id))?;
+        }
+        n.driver = Some(d);
+        n.restart_at_ms = None;
+        Ok(())
+    }
+
+    fn crash_node(&mut self, i: usize, now_ms: u64) {
+        let n = &mut self.nodes[i];
+        n.driver = None;
+        for log in n.logs.values() {
+            log.crash(&mut self.rng);
+        }
+        n.restart_at_ms = Some(now_ms + 50 + self.rng.below(1_000));
+        self.report.crashes += 1;
+    }
+
+    fn make_batch(&mut self, token: u64) -> (Bytes, u32) {
+        let n = 1 + self.rng.below(4) as usize;
+        let len = self.rng.below(1_500) as usize;
+        let key = token.to_be_bytes();
+        let value = vec![(token % 251) as u8; len];
+        let recs: Vec<_> = (0..n).map(|_| (Some(&key[..]), Some(&value[..]))).collect();
+        (encode_batch(0, token as i64, -1, &recs), n as u32)
+    }
+
+    fn faults(&mut self, now_ms: u64) -> Result<(), String> {
+        if self.rng.chance(self.cfg.crash_per_million) {
+            let i = self.rng.below(self.nodes.len() as u64) as usize;
+            if self.nodes[i].driver.is_some() {
+                self.crash_node(i, now_ms);
+            }
+        }
+        if self.heal_at_ms.is_none() && self.rng.chance(self.cfg.partition_per_million) {
+            let mut ids: Vec<NodeId> = self.voters.clone();
+            // Fisher-Yates with the seeded generator.
+            for k in (1..ids.len()).rev() {
+                let j = self.rng.below(k as u64 + 1) as usize;
+                ids.swap(k, j);
+            }
+            let cut = 1 + self.rng.below(ids.len() as u64 / 2) as usize;
+            self.net.partition(&ids[..cut], &ids[cut..]);
+            self.heal_at_ms = Some(now_ms + 100 + self.rng.below(2_000));
+            self.report.partitions += 1;
+        }
+        if self.heal_at_ms.is_some_and(|t| t <= now_ms) {
+            self.net.heal();
+            self.heal_at_ms = None;
+        }
+        Ok(())
+    }
+
+    fn produce(&mut self) {
+        let g = self.rng.below(self.cfg.groups);
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| {
+                self.nodes[*i]
+                    .driver
+                    .as_ref()
+                    .is_some_and(|d| d.is_leader(g))
+            })
+            .collect();
+        if leaders.is_empty() {
+            return;
+        }
+        let i = leaders[self.rng.below(leaders.len() as u64) as usize];
+        self.next_token += 1;
+        let token = self.next_token;
+        let (batch, n) = self.make_batch(token);
+        let d = self.nodes[i].driver.as_mut().expect("leader is up");
+        if d.propose(g, batch, token).is_ok() {
+            self.proposals.insert(token, (g, n));
+            self.report.proposed += 1;
+        }
+    }
+
+    fn step(&mut self, now_ms: u64, faulty: bool) -> Result<(), String> {
+        self.net.set_now(now_ms);
+        if faulty {
+            self.faults(now_ms)?;
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].restart_at_ms.is_some_and(|t| t <= now_ms) {
+                self.start_node(i)?;
+            }
+        }
+        for env in self.net.deliver_due() {
+            let to = env.to;
+            if let Some(d) = self.nodes[(to - 1) as usize].driver.as_mut() {
+                d.step(env);
+            }
+        }
+        for n in &mut self.nodes {
+            if let Some(d) = n.driver.as_mut() {
+                if (now_ms + n.tick_phase_ms).is_multiple_of(n.tick_period_ms) {
+                    d.tick();
+                }
+            }
+        }
+        if faulty && self.rng.chance(self.cfg.produce_per_million) {
+            self.produce();
+        }
+        for n in &mut self.nodes {
+            let Some(d) = n.driver.as_mut() else { continue };
+            block_on(d.process_ready()).map_err(|e| format!("node {}: {e}", n.id))?;
+            for ev in d.take_events() {
+                match ev {
+                    Event::Committed {
+                        group,
+                        token,
+                        kafka_offset,
+                        high_watermark,
+                    } => {
+                        let (pg, count) = self.proposals[&token];
+                        if pg != group {
+                            return Err(format!(
+                                "token {token} acked on group {group}, proposed on {pg}"
+                            ));
+                        }
+                        if high_watermark < kafka_offset + i64::from(count) {
+                            return Err(format!(
+                                "token {token}: high watermark {high_watermark} below its end {}",
+                                kafka_offset + i64::from(count)
+                            ));
+                        }
+                        if !self.acked_tokens.insert(token) {
+                            return Err(format!("token {token} acknowledged twice"));
+                        }
+                        self.acked.push(Acked {
+                            group,
+                            token,
+                            kafka_offset,
+                        });
+                        self.report.acked += 1;
+                    }
+                    Event::Failed { .. } => self.report.failed += 1,
+                }
+            }
+            for g in 0..self.cfg.groups {
+                if d.is_leader(g) {
+                    let term = d.progress(g).expect("group").0;
+                    let prev = *self.leaders.entry((g, term)).or_insert(n.id);
+                    if prev != n.id {
+                        return Err(format!(
+                            "Election Safety (§5.2) violated: group {g} term {term} led by {prev} and {}",
+                            n.id
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn converged(&self) -> bool {
+        (0..self.cfg.groups).all(|g| {
+            let mut leader = false;
+            let mut seen = None;
+            for n in &self.nodes {
+                let Some(d) = n.driver.as_ref() else {
+                    return false;
+                };
+                let (_, commit, last) = d.progress(g).expect("group");
+                if commit != last || seen.is_some_and(|s| s != last) {
+                    return false;
+                }
+                seen = Some(last);
+                leader |= d.is_leader(g);
+            }
+            leader
+        })
+    }
+
+    /// Reads a node's whole log of `g`: (log offset, term, bytes) per batch.
+    fn read_log(&self, n: &Node, g: GroupId) -> Result<Vec<(i64, i32, Bytes)>, String> {
+        let log = &n.logs[&g];
+        let bytes = block_on(log.read(log.log_start_offset(), usize::MAX, i64::MAX))
+            .map_err(|e| format!("node {} group {g}: read: {e}", n.id))?;
+        let batches = split_batches(bytes).map_err(|e| format!("node {} group {g}: {e}", n.id))?;
+        Ok(batches
+            .into_iter()
+            .map(|(h, b)| (h.base_offset, h.partition_leader_epoch, b))
+            .collect())
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        for g in 0..self.cfg.groups {
+            let reference = self.read_log(&self.nodes[0], g)?;
+            for n in &self.nodes[1..] {
+                let other = self.read_log(n, g)?;
+                if other.len() != reference.len() {
+                    return Err(format!(
+                        "Log Matching (§5.3): group {g}: node 1 has {} batches, node {} has {}",
+                        reference.len(),
+                        n.id,
+                        other.len()
+                    ));
+                }
+                for (a, b) in reference.iter().zip(&other) {
+                    if a != b {
+                        return Err(format!(
+                            "Log Matching (§5.3): group {g}: node 1 and node {} differ at log offset {} (terms {} vs {})",
+                            n.id, a.0, a.1, b.1
+                        ));
+                    }
+                }
+            }
+            // Recount Kafka offsets from the log; check every node's translator against it.
+            let mut kafka = 0i64;
+            let mut seen: BTreeMap<u64, i64> = BTreeMap::new();
+            let mut log_expected = reference.first().map_or(0, |r| r.0);
+            for (log_offset, _term, b) in &reference {
+                let h = crate::batch::parse_batch(b).map_err(|e| e.to_string())?;
+                if *log_offset != log_expected {
+                    return Err(format!("group {g}: log offsets not dense at {log_offset}"));
+                }
+                log_expected += i64::from(h.offset_count());
+                let internal = internal_kind(&h, b).is_some();
+                for n in &self.nodes {
+                    let st = n
+                        .driver
+                        .as_ref()
+                        .expect("all up")
+                        .group_state(g)
+                        .expect("group");
+                    let t = st.borrow().log_to_kafka(*log_offset);
+                    let want = (!internal).then_some(kafka);
+                    if t != want {
+                        return Err(format!(
+                            "node {} group {g}: translator says {t:?} for log offset {log_offset}, recount says {want:?}",
+                            n.id
+                        ));
+                    }
+                }
+                if internal {
+                    continue;
+                }
+                let recs = records(b).map_err(|e| e.to_string())?;
+                let key = recs[0].0.as_ref().ok_or("record without key")?;
+                let token = u64::from_be_bytes(key[..].try_into().map_err(|_| "bad key")?);
+                if seen.insert(token, kafka).is_some() {
+                    return Err(format!("group {g}: batch of token {token} appears twice"));
+                }
+                if self.proposals.get(&token).map(|p| p.0) != Some(g) {
+                    return Err(format!(
+                        "group {g}: batch of token {token} was never proposed here"
+                    ));
+                }
+                kafka += i64::from(h.offset_count());
+            }
+            for n in &self.nodes {
+                let d = n.driver.as_ref().expect("all up");
+                if d.high_watermark(g) != Some(kafka) {
+                    return Err(format!(
+                        "node {} group {g}: high watermark {:?}, Kafka end offset {kafka}",
+                        n.id,
+                        d.high_watermark(g)
+                    ));
+                }
+            }
+            for a in self.acked.iter().filter(|a| a.group == g) {
+                match seen.get(&a.token) {
+                    Some(k) if *k == a.kafka_offset => {}
+                    Some(k) => {
+                        return Err(format!(
+                            "group {g}: token {} acknowledged at Kafka offset {} but stored at {k}",
+                            a.token, a.kafka_offset
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "§8 violated: group {g}: acknowledged token {} (offset {}) lost",
+                            a.token, a.kafka_offset
+                        ))
+                    }
+                }
+            }
+            self.report.kafka_end_offsets.push(kafka);
+        }
+        Ok(())
+    }
+}
+
+/// Runs one seeded simulation and checks its invariants; `Err` describes the first violation.
+pub fn run_seed(cfg: &SimConfig) -> Result<SimReport, String> {
+    let mut rng = SimRng::new(cfg.seed);
+    let net = SimNetwork::new(cfg.net.clone(), rng.next_u64());
+    let voters: Vec<NodeId> = (1..=cfg.nodes).collect();
+    let nodes = voters
+        .iter()
+        .map(|id| Node {
+            id: *id,
+            driver: None,
+            logs: (0..cfg.groups).map(|g| (g, MemLog::new())).collect(),
+            meta: MemMetaStore::default(),
+            restart_at_ms: None,
+            tick_period_ms: TICK_MS - 1 + rng.below(3),
+            tick_phase_ms: rng.below(TICK_MS),
+            incarnation: 0,
+        })
+        .collect();
+    let mut sim = Sim {
+        cfg: cfg.clone(),
+        rng: rng.fork(),
+        net,
+        nodes,
+        voters,
+        next_token: 0,
+        proposals: BTreeMap::new(),
+        acked: Vec::new(),
+        acked_tokens: BTreeSet::new(),
+        leaders: BTreeMap::new(),
+        report: SimReport {
+            seed: cfg.seed,
+            nodes: cfg.nodes,
+            groups: cfg.groups,
+            ..Default::default()
+        },
+        heal_at_ms: None,
+    };
+    for i in 0..sim.nodes.len() {
+        sim.start_node(i)?;
+    }
+    let mut now = 0;
+    while now < cfg.fault_ms {
+        sim.step(now, true)?;
+        now += 1;
+    }
+    // Quiet phase: heal, restart everyone, lossless network; the cluster must converge.
+    sim.net.heal();
+    sim.heal_at_ms = None;
+    sim.net.set_config(NetConfig {
+        drop_per_million: 0,
+        duplicate_per_million: 0,
+        delay_min_ms: 1,
+        delay_max_ms: 3,
+    });
+    for i in 0..sim.nodes.len() {
+        if sim.nodes[i].driver.is_none() {
+            sim.start_node(i)?;
+        }
+    }
+    let quiet_start = now;
+    let mut stable_since = None;
+    loop {
+        sim.step(now, false)?;
+        now += 1;
+        if sim.converged() {
+            // Stay converged for a few heartbeats so followers learn the final commit.
+            let s = *stable_since.get_or_insert(now);
+            if now - s >= 100 {
+                break;
+            }
+        } else {
+            stable_since = None;
+        }
+        if now - quiet_start > cfg.quiesce_ms_max {
+            let states: Vec<String> = sim
+                .nodes
+                .iter()
+                .map(|n| {
+                    let d = n.driver.as_ref().expect("up");
+                    format!(
+                        "node {}: {:?}",
+                        n.id,
+                        (0..cfg.groups)
+                            .map(|g| (d.progress(g), d.is_leader(g)))
+                            .collect::<Vec<_>>()
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "liveness: no convergence {} ms after healing; {}",
+                cfg.quiesce_ms_max,
+                states.join("; ")
+            ));
+        }
+    }
+    sim.report.converge_ms = now - quiet_start;
+    sim.check()?;
+    sim.report.leaderships = sim.leaders.len() as u64;
+    sim.report.envelopes = sim.net.stats();
+    Ok(sim.report)
+}

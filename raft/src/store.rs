@@ -1,0 +1,515 @@
+//! `raft::Storage` for one group: the entry table (Raft index → term, log offset, Kafka
+//! offset), the per-core entry cache, and the asynchronous-fetch bookkeeping.
+//!
+//! raft-rs reads entries synchronously. Entries not yet applied are always in the cache (the
+//! cache never evicts above the applied index), so every synchronous read raft-rs makes while
+//! generating a Ready or checking for pending configuration changes is served from memory.
+//! Reads for followers that are behind (`GetEntriesContext::can_async()`) below the cache are
+//! answered with `LogTemporarilyUnavailable`; the driver then reads the batches from the log,
+//! places them in [`GroupState::fetched`] and calls `RawNode::on_entries_fetched`, which
+//! retries the read.
+//!
+//! Three numberings, one table ([`EntryMeta`], one row per Raft entry, 32 bytes):
+//! - Raft index: dense over all entries;
+//! - log offset: dense over all records of all batches, internal ones included;
+//! - Kafka offset: dense over the records of data batches only (what clients see).
+//!
+//! Ownership: per core, `!Send`; shared between the `RawNode` and the driver by `Rc`.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::batch::{entry_is_internal, parse_batch};
+use crate::meta::LogAnchor;
+
+/// Where one Raft entry lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Raft term (also the batch's partition leader epoch).
+    pub term: u64,
+    /// Log offset of the batch's first record.
+    pub log_offset: i64,
+    /// Kafka offset of the batch's first record (for internal entries: the next data offset).
+    pub kafka_offset: i64,
+    /// Offsets the batch occupies in the log.
+    pub log_count: u32,
+    /// Offsets the batch occupies in Kafka's numbering (0 for internal entries).
+    pub kafka_count: u32,
+}
+
+/// A read raft-rs asked for that must come from disk.
+#[derive(Debug)]
+pub struct FetchRequest {
+    /// First index wanted.
+    pub low: u64,
+    /// One past the last index wanted.
+    pub high: u64,
+    /// Byte budget raft-rs asked for.
+    pub max_size: Option<u64>,
+    /// Handed back to `RawNode::on_entries_fetched`.
+    pub context: GetEntriesContext,
+}
+
+/// The mutable state behind [`GroupStorage`].
+#[derive(Debug)]
+pub struct GroupState {
+    /// Persisted HardState (what the group state file holds).
+    pub hard_state: HardState,
+    /// Persisted ConfState.
+    pub conf_state: ConfState,
+    /// Start of the log.
+    pub anchor: LogAnchor,
+    /// One row per entry, for indexes `anchor.index ..`.
+    metas: VecDeque<EntryMeta>,
+    /// The most recent entries, contiguous, ending at the last index (may be empty).
+    cache: VecDeque<Entry>,
+    cache_bytes: usize,
+    /// Cache budget; the cache keeps every unapplied entry regardless.
+    pub cache_bytes_max: usize,
+    /// Highest applied index (the cache may evict at or below it).
+    pub applied: u64,
+    /// Entries read back from the log for an asynchronous fetch, contiguous.
+    pub fetched: VecDeque<Entry>,
+    /// Reads waiting for the driver.
+    pub pending_fetches: Vec<FetchRequest>,
+}
+
+fn entry_bytes(e: &Entry) -> usize {
+    e.data.len() + e.context.len() + 32
+}
+
+impl GroupState {
+    /// A group whose log starts at `anchor` and is empty.
+    pub fn new(
+        hard_state: HardState,
+        conf_state: ConfState,
+        anchor: LogAnchor,
+        cache_bytes_max: usize,
+    ) -> Self {
+        Self {
+            hard_state,
+            conf_state,
+            anchor,
+            metas: VecDeque::new(),
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            cache_bytes_max,
+            applied: anchor.index - 1,
+            fetched: VecDeque::new(),
+            pending_fetches: Vec::new(),
+        }
+    }
+
+    /// First index held.
+    pub fn first_index(&self) -> u64 {
+        self.anchor.index
+    }
+
+    /// Last index held (first_index - 1 when empty).
+    pub fn last_index(&self) -> u64 {
+        self.anchor.index + self.metas.len() as u64 - 1
+    }
+
+    /// Row of `index`, if held.
+    pub fn meta(&self, index: u64) -> Option<&EntryMeta> {
+        index
+            .checked_sub(self.anchor.index)
+            .and_then(|i| self.metas.get(i as usize))
+    }
+
+    /// Log offset the next entry will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.metas.back().map_or(self.anchor.log_offset, |m| {
+            m.log_offset + i64::from(m.log_count)
+        })
+    }
+
+    /// Kafka offset the next data record will get.
+    pub fn kafka_end_offset(&self) -> i64 {
+        self.metas.back().map_or(self.anchor.kafka_offset, |m| {
+            m.kafka_offset + i64::from(m.kafka_count)
+        })
+    }
+
+    /// Kafka offset one past the last record of entry `index` (the high watermark once
+    /// `index` is committed).
+    pub fn kafka_end_at(&self, index: u64) -> i64 {
+        if index < self.anchor.index {
+            return self.anchor.kafka_offset;
+        }
+        let m = self
+            .meta(index)
+            .unwrap_or_else(|| panic!("kafka_end_at({index}) beyond last {}", self.last_index()));
+        m.kafka_offset + i64::from(m.kafka_count)
+    }
+
+    /// Translates a Kafka offset to the log offset holding that record; `kafka_end_offset()`
+    /// maps to `log_end_offset()`; None below the anchor or beyond the end.
+    pub fn kafka_to_log(&self, kafka_offset: i64) -> Option<i64> {
+        if kafka_offset < self.anchor.kafka_offset || kafka_offset > self.kafka_end_offset() {
+            return None;
+        }
+        let i = self
+            .metas
+            .partition_point(|m| m.kafka_offset + i64::from(m.kafka_count) <= kafka_offset);
+        match self.metas.get(i) {
+            None => Some(self.log_end_offset()),
+            Some(m) => Some(m.log_offset + (kafka_offset - m.kafka_offset)),
+        }
+    }
+
+    /// Kafka base offset of the data batch whose log base offset is `log_offset`; None for
+    /// internal entries or an offset that is not a batch start.
+    pub fn log_to_kafka(&self, log_offset: i64) -> Option<i64> {
+        let i = self.metas.partition_point(|m| m.log_offset < log_offset);
+        let m = self.metas.get(i)?;
+        (m.log_offset == log_offset && m.kafka_count > 0).then_some(m.kafka_offset)
+    }
+
+    /// Drops every entry with index >= `index` (a conflicting suffix, §5.3).
+    pub fn truncate_from(&mut self, index: u64) {
+        assert!(
+            index > self.hard_state.commit,
+            "truncating committed entry {index} (commit {})",
+            self.hard_state.commit
+        );
+        let keep = (index - self.anchor.index) as usize;
+        self.metas.truncate(keep);
+        while self.cache.back().is_some_and(|e| e.index >= index) {
+            let e = self.cache.pop_back().expect("non-empty");
+            self.cache_bytes -= entry_bytes(&e);
+        }
+        self.fetched.clear();
+    }
+
+    /// Records entries just appended to the log (contiguous, starting at last_index + 1) and
+    /// returns their rows. `batch_offset_counts[i]` is how many log offsets entry i occupies.
+    pub fn push_entries(&mut self, entries: &[Entry]) -> Vec<EntryMeta> {
+        let mut rows = Vec::with_capacity(entries.len());
+        for e in entries {
+            assert_eq!(
+                e.index,
+                self.last_index() + 1,
+                "entries must extend the log contiguously"
+            );
+            let (log_count, kafka_count) = if entry_is_internal(e) {
+                (1, 0)
+            } else {
+                let h = parse_batch(&e.data).expect("data entries are validated at propose");
+                (h.offset_count(), h.offset_count())
+            };
+            let m = EntryMeta {
+                term: e.term,
+                log_offset: self.log_end_offset(),
+                kafka_offset: self.kafka_end_offset(),
+                log_count,
+                kafka_count,
+            };
+            self.metas.push_back(m);
+            rows.push(m);
+            if self.cache.back().is_none_or(|c| c.index + 1 == e.index) {
+                self.cache_bytes += entry_bytes(e);
+                self.cache.push_back(e.clone());
+            }
+        }
+        self.evict();
+        rows
+    }
+
+    /// Rebuilds one row while scanning the log at open (no caching).
+    pub fn push_recovered(&mut self, m: EntryMeta) {
+        assert_eq!(
+            m.log_offset,
+            self.log_end_offset(),
+            "recovered rows must be contiguous"
+        );
+        assert_eq!(
+            m.kafka_offset,
+            self.kafka_end_offset(),
+            "recovered Kafka offsets dense"
+        );
+        self.metas.push_back(m);
+    }
+
+    /// Loads the unapplied entries read back from the log at open into the empty cache.
+    pub fn restore_cache(&mut self, entries: Vec<Entry>) {
+        assert!(self.cache.is_empty(), "restore_cache on a warm cache");
+        if let Some(last) = entries.last() {
+            assert_eq!(
+                last.index,
+                self.last_index(),
+                "recovered cache must end at the log end"
+            );
+        }
+        for e in entries {
+            self.cache_bytes += entry_bytes(&e);
+            self.cache.push_back(e);
+        }
+    }
+
+    /// Evicts cached entries at or below the applied index beyond the byte budget.
+    pub fn evict(&mut self) {
+        while self.cache_bytes > self.cache_bytes_max
+            && self.cache.front().is_some_and(|e| e.index <= self.applied)
+        {
+            let e = self.cache.pop_front().expect("non-empty");
+            self.cache_bytes -= entry_bytes(&e);
+        }
+        // The cache must always cover every unapplied entry.
+        if let Some(front) = self.cache.front() {
+            assert!(
+                front.index <= self.applied + 1,
+                "cache lost unapplied entries"
+            );
+        }
+    }
+
+    /// Number of cached entries (tests).
+    pub fn cached_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn cache_first(&self) -> u64 {
+        self.cache
+            .front()
+            .map_or(self.last_index() + 1, |e| e.index)
+    }
+}
+
+/// `raft::Storage` over a [`GroupState`] shared with the driver.
+///
+/// Ownership: per core, `!Send`.
+#[derive(Debug, Clone)]
+pub struct GroupStorage {
+    /// Shared state.
+    pub st: Rc<RefCell<GroupState>>,
+}
+
+impl raft::Storage for GroupStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let st = self.st.borrow();
+        Ok(RaftState::new(st.hard_state.clone(), st.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into();
+        let mut st = self.st.borrow_mut();
+        if low < st.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(
+            high <= st.last_index() + 1,
+            "entries [{low}, {high}) beyond last index {}",
+            st.last_index()
+        );
+        let mut out = Vec::new();
+        if low >= st.cache_first() {
+            let first = st.cache_first();
+            for e in st
+                .cache
+                .range((low - first) as usize..(high - first) as usize)
+            {
+                out.push(e.clone());
+            }
+        } else if st.fetched.front().is_some_and(|e| e.index <= low)
+            && st.fetched.back().is_some_and(|e| e.index >= low)
+        {
+            let first = st.fetched.front().expect("non-empty").index;
+            for e in st.fetched.range((low - first) as usize..) {
+                if e.index >= high {
+                    break;
+                }
+                out.push(e.clone());
+            }
+        } else if context.can_async() {
+            st.pending_fetches.push(FetchRequest {
+                low,
+                high,
+                max_size,
+                context,
+            });
+            return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+        } else {
+            panic!(
+                "entries [{low}, {high}) not cached (cache from {}, applied {}) and context {context:?} cannot wait",
+                st.cache_first(),
+                st.applied
+            );
+        }
+        raft::util::limit_size(&mut out, max_size);
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let st = self.st.borrow();
+        if idx + 1 == st.anchor.index {
+            return Ok(st.anchor.prev_term);
+        }
+        if idx < st.anchor.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match st.meta(idx) {
+            Some(m) => Ok(m.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.st.borrow().first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.st.borrow().last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Partition snapshots (a follower behind the leader's log start after retention) are
+        // not implemented yet; raft-rs retries later.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::encode_batch;
+    use raft::Storage;
+
+    fn data(index: u64, term: u64, records: usize) -> Entry {
+        let recs: Vec<_> = (0..records).map(|_| (None, Some(&b"v"[..]))).collect();
+        Entry {
+            index,
+            term,
+            data: encode_batch(0, 0, -1, &recs),
+            ..Default::default()
+        }
+    }
+
+    fn empty(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    fn state() -> GroupState {
+        GroupState::new(
+            HardState::default(),
+            ConfState::default(),
+            LogAnchor::initial(),
+            1 << 20,
+        )
+    }
+
+    #[test]
+    fn internal_entries_take_a_log_offset_but_no_kafka_offset() {
+        let mut st = state();
+        // leader no-op (§5.4.2), 3 records, 2 records, another term's no-op, 1 record
+        st.push_entries(&[
+            empty(1, 1),
+            data(2, 1, 3),
+            data(3, 1, 2),
+            empty(4, 2),
+            data(5, 2, 1),
+        ]);
+        let rows: Vec<_> = (1..=5).map(|i| *st.meta(i).unwrap()).collect();
+        let log: Vec<_> = rows.iter().map(|m| m.log_offset).collect();
+        let kafka: Vec<_> = rows.iter().map(|m| m.kafka_offset).collect();
+        assert_eq!(log, vec![0, 1, 4, 6, 7]);
+        assert_eq!(kafka, vec![0, 0, 3, 5, 5]);
+        assert_eq!(st.kafka_end_offset(), 6);
+        assert_eq!(st.log_end_offset(), 8);
+        // Kafka → log: record 4 is the second record of the batch at log 4.
+        assert_eq!(st.kafka_to_log(0), Some(1));
+        assert_eq!(st.kafka_to_log(4), Some(5));
+        assert_eq!(st.kafka_to_log(5), Some(7));
+        assert_eq!(st.kafka_to_log(6), Some(8));
+        assert_eq!(st.kafka_to_log(7), None);
+        assert_eq!(st.log_to_kafka(4), Some(3));
+        assert_eq!(
+            st.log_to_kafka(6),
+            None,
+            "internal entry has no Kafka offset"
+        );
+        assert_eq!(st.kafka_end_at(3), 5);
+        assert_eq!(st.kafka_end_at(4), 5);
+    }
+
+    #[test]
+    fn conflicting_suffix_is_truncated_and_offsets_are_reassigned_per_log_matching_5_3() {
+        let mut st = state();
+        st.push_entries(&[empty(1, 1), data(2, 1, 2), data(3, 1, 2)]);
+        st.hard_state.commit = 2;
+        st.truncate_from(3);
+        st.push_entries(&[empty(3, 2), data(4, 2, 1)]);
+        let s = GroupStorage {
+            st: Rc::new(RefCell::new(st)),
+        };
+        assert_eq!(s.term(3).unwrap(), 2);
+        assert_eq!(s.last_index().unwrap(), 4);
+        let st = s.st.borrow();
+        assert_eq!(st.meta(4).unwrap().kafka_offset, 2);
+        assert_eq!(st.meta(4).unwrap().log_offset, 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "truncating committed entry")]
+    fn truncating_a_committed_entry_is_a_broken_invariant() {
+        let mut st = state();
+        st.push_entries(&[empty(1, 1), data(2, 1, 1)]);
+        st.hard_state.commit = 2;
+        st.truncate_from(2);
+    }
+
+    #[test]
+    fn cache_keeps_unapplied_entries_and_old_ones_need_an_async_fetch() {
+        let mut st = state();
+        st.cache_bytes_max = 0;
+        st.push_entries(&[empty(1, 1), data(2, 1, 1), data(3, 1, 1)]);
+        assert_eq!(
+            st.cached_len(),
+            3,
+            "nothing applied yet: everything stays cached"
+        );
+        st.applied = 2;
+        st.evict();
+        assert_eq!(st.cached_len(), 1);
+        let s = GroupStorage {
+            st: Rc::new(RefCell::new(st)),
+        };
+        let got = s
+            .entries(3, 4, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(got[0].index, 3);
+        let err = s
+            .entries(1, 4, None, GetEntriesContext::empty(true))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            raft::Error::Store(StorageError::LogTemporarilyUnavailable)
+        );
+        assert_eq!(s.st.borrow().pending_fetches.len(), 1);
+        s.st.borrow_mut()
+            .fetched
+            .extend([empty(1, 1), data(2, 1, 1)]);
+        let got = s
+            .entries(1, 4, None, GetEntriesContext::empty(true))
+            .unwrap();
+        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(s.term(0).unwrap(), 0);
+        assert!(s.term(9).is_err());
+    }
+}
