@@ -846,32 +846,22 @@ impl GroupCoordinator {
         let g = self.groups.get_mut(&gid).expect("group exists");
         let state = g.state;
         let prev_selected = g.protocol_name.clone();
-        let prev_metadata = prev_selected
-            .as_deref()
-            .and_then(|p| old.metadata_for(p))
-            .cloned();
         let m = g.member_mut(&new_id).expect("replaced above");
         m.protocols = req.protocols.clone();
         m.session_timeout_ms = req.session_timeout_ms;
         m.rebalance_timeout_ms = req.rebalance_timeout_ms;
         m.client_id = req.client_id.clone();
         m.client_host = req.client_host.clone();
-        let new_metadata = prev_selected
-            .as_deref()
-            .and_then(|p| m.metadata_for(p))
-            .cloned();
         let is_leader = g.leader_id.as_deref() == Some(new_id.as_str());
         let selection_unchanged = g.select_protocol() == prev_selected;
         self.arm_session(&gid, &new_id, req.session_timeout_ms, now);
         match state {
-            GroupState::Stable
-                if selection_unchanged
-                    && prev_metadata.is_some()
-                    && prev_metadata == new_metadata
-                    && (!is_leader || req.supports_skip_assignment) =>
-            {
-                // Same subscription: no rebalance. A leader is told to skip assignment
-                // (KIP-814); it gets the members so it can still watch metadata.
+            GroupState::Stable if selection_unchanged && prev_selected.is_some() => {
+                // The group's protocol stays: no rebalance (Kafka does not compare the
+                // subscription bytes, which carry per-process fields such as owned
+                // partitions). A leader gets the members and, with JoinGroup v9+, is told to
+                // skip assignment (KIP-814); older leaders send an assignment that SyncGroup
+                // ignores in Stable.
                 self.persist_group(&gid, out);
                 let g = &self.groups[&gid];
                 let resp = Self::join_response(g, &new_id, is_leader, is_leader);

@@ -753,19 +753,39 @@ fn kip345_static_member_restart_keeps_assignment_without_rebalance() {
 }
 
 #[test]
-fn kip345_static_member_with_changed_subscription_triggers_rebalance() {
+fn kip345_static_member_rejoin_that_changes_the_group_protocol_triggers_rebalance() {
+    let both = [
+        ("range", Bytes::from_static(b"r")),
+        ("roundrobin", Bytes::from_static(b"rr")),
+    ];
     let mut h = Harness::new(0);
-    let wa = static_join(&mut h, "", "inst-a");
-    let wb = static_join(&mut h, "", "inst-b");
+    let wa = h.send_join(Harness::join_req("", Some("inst-a"), &both));
+    let wb = h.send_join(Harness::join_req("", Some("inst-b"), &both));
     h.advance(0);
     let a = h.take_join(wa).unwrap().member_id;
     let b = h.take_join(wb).unwrap().member_id;
     let s = h.sync_static(&a, Some("inst-a"), 1, &[(&a, "pa"), (&b, "pb")]);
     h.take_sync(s).unwrap();
+    assert_eq!(
+        h.c.group("g").unwrap().protocol_name.as_deref(),
+        Some("range")
+    );
+    // New subscription bytes alone do not rebalance (Kafka compares only the protocol) ...
     let w = h.send_join(Harness::join_req(
         "",
         Some("inst-b"),
-        &[("range", subscription(&["t", "u"]))],
+        &[
+            ("range", Bytes::from_static(b"r2")),
+            ("roundrobin", Bytes::from_static(b"rr")),
+        ],
+    ));
+    let r = h.take_join(w).expect("answered at once");
+    assert_eq!(r.generation_id, 1);
+    // ... but a restart that only supports roundrobin changes the selection: rebalance.
+    let w = h.send_join(Harness::join_req(
+        "",
+        Some("inst-b"),
+        &[("roundrobin", Bytes::from_static(b"rr"))],
     ));
     assert!(h.take_join(w).is_none(), "parked for the rebalance");
     assert_eq!(h.state(), GroupState::PreparingRebalance);
