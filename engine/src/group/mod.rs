@@ -17,6 +17,7 @@
 //! assignment for a static leader that rejoins).
 
 pub mod api;
+pub mod call;
 pub mod config;
 pub mod coordinator;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod timer;
 mod tests;
 
 pub use api::*;
+pub use call::{GroupCall, GroupReply, GroupRouter};
 pub use config::GroupConfig;
 pub use coordinator::GroupCoordinator;
 pub use error::{GroupError, RecordError};

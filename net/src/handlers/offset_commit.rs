@@ -1,0 +1,80 @@
+//! OffsetCommit (key 8), v2–v9: validated against the member and generation on the group's
+//! core, appended to `__consumer_offsets`, answered once durable. A group-level refusal
+//! becomes every partition's error code.
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use freshet_engine::group::{CommitPartition, CommitRequest, GroupCall, GroupReply};
+
+use super::group_common::{opt_string, to_string, GroupCtx};
+
+pub const API_KEY: i16 = 8;
+pub const MIN_VERSION: i16 = 2;
+pub const MAX_VERSION: i16 = 9;
+
+pub async fn handle(
+    ctx: &GroupCtx<'_>,
+    version: i16,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let partitions: Vec<CommitPartition> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| CommitPartition {
+                topic: to_string(&t.name),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: opt_string(&p.committed_metadata),
+            })
+        })
+        .collect();
+    let call = CommitRequest {
+        group_id: to_string(&req.group_id),
+        generation_id: req.generation_id_or_member_epoch,
+        member_id: to_string(&req.member_id),
+        group_instance_id: if version >= 7 {
+            opt_string(&req.group_instance_id)
+        } else {
+            None
+        },
+        partitions,
+    };
+    let codes: Vec<i16> = match ctx.call(GroupCall::Commit(call)).await {
+        GroupReply::Commit(Ok(results)) => results.into_iter().map(|(_, _, c)| c).collect(),
+        GroupReply::Commit(Err(e)) => {
+            vec![e.code(); req.topics.iter().map(|t| t.partitions.len()).sum()]
+        }
+        other => panic!("OffsetCommit got reply {other:?}"),
+    };
+    let mut codes = codes.into_iter();
+    let mut resp = OffsetCommitResponse::default();
+    resp.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let mut rt = OffsetCommitResponseTopic::default();
+            rt.name = t.name.clone();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = OffsetCommitResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    rp.error_code = codes.next().expect("one result per requested partition");
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    resp
+}
