@@ -14,8 +14,10 @@ release:
 build:
 	$(CARGO) build --workspace --all-targets
 
-# Installs what the tests need, then runs every test.
-test: deps lint unit itest
+# Installs what the tests need, then runs every test. lint stops the run; unit and itest both
+# run whatever the other's outcome, and the exit code reports any failure.
+test: deps lint
+	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory itest || rc=1; exit $$rc
 
 deps:
 	bash tools/scripts/install-test-deps.sh
@@ -27,8 +29,10 @@ lint:
 # Every crate's tests (unit tests, their tests/ dirs, the bounded decoder fuzz test in net/tests),
 # except the broker-driving integration tests of the `freshet` package, which run in itest.
 unit:
-	$(CARGO) test --workspace --exclude freshet
-	$(CARGO) test -p freshet --bins $(if $(wildcard tools/src/lib.rs),--lib)
+	@rc=0; \
+	$(CARGO) test --workspace --exclude freshet --no-fail-fast || rc=1; \
+	$(CARGO) test -p freshet --bins $(if $(wildcard tools/src/lib.rs),--lib) || rc=1; \
+	exit $$rc
 
 # Integration tests against the real broker binary (debug build): Rust (rdkafka crate, in
 # tools/tests/*.rs) and Python (confluent-kafka, kafka-python, kcat, raw sockets, in
@@ -38,6 +42,6 @@ unit:
 itest:
 	$(CARGO) build -p freshet --bin freshet
 	@rc=0; \
-	$(CARGO) test -p freshet --test '*' || rc=1; \
+	$(CARGO) test -p freshet --no-fail-fast --test '*' || rc=1; \
 	.venv/bin/pytest tools/tests/py -q || rc=1; \
 	exit $$rc
