@@ -133,6 +133,21 @@ def test_unsupported_api_versions_version_answered_in_v0(broker, healthy):
     healthy.check()
 
 
+def test_huge_array_count_in_small_frame(broker, healthy):
+    """An array count far beyond the frame's size (every element takes at least one byte) must be
+    refused, not allocated for: Metadata v1 claiming 2^31-1 topics in a 4-byte body, Metadata v9
+    (compact array) claiming 2^32-2, Produce v3 claiming 2^31-1 topics."""
+    frames = [
+        kwire.header_v1(kwire.API_METADATA, 1, 1) + struct.pack(">i", 2**31 - 1),
+        kwire.header_v2(kwire.API_METADATA, 9, 2) + bytes([0xFF, 0xFF, 0xFF, 0xFF, 0x0F]),
+        kwire.header_v1(kwire.API_PRODUCE, 3, 3) + struct.pack(">hhi", -1, -1, 1000) + struct.pack(">i", 2**31 - 1),
+    ]
+    for payload in frames:
+        attack(broker, kwire.frame(payload))
+        assert broker.alive(), "broker died on a tiny frame with a huge array count:\n" + broker.log_tail()
+    healthy.check()
+
+
 def test_unsupported_version_of_other_api_closes_connection(broker, healthy):
     payload = kwire.frame(kwire.header_v1(kwire.API_METADATA, 32_000, 9) + struct.pack(">i", -1))
     assert attack(broker, payload), "an unsupported request version (not ApiVersions) closes the connection"
