@@ -1,0 +1,212 @@
+//! Client-side subcommands of the `freshet` binary: `topic`, `group`, `cluster`, `produce`,
+//! `consume` and `bench`. Each speaks only the Kafka protocol to `--brokers`, so it works the
+//! same against Freshet, Apache Kafka or Redpanda.
+//!
+//! Each command runs on one glommio executor on the calling thread (per-core, `!Send`), except
+//! `bench`, which starts its own executor threads.
+
+mod consume;
+mod group;
+pub mod produce;
+mod topic;
+
+use std::future::Future;
+
+use clap::{Args, Subcommand};
+
+use crate::client::{Client, ClientConfig, ClientError};
+
+/// Where the brokers are.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// Bootstrap brokers, host:port[,host:port...]
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Per-request timeout in milliseconds
+    #[arg(long, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl ConnArgs {
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(&self.brokers);
+        c.request_timeout = std::time::Duration::from_millis(self.request_timeout_ms);
+        c
+    }
+}
+
+/// The client-side commands (flattened into the top-level `freshet` command).
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Create, list, describe, delete topics and change their configs
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// List, describe, reset offsets of and delete consumer groups
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+    /// Show cluster information
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Produce records read line by line from stdin or a file
+    #[command(after_help = "Examples:\n  \
+        printf 'k1:hello\\nk2:world\\n' | freshet produce orders --key-separator :\n  \
+        freshet produce orders --file events.txt --acks 1 --compression lz4 -H source=cli")]
+    Produce(produce::ProduceArgs),
+    /// Consume records and print them (kcat-like format strings)
+    #[command(after_help = "Examples:\n  \
+        freshet consume orders --from-beginning --count 10\n  \
+        freshet consume orders --group billing --format '%p:%o %k=%s\\n'\n\n\
+        Format tokens: %t topic, %p partition, %o offset, %k key, %s value, %T timestamp (ms),\n\
+        %h headers (k=v,...), %K key length, %S value length, %% percent, \\n newline, \\t tab.")]
+    Consume(consume::ConsumeArgs),
+    /// Benchmark a Kafka-compatible broker (produce, consume, end-to-end, OMB workloads)
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+/// `freshet cluster ...`
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Cluster id, controller, brokers, topic count and supported API versions
+    #[command(after_help = "Example:\n  freshet cluster info --brokers 127.0.0.1:9092")]
+    Info {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Also list every API and the version range the broker supports
+        #[arg(long)]
+        api_versions: bool,
+    },
+}
+
+/// Runs a client command; returns the process exit code. Errors are one line on stderr.
+pub fn run(cmd: ClientCommand) -> i32 {
+    let result = match cmd {
+        ClientCommand::Topic(c) => block_on(topic::run(c)),
+        ClientCommand::Group(c) => block_on(group::run(c)),
+        ClientCommand::Cluster(c) => block_on(cluster_run(c)),
+        ClientCommand::Produce(a) => block_on(produce::run(a)),
+        ClientCommand::Consume(a) => block_on(consume::run(a)),
+        ClientCommand::Bench(b) => crate::bench::run(b),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// Runs `fut` on a fresh glommio executor on this thread.
+pub fn block_on<F, T>(fut: F) -> Result<T, ClientError>
+where
+    F: Future<Output = Result<T, ClientError>> + 'static,
+    T: 'static,
+{
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("freshet-cli")
+        .make()
+        .map_err(|e| ClientError::Other(format!("cannot start the I/O executor: {e}")))?;
+    ex.run(fut)
+}
+
+/// Parses `key=value`.
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got '{s}'")),
+    }
+}
+
+async fn cluster_run(cmd: ClusterCommand) -> Result<(), ClientError> {
+    match cmd {
+        ClusterCommand::Info { conn, api_versions } => {
+            let client = Client::new(conn.client_config());
+            let meta = client.metadata(None, false).await?;
+            println!(
+                "cluster id:  {}",
+                meta.cluster_id.as_deref().unwrap_or("(none)")
+            );
+            println!("controller:  {}", meta.controller_id);
+            println!("brokers:     {}", meta.brokers.len());
+            for b in &meta.brokers {
+                println!(
+                    "  {:>4}  {}{}",
+                    b.id,
+                    b.addr(),
+                    b.rack
+                        .as_ref()
+                        .map(|r| format!("  rack={r}"))
+                        .unwrap_or_default()
+                );
+            }
+            let user_topics = meta.topics.iter().filter(|t| !t.is_internal).count();
+            let parts: usize = meta.topics.iter().map(|t| t.partitions.len()).sum();
+            println!("topics:      {user_topics} ({parts} partitions)");
+            if api_versions {
+                let conn = client.any_conn().await?;
+                println!("api versions ({}):", conn.addr());
+                for (key, min, max) in conn.broker_api_versions() {
+                    let name = kafka_protocol::messages::ApiKey::try_from(key)
+                        .map(|k| format!("{k:?}"))
+                        .unwrap_or_else(|_| format!("api {key}"));
+                    let used = kafka_protocol::messages::ApiKey::try_from(key)
+                        .ok()
+                        .and_then(|k| conn.version(k).ok())
+                        .map(|v| format!("  (using v{v})"))
+                        .unwrap_or_default();
+                    println!("  {name:<28} {min}..{max}{used}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints rows as left-aligned columns.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.len());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{:<w$}  ", c, w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(|s| s.as_str()).collect());
+    }
+}
+
+/// Prints a command-line error as one line (help and version go out unchanged) and exits.
+pub fn exit_on_parse_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see --help)");
+            std::process::exit(2);
+        }
+    }
+}
