@@ -21,8 +21,10 @@ Environment:
   FRESHET_BIN            broker binary (default: $CARGO_TARGET_DIR or ./target, then debug/freshet)
   FRESHET_READY_TIMEOUT  seconds to wait for the `freshet ready` line (default 30)
   FRESHET_KEEP_DATA=1    keep the temp data dirs and logs (their paths are printed)
+  FRESHET_ITEST_BUDGET_S wall-clock budget of the whole suite (default 900); later tests then fail
 """
 
+import gc
 import os
 import resource
 import shutil
@@ -188,8 +190,28 @@ def make_broker_dir(prefix="freshet-test-"):
     return root, data_dir
 
 
+# The whole suite's wall-clock budget (FRESHET_ITEST_BUDGET_S, default 900 s). A broken broker makes
+# every test wait for client timeouts; past the budget the remaining tests fail at once (reported,
+# never silently skipped) so that `make test` stays bounded.
+ITEST_BUDGET_S = float(os.environ.get("FRESHET_ITEST_BUDGET_S", "900"))
+_SESSION_START = time.monotonic()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "broker_args(*args): extra command-line flags for `freshet start`")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Destroy leftover librdkafka clients now, so their background threads cannot print after
+    # pytest's summary line (the closing line CI reads).
+    gc.collect()
+
+
+def pytest_runtest_setup(item):
+    elapsed = time.monotonic() - _SESSION_START
+    if elapsed > ITEST_BUDGET_S:
+        pytest.fail(f"integration-test budget of {ITEST_BUDGET_S:.0f}s used up ({elapsed:.0f}s elapsed): not run",
+                    pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True)

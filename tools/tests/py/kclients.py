@@ -6,6 +6,7 @@ everything a consumer sees, so tests can compare byte for byte across clients.
 """
 
 import collections
+import logging
 import os
 import random
 import subprocess
@@ -66,6 +67,18 @@ def expected_got(recs, offsets):
     ]
 
 
+# librdkafka logs through Python logging (delivered on poll/flush): pytest shows them with a
+# failing test, and no client thread writes to stderr after the run's summary line.
+RDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
+def rdkafka_conf(bootstrap, **extra):
+    """Base config for every confluent-kafka client (Producer, Consumer, AdminClient)."""
+    conf = {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOGGER}
+    conf.update(extra)
+    return conf
+
+
 def unique_group():
     return f"freshet-test-{uuid.uuid4().hex[:12]}"
 
@@ -74,14 +87,17 @@ def unique_group():
 
 
 def cf_produce(bootstrap, topic, recs, codec="none", extra=None, timeout_s=30):
-    conf = {
-        "bootstrap.servers": bootstrap,
-        "compression.codec": codec,
-        "linger.ms": 5,
-        "acks": "all",
-    }
+    conf = rdkafka_conf(bootstrap, **{"compression.codec": codec, "linger.ms": 5, "acks": "all"})
     conf.update(extra or {})
     p = confluent_kafka.Producer(conf)
+    try:
+        return _cf_produce(p, topic, recs, timeout_s)
+    finally:
+        p.purge()
+        p.close()
+
+
+def _cf_produce(p, topic, recs, timeout_s):
     results = [None] * len(recs)
     errors = []
 
@@ -114,14 +130,13 @@ def cf_produce(bootstrap, topic, recs, codec="none", extra=None, timeout_s=30):
 
 
 def cf_consumer(bootstrap, extra=None):
-    conf = {
-        "bootstrap.servers": bootstrap,
+    conf = rdkafka_conf(bootstrap, **{
         "group.id": unique_group(),  # required by confluent-kafka; we only assign(), never commit
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
         "auto.offset.reset": "earliest",
-    }
+    })
     conf.update(extra or {})
     return confluent_kafka.Consumer(conf)
 

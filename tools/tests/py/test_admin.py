@@ -19,7 +19,7 @@ from kafka.admin import OffsetSpec as KpOffsetSpec
 from kafka.admin import OffsetTimestamp as KpOffsetTimestamp
 from kafka.structs import TopicPartition as KpTopicPartition
 
-from kclients import (LOG_APPEND_TIME, Rec, cf_consume, cf_produce, expected_got, kp_consume,
+from kclients import (LOG_APPEND_TIME, Rec, rdkafka_conf, cf_consume, cf_produce, expected_got, kp_consume,
                       kp_produce, sample_records)
 
 TIMEOUT_S = 30
@@ -38,7 +38,7 @@ ALTERED = {
 
 
 def cf_admin(broker):
-    return AdminClient({"bootstrap.servers": broker.bootstrap})
+    return AdminClient(rdkafka_conf(broker.bootstrap))
 
 
 def kp_admin(broker):
