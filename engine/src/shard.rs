@@ -1,0 +1,750 @@
+//! `Shard`: everything one core owns, and the cross-core call mechanism.
+//!
+//! A `Shard` is per core (`!Send`, shared as `Rc<Shard>` by that core's tasks). Cores talk only
+//! through the glommio channel mesh: `invoke_on(core, f)` ships a `Send` closure to `core`,
+//! runs the future it returns there (with that core's `Rc<Shard>`), and ships the `Send` result
+//! back, correlated by a call id. Calls to the own core run inline without touching the mesh.
+//! Each (core → peer) direction has a budget of `mesh_in_flight_per_peer` outstanding calls.
+//!
+//! Core 0 owns the metadata (see `metadata.rs`): topic changes run there (every core's
+//! `create_topic` etc. forwards to core 0), are persisted, and the new snapshot is broadcast to
+//! every core, which opens/closes/reconfigures the partitions it owns.
+
+use std::any::{Any, TypeId};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use freshet_storage::Clock;
+use futures_lite::StreamExt;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::sync::Semaphore;
+
+use crate::config::{BrokerConfig, TopicConfig};
+use crate::error::{code, MeshError, TopicError};
+use crate::metadata::{
+    random_topic_id, validate_topic_name, MetadataSnapshot, MetadataStore, TopicMeta,
+};
+use crate::notify::Notify;
+use crate::partition::{Acks, FetchedData, Partition, PartitionOffsets, ReplicateOutcome};
+use crate::shard_table::ShardTable;
+
+/// The value a remote call returns, type-erased for the trip over the mesh.
+pub type MeshReply = Box<dyn Any + Send>;
+/// A unit of work shipped to another core: built there into a local future.
+pub type MeshJob = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = MeshReply>>> + Send>;
+
+/// What travels over the mesh (crosses cores; `Send`).
+pub enum MeshMsg {
+    Call { from: usize, id: u64, job: MeshJob },
+    Reply { id: u64, value: MeshReply },
+}
+
+/// The channel mesh type every core joins.
+pub type Mesh = MeshBuilder<MeshMsg, Full>;
+
+/// Builds the mesh for `cores` cores (call once, clone into every executor).
+pub fn new_mesh(cores: usize, channel_capacity: usize) -> Mesh {
+    MeshBuilder::full(cores, channel_capacity)
+}
+
+/// A pending reply on the calling core.
+#[derive(Default)]
+struct ReplySlot {
+    value: RefCell<Option<MeshReply>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+struct ReplyWait(Rc<ReplySlot>);
+
+impl Future for ReplyWait {
+    type Output = MeshReply;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<MeshReply> {
+        if let Some(v) = self.0.value.borrow_mut().take() {
+            return Poll::Ready(v);
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// How `set_topic_config` changes a topic's config.
+#[derive(Debug, Clone)]
+pub enum TopicConfigChange {
+    /// AlterConfigs: the topic's overrides become exactly these.
+    Replace(Vec<(String, String)>),
+    /// IncrementalAlterConfigs: set (`Some`) or remove (`None`) single keys.
+    Incremental(Vec<(String, Option<String>)>),
+}
+
+/// Everything one core owns. Per core, `!Send`; shared by that core's tasks as `Rc<Shard>`.
+pub struct Shard {
+    core: usize,
+    table: ShardTable,
+    config: BrokerConfig,
+    clock: Rc<dyn Clock>,
+    senders: Senders<MeshMsg>,
+    pending: RefCell<HashMap<u64, Rc<ReplySlot>>>,
+    next_call_id: Cell<u64>,
+    budgets: Vec<Semaphore>,
+    metadata: RefCell<Rc<MetadataSnapshot>>,
+    metadata_initialized: Cell<bool>,
+    metadata_changed: Notify,
+    apply_lock: Semaphore,
+    partitions: RefCell<HashMap<String, BTreeMap<i32, Rc<Partition>>>>,
+    /// Core 0 only: the persisted metadata and the lock serialising changes.
+    store: Option<MetadataStore>,
+    change_lock: Semaphore,
+    stop: Arc<AtomicBool>,
+    extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
+}
+
+impl Shard {
+    /// Joins the mesh, loads (core 0) or receives (others) the metadata, opens the partitions
+    /// this core owns and starts the per-core background tasks. `stop` is set by the process
+    /// on SIGINT/SIGTERM.
+    pub async fn start(
+        config: BrokerConfig,
+        mesh: Mesh,
+        clock: Rc<dyn Clock>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Rc<Shard>, TopicError> {
+        let cores = config.cores;
+        let (senders, receivers) = mesh
+            .join()
+            .await
+            .map_err(|_| TopicError::Store("joining the core mesh failed".into()))?;
+        let core = senders.peer_id();
+        assert!(core < cores, "mesh peer id {core} >= cores {cores}");
+        let store = if core == 0 {
+            Some(MetadataStore::open(&config.data_dir)?)
+        } else {
+            None
+        };
+        let budgets = (0..cores)
+            .map(|_| Semaphore::new(config.mesh_in_flight_per_peer as u64))
+            .collect();
+        let shard = Rc::new(Shard {
+            core,
+            table: ShardTable::new(cores),
+            config,
+            clock,
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_call_id: Cell::new(1),
+            budgets,
+            metadata: RefCell::new(Rc::new(MetadataSnapshot::default())),
+            metadata_initialized: Cell::new(false),
+            metadata_changed: Notify::new(),
+            apply_lock: Semaphore::new(1),
+            partitions: RefCell::new(HashMap::new()),
+            store,
+            change_lock: Semaphore::new(1),
+            stop,
+            extensions: RefCell::new(HashMap::new()),
+        });
+        let mut receivers = receivers;
+        for (peer, mut stream) in receivers.streams() {
+            let me = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = stream.next().await {
+                    me.on_mesh_message(peer, msg);
+                }
+            })
+            .detach();
+        }
+        if core == 0 {
+            let snap = shard.store.as_ref().expect("core 0 has the store").load()?;
+            tracing::info!(
+                topics = snap.topics.len(),
+                revision = snap.revision,
+                "metadata loaded"
+            );
+            shard.broadcast(snap).await;
+        } else {
+            while !shard.metadata_initialized.get() {
+                let seen = shard.metadata_changed.generation();
+                shard.metadata_changed.wait(seen).await;
+            }
+        }
+        glommio::spawn_local(Shard::retention_task(Rc::downgrade(&shard))).detach();
+        Ok(shard)
+    }
+
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    pub fn cores(&self) -> usize {
+        self.table.cores()
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn clock(&self) -> &Rc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn shard_table(&self) -> ShardTable {
+        self.table
+    }
+
+    /// The core owning `topic`/`partition`.
+    pub fn owner_of(&self, topic: &str, partition: i32) -> usize {
+        self.table.core_of(topic, partition)
+    }
+
+    /// True once SIGINT/SIGTERM asked the broker to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// This core's read-only copy of the metadata.
+    pub fn metadata(&self) -> Rc<MetadataSnapshot> {
+        self.metadata.borrow().clone()
+    }
+
+    /// Per-core state other modules hang on the shard (e.g. the group coordinator): created
+    /// by `init` on first use, then shared.
+    pub fn extension<T: 'static>(&self, init: impl FnOnce() -> T) -> Rc<T> {
+        let mut ext = self.extensions.borrow_mut();
+        let any = ext
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Rc::new(init()) as Rc<dyn Any>)
+            .clone();
+        drop(ext);
+        any.downcast::<T>()
+            .unwrap_or_else(|_| panic!("extension type mismatch"))
+    }
+
+    // ---------------------------------------------------------------- cross-core calls
+
+    /// Runs `f` on `core` and returns its result here. `f` and its result cross cores (`Send`);
+    /// the future `f` builds runs on `core` and may hold that core's `Rc`s. Calls to the own
+    /// core run inline. At most `mesh_in_flight_per_peer` calls per peer are outstanding;
+    /// further callers wait for a slot.
+    pub async fn invoke_on<F, Fut, R>(self: &Rc<Self>, core: usize, f: F) -> Result<R, MeshError>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        if core == self.core {
+            return Ok(f(self.clone()).await);
+        }
+        let budget = self.budgets.get(core).ok_or(MeshError::NoSuchCore(core))?;
+        let _permit = budget
+            .acquire_permit(1)
+            .await
+            .map_err(|_| MeshError::Unreachable(core))?;
+        let id = self.next_call_id.get();
+        self.next_call_id.set(id + 1);
+        let slot = Rc::new(ReplySlot::default());
+        self.pending.borrow_mut().insert(id, slot.clone());
+        let job: MeshJob = Box::new(move |shard: Rc<Shard>| {
+            Box::pin(async move { Box::new(f(shard).await) as MeshReply })
+        });
+        let msg = MeshMsg::Call {
+            from: self.core,
+            id,
+            job,
+        };
+        if self.senders.send_to(core, msg).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return Err(MeshError::Unreachable(core));
+        }
+        let value = ReplyWait(slot).await;
+        Ok(*value
+            .downcast::<R>()
+            .unwrap_or_else(|_| panic!("mesh reply {id} from core {core} has the wrong type")))
+    }
+
+    fn on_mesh_message(self: &Rc<Self>, peer: usize, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Call { from, id, job } => {
+                assert_eq!(from, peer, "mesh call {id} claims origin {from}");
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    let value = job(me.clone()).await;
+                    if me
+                        .senders
+                        .send_to(from, MeshMsg::Reply { id, value })
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(to = from, id, "mesh reply dropped: peer gone");
+                    }
+                })
+                .detach();
+            }
+            MeshMsg::Reply { id, value } => {
+                let slot = self.pending.borrow_mut().remove(&id);
+                let slot =
+                    slot.unwrap_or_else(|| panic!("mesh reply {id} from core {peer} unexpected"));
+                *slot.value.borrow_mut() = Some(value);
+                let waker = slot.waker.borrow_mut().take();
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- metadata (core 0 owns)
+
+    /// Creates a topic (forwarded to core 0). Returns the new topic once every core has
+    /// applied the change (its partitions are open on their owning cores).
+    pub async fn create_topic(
+        self: &Rc<Self>,
+        name: String,
+        partitions: i32,
+        configs: Vec<(String, String)>,
+    ) -> Result<TopicMeta, TopicError> {
+        self.invoke_on(0, move |s| async move {
+            s.change_metadata(
+                move |snap| {
+                    validate_new_topic(snap, &name, partitions, &configs)?;
+                    let config = TopicConfig::from_pairs(configs)?;
+                    let t = TopicMeta {
+                        name: name.clone(),
+                        id: random_topic_id(),
+                        partitions,
+                        config,
+                        revision: snap.revision + 1,
+                    };
+                    Ok(Some(t))
+                },
+                None,
+            )
+            .await
+        })
+        .await
+        .map_err(|_| TopicError::ShuttingDown)?
+        .map(|t| t.expect("create_topic yields a topic"))
+    }
+
+    /// Deletes a topic and its data (forwarded to core 0).
+    pub async fn delete_topic(self: &Rc<Self>, name: String) -> Result<(), TopicError> {
+        self.invoke_on(0, move |s| async move {
+            let n = name.clone();
+            s.change_metadata(
+                move |snap| {
+                    if snap.topic(&n).is_none() {
+                        return Err(TopicError::Unknown(n.clone()));
+                    }
+                    Ok(None)
+                },
+                Some(name),
+            )
+            .await
+        })
+        .await
+        .map_err(|_| TopicError::ShuttingDown)??;
+        Ok(())
+    }
+
+    /// Grows a topic to `total_partitions` partitions (forwarded to core 0).
+    pub async fn add_partitions(
+        self: &Rc<Self>,
+        name: String,
+        total_partitions: i32,
+    ) -> Result<TopicMeta, TopicError> {
+        self.invoke_on(0, move |s| async move {
+            s.change_metadata(
+                move |snap| {
+                    let t = snap
+                        .topic(&name)
+                        .ok_or_else(|| TopicError::Unknown(name.clone()))?;
+                    if total_partitions <= t.partitions {
+                        return Err(TopicError::InvalidPartitions(format!(
+                            "topic {name} has {} partitions; new count {total_partitions} must be larger",
+                            t.partitions
+                        )));
+                    }
+                    let mut t = t.clone();
+                    t.partitions = total_partitions;
+                    t.revision = snap.revision + 1;
+                    Ok(Some(t))
+                },
+                None,
+            )
+            .await
+        })
+        .await
+        .map_err(|_| TopicError::ShuttingDown)?
+        .map(|t| t.expect("add_partitions yields a topic"))
+    }
+
+    /// Changes a topic's config (forwarded to core 0).
+    pub async fn set_topic_config(
+        self: &Rc<Self>,
+        name: String,
+        change: TopicConfigChange,
+    ) -> Result<TopicMeta, TopicError> {
+        self.invoke_on(0, move |s| async move {
+            s.change_metadata(
+                move |snap| {
+                    let t = snap
+                        .topic(&name)
+                        .ok_or_else(|| TopicError::Unknown(name.clone()))?;
+                    let mut t = t.clone();
+                    match change {
+                        TopicConfigChange::Replace(pairs) => {
+                            t.config = TopicConfig::from_pairs(pairs)?;
+                        }
+                        TopicConfigChange::Incremental(ops) => {
+                            for (k, v) in ops {
+                                match v {
+                                    Some(v) => t.config.set(k, v)?,
+                                    None => t.config.unset(&k),
+                                }
+                            }
+                        }
+                    }
+                    t.revision = snap.revision + 1;
+                    Ok(Some(t))
+                },
+                None,
+            )
+            .await
+        })
+        .await
+        .map_err(|_| TopicError::ShuttingDown)?
+        .map(|t| t.expect("set_topic_config yields a topic"))
+    }
+
+    /// Core 0: applies one change under the change lock, persists it, broadcasts the new
+    /// snapshot and waits until every core applied it. `edit` returns the new/changed topic
+    /// (`Some`) or, with `delete` set, `None`.
+    async fn change_metadata<F>(
+        self: &Rc<Self>,
+        edit: F,
+        delete: Option<String>,
+    ) -> Result<Option<TopicMeta>, TopicError>
+    where
+        F: FnOnce(&MetadataSnapshot) -> Result<Option<TopicMeta>, TopicError>,
+    {
+        assert_eq!(self.core, 0, "metadata changes run on core 0");
+        if self.stopping() {
+            return Err(TopicError::ShuttingDown);
+        }
+        let _guard = self
+            .change_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| TopicError::ShuttingDown)?;
+        let store = self.store.as_ref().expect("core 0 has the store");
+        let cur = self.metadata();
+        let changed = edit(&cur)?;
+        let mut next = (*cur).clone();
+        next.revision = cur.revision + 1;
+        if let Some(name) = &delete {
+            store.remove_topic(name)?;
+            next.topics.remove(name);
+            tracing::info!(topic = %name, revision = next.revision, "topic deleted");
+        }
+        if let Some(t) = &changed {
+            assert_eq!(
+                t.revision, next.revision,
+                "topic revision must be the new one"
+            );
+            store.save_topic(t)?;
+            next.topics.insert(t.name.clone(), t.clone());
+            tracing::info!(topic = %t.name, partitions = t.partitions, revision = next.revision, "topic metadata changed");
+        }
+        self.broadcast(next).await;
+        Ok(changed)
+    }
+
+    /// Sends `snap` to every core (including this one) and waits for all to apply it.
+    async fn broadcast(self: &Rc<Self>, snap: MetadataSnapshot) {
+        let mut tasks = Vec::with_capacity(self.cores());
+        for c in 0..self.cores() {
+            let me = self.clone();
+            let snap = snap.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let r = me
+                    .invoke_on(c, move |s| async move { s.apply_metadata(snap).await })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(core = c, error = %e, "metadata broadcast failed");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+    }
+
+    /// Replaces this core's metadata copy with `snap` unless it is stale, then opens, closes
+    /// or reconfigures the partitions this core owns to match.
+    async fn apply_metadata(self: &Rc<Self>, snap: MetadataSnapshot) {
+        let Ok(_guard) = self.apply_lock.acquire_permit(1).await else {
+            return;
+        };
+        if self.metadata_initialized.get() && snap.revision <= self.metadata().revision {
+            tracing::debug!(revision = snap.revision, "stale metadata update ignored");
+            return;
+        }
+        let snap = Rc::new(snap);
+        *self.metadata.borrow_mut() = snap.clone();
+        // Partitions of deleted (or deleted and re-created) topics go first.
+        let mut gone = Vec::new();
+        {
+            let mut parts = self.partitions.borrow_mut();
+            parts.retain(|name, ps| {
+                let keep = snap
+                    .topic(name)
+                    .is_some_and(|t| ps.values().next().is_none_or(|p| p.topic_id == t.id));
+                if !keep {
+                    gone.extend(ps.values().cloned());
+                }
+                keep
+            });
+        }
+        for p in gone {
+            let (t, i) = (p.topic.clone(), p.index);
+            if let Err(e) = p.close(true).await {
+                tracing::warn!(topic = %t, partition = i, error = %e, "deleting partition failed");
+            }
+        }
+        for t in snap.topics.values() {
+            let eff = t.config.effective(&self.config.topic_defaults);
+            for i in 0..t.partitions {
+                if self.owner_of(&t.name, i) != self.core {
+                    continue;
+                }
+                if let Some(p) = self.partition(&t.name, i) {
+                    p.set_config(eff.clone());
+                    continue;
+                }
+                let dir = self.partition_dir(&t.name, i);
+                match Partition::open(
+                    t.name.clone(),
+                    i,
+                    t.id,
+                    dir,
+                    eff.clone(),
+                    self.clock.clone(),
+                )
+                .await
+                {
+                    Ok(p) => {
+                        self.partitions
+                            .borrow_mut()
+                            .entry(t.name.clone())
+                            .or_default()
+                            .insert(i, p);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %t.name, partition = i, error = %e, "opening partition failed");
+                    }
+                }
+            }
+        }
+        self.metadata_initialized.set(true);
+        self.metadata_changed.notify_all();
+    }
+
+    /// Where a partition's log lives.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.config
+            .data_dir
+            .join("kafka")
+            .join(format!("{topic}-{partition}"))
+    }
+
+    // ---------------------------------------------------------------- data path (local)
+
+    /// A partition this core owns.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(topic)
+            .and_then(|ps| ps.get(&partition))
+            .cloned()
+    }
+
+    /// Every partition this core owns.
+    pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .values()
+            .flat_map(|ps| ps.values().cloned())
+            .collect()
+    }
+
+    fn missing_partition_code(&self, topic: &str, partition: i32) -> i16 {
+        match self.metadata().topic(topic) {
+            Some(t) if partition >= 0 && partition < t.partitions => code::LEADER_NOT_AVAILABLE,
+            _ => code::UNKNOWN_TOPIC_OR_PARTITION,
+        }
+    }
+
+    /// Appends on this core (the caller routed to the owner). Err is a Kafka error code.
+    pub async fn local_replicate(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: Bytes,
+        acks: Acks,
+    ) -> Result<ReplicateOutcome, i16> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or_else(|| self.missing_partition_code(topic, partition))?;
+        p.replicate(batches, acks).await.map_err(|e| {
+            tracing::warn!(topic, partition, error = %e, "produce rejected");
+            e.kafka_code()
+        })
+    }
+
+    /// Reads on this core. Err carries the Kafka error code and, when the partition exists,
+    /// its offsets.
+    pub async fn local_read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchedData, (i16, Option<PartitionOffsets>)> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or_else(|| (self.missing_partition_code(topic, partition), None))?;
+        p.read(offset, max_bytes)
+            .await
+            .map_err(|e| (e.kafka_code(), Some(p.offsets())))
+    }
+
+    /// ListOffsets on this core: (timestamp, offset, leader_epoch) or a Kafka error code.
+    pub async fn local_list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<(i64, i64, i32), i16> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or_else(|| self.missing_partition_code(topic, partition))?;
+        let (ts, off) = p
+            .list_offset(timestamp_ms)
+            .await
+            .map_err(|e| e.kafka_code())?;
+        Ok((ts, off, p.leader_epoch()))
+    }
+
+    /// Waits (on this core) until the high watermark of any listed partition moves past the
+    /// given offset, or `timeout` passes. Returns true if data may be available.
+    pub async fn local_wait_for_data(
+        &self,
+        parts: Vec<(String, i32, i64)>,
+        timeout: Duration,
+    ) -> bool {
+        let watched: Vec<(Rc<Partition>, u64)> = parts
+            .iter()
+            .filter_map(|(t, i, _)| self.partition(t, *i))
+            .map(|p| {
+                let g = p.hw_generation();
+                (p, g)
+            })
+            .collect();
+        let ready = |w: &[(Rc<Partition>, u64)]| {
+            parts.iter().any(|(t, i, off)| {
+                w.iter()
+                    .find(|(p, _)| &p.topic == t && p.index == *i)
+                    .is_some_and(|(p, _)| p.high_watermark() > *off)
+            })
+        };
+        if ready(&watched) {
+            return true;
+        }
+        let any_change = futures_lite::future::poll_fn(|cx| {
+            for (p, g) in &watched {
+                let mut w = std::pin::pin!(p.wait_hw_change(*g));
+                if w.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
+            }
+            Poll::Pending
+        });
+        futures_lite::future::or(any_change, async {
+            glommio::timer::sleep(timeout).await;
+            false
+        })
+        .await
+    }
+
+    // ---------------------------------------------------------------- background, shutdown
+
+    async fn retention_task(me: std::rc::Weak<Shard>) {
+        loop {
+            let Some(interval) = me
+                .upgrade()
+                .map(|s| Duration::from_millis(s.config.retention_check_interval_ms.max(100)))
+            else {
+                return;
+            };
+            glommio::timer::sleep(interval).await;
+            let Some(s) = me.upgrade() else { return };
+            if s.stopping() {
+                return;
+            }
+            for p in s.local_partitions() {
+                match p.enforce_retention().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(topic = %p.topic, partition = p.index, removed_bytes = n, "retention removed old segments")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every partition this core owns (shutdown).
+    pub async fn close_partitions(&self) {
+        let parts: Vec<Rc<Partition>> = {
+            let mut map = self.partitions.borrow_mut();
+            let all = map.values().flat_map(|ps| ps.values().cloned()).collect();
+            map.clear();
+            all
+        };
+        for p in parts {
+            let (t, i) = (p.topic.clone(), p.index);
+            if let Err(e) = p.close(false).await {
+                tracing::warn!(topic = %t, partition = i, error = %e, "closing partition failed");
+            }
+        }
+    }
+}
+
+/// Checks a CreateTopics request against the current metadata without changing anything.
+pub fn validate_new_topic(
+    snap: &MetadataSnapshot,
+    name: &str,
+    partitions: i32,
+    configs: &[(String, String)],
+) -> Result<(), TopicError> {
+    validate_topic_name(name).map_err(|e| TopicError::InvalidName(e.to_string()))?;
+    if snap.topic(name).is_some() {
+        return Err(TopicError::AlreadyExists(name.to_string()));
+    }
+    if !(1..=100_000).contains(&partitions) {
+        return Err(TopicError::InvalidPartitions(format!(
+            "{partitions} partitions requested; must be 1..=100000"
+        )));
+    }
+    TopicConfig::from_pairs(configs.iter().cloned())?;
+    Ok(())
+}

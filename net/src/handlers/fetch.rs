@@ -1,0 +1,352 @@
+//! Fetch (key 1): reads from each partition's owning core (one mesh call per core), long
+//! polling (min_bytes / max_wait_ms, woken by high-watermark advances), per-partition and
+//! total max_bytes with at least one batch (KIP-74), incremental fetch sessions (KIP-227),
+//! topic ids for v13+. Records go into the response as the `Bytes` storage returned.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use freshet_engine::{code, FetchedData, PartitionOffsets, Shard};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use super::{topic_name, uuid_of, HandlerFuture, RequestContext};
+use crate::fetch_session::{classify, SessionAction, SessionPartition};
+
+pub const API_KEY: ApiKey = ApiKey::Fetch;
+pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 16 };
+
+/// Upper bound on max_wait_ms we honour (a client asking for more waits this long).
+const MAX_WAIT_MS_CAP: i32 = 30_000;
+
+type ReadResult = Result<FetchedData, (i16, Option<PartitionOffsets>)>;
+
+pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
+    Box::pin(async move {
+        let req: FetchRequest = ctx.decode(body)?;
+        let shard = ctx.shard().clone();
+        let snap = shard.metadata();
+        let by_id = ctx.api_version >= 13;
+        let started = Instant::now();
+
+        // The partitions of this request, resolved against metadata.
+        let mut requested = Vec::new();
+        let mut unknown: Vec<SessionPartition> = Vec::new();
+        for t in &req.topics {
+            let meta = if by_id {
+                snap.topic_by_id(t.topic_id.as_bytes())
+            } else {
+                snap.topic(t.topic.0.as_str())
+            };
+            for p in &t.partitions {
+                let sp = SessionPartition {
+                    topic: meta
+                        .map(|m| m.name.clone())
+                        .unwrap_or_else(|| t.topic.0.as_str().to_string()),
+                    topic_id: meta.map(|m| m.id).unwrap_or(*t.topic_id.as_bytes()),
+                    partition: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                    last_high_watermark: -1,
+                    last_log_start_offset: -1,
+                };
+                match meta {
+                    Some(m) if p.partition >= 0 && p.partition < m.partitions => requested.push(sp),
+                    _ => unknown.push(sp),
+                }
+            }
+        }
+
+        // KIP-227: decide the session and the partitions to read.
+        let action = if ctx.api_version >= 7 {
+            classify(req.session_id, req.session_epoch)
+        } else {
+            SessionAction::Sessionless
+        };
+        let mut session_id = 0;
+        let mut incremental = false;
+        let plan: Vec<SessionPartition> = {
+            let mut cache = ctx.net.fetch_sessions.borrow_mut();
+            match action {
+                SessionAction::Sessionless => {
+                    if req.session_id != 0 {
+                        cache.remove(req.session_id);
+                    }
+                    requested
+                }
+                SessionAction::New { close } => {
+                    if close != 0 {
+                        cache.remove(close);
+                    }
+                    session_id = cache.create(requested.clone());
+                    requested
+                }
+                SessionAction::Incremental { id, epoch } => {
+                    match cache.begin_incremental(id, epoch) {
+                        Err(err) => {
+                            drop(cache);
+                            tracing::debug!(session = id, epoch, err, "fetch session rejected");
+                            return ctx.respond(
+                                &FetchResponse::default()
+                                    .with_error_code(err)
+                                    .with_session_id(0),
+                            );
+                        }
+                        Ok(s) => {
+                            for p in requested {
+                                s.upsert(p);
+                            }
+                            for f in &req.forgotten_topics_data {
+                                let name = if by_id {
+                                    snap.topic_by_id(f.topic_id.as_bytes())
+                                        .map(|m| m.name.clone())
+                                        .unwrap_or_default()
+                                } else {
+                                    f.topic.0.as_str().to_string()
+                                };
+                                for p in &f.partitions {
+                                    s.forget(&name, *p);
+                                }
+                            }
+                            session_id = id;
+                            incremental = true;
+                            s.partitions.clone()
+                        }
+                    }
+                }
+            }
+        };
+
+        // Read; if fewer than min_bytes arrived, wait for a high-watermark advance and retry
+        // until max_wait_ms passes.
+        let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
+        let deadline = started + max_wait;
+        let mut results = read_all(&shard, &plan).await;
+        loop {
+            let total: usize = results
+                .iter()
+                .map(|r| r.as_ref().map(|d| d.records.len()).unwrap_or(0))
+                .sum();
+            let any_error = results.iter().any(|r| r.is_err());
+            let now = Instant::now();
+            if total >= req.min_bytes.max(0) as usize || any_error || now >= deadline {
+                break;
+            }
+            wait_for_data(&shard, &plan, &results, deadline - now).await;
+            if shard.stopping() {
+                break;
+            }
+            results = read_all(&shard, &plan).await;
+        }
+
+        // Assemble: request order, total max_bytes (at least one batch overall, KIP-74).
+        let mut budget = if req.max_bytes <= 0 {
+            usize::MAX
+        } else {
+            req.max_bytes as usize
+        };
+        let mut first_data = true;
+        let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+        let mut sent: Vec<(usize, i64, i64)> = Vec::new();
+        for (i, (sp, r)) in plan.iter().zip(results).enumerate() {
+            let mut pd = PartitionData::default()
+                .with_partition_index(sp.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_aborted_transactions(Some(Vec::new()))
+                .with_preferred_read_replica((-1).into());
+            let mut changed = true;
+            match r {
+                Ok(d) => {
+                    let o = d.offsets;
+                    pd.high_watermark = o.high_watermark;
+                    pd.last_stable_offset = o.last_stable_offset;
+                    pd.log_start_offset = o.log_start_offset;
+                    let len = d.records.len();
+                    let records = if len == 0 {
+                        Bytes::new()
+                    } else if len <= budget || first_data {
+                        budget = budget.saturating_sub(len);
+                        first_data = false;
+                        d.records
+                    } else {
+                        Bytes::new()
+                    };
+                    changed = !records.is_empty()
+                        || o.high_watermark != sp.last_high_watermark
+                        || o.log_start_offset != sp.last_log_start_offset;
+                    sent.push((i, o.high_watermark, o.log_start_offset));
+                    pd.records = Some(records);
+                }
+                Err((err, offsets)) => {
+                    pd.error_code = err;
+                    if let Some(o) = offsets {
+                        pd.high_watermark = o.high_watermark;
+                        pd.last_stable_offset = o.last_stable_offset;
+                        pd.log_start_offset = o.log_start_offset;
+                    }
+                    pd.records = Some(Bytes::new());
+                }
+            }
+            if incremental && !changed {
+                continue;
+            }
+            push_partition(&mut topics, sp, pd, by_id);
+        }
+        for sp in &unknown {
+            let err = if by_id {
+                code::UNKNOWN_TOPIC_ID
+            } else {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            };
+            let pd = PartitionData::default()
+                .with_partition_index(sp.partition)
+                .with_error_code(err)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_records(Some(Bytes::new()));
+            push_partition(&mut topics, sp, pd, by_id);
+        }
+        if session_id != 0 {
+            let mut cache = ctx.net.fetch_sessions.borrow_mut();
+            if let Some(s) = cache.get_mut(session_id) {
+                for (i, hw, lso) in sent {
+                    let key = &plan[i];
+                    if let Some(p) = s
+                        .partitions
+                        .iter_mut()
+                        .find(|p| p.topic == key.topic && p.partition == key.partition)
+                    {
+                        p.last_high_watermark = hw;
+                        p.last_log_start_offset = lso;
+                    }
+                }
+            }
+        }
+        ctx.respond(
+            &FetchResponse::default()
+                .with_error_code(code::NONE)
+                .with_session_id(session_id)
+                .with_responses(topics),
+        )
+    })
+}
+
+fn push_partition(
+    topics: &mut Vec<FetchableTopicResponse>,
+    sp: &SessionPartition,
+    pd: PartitionData,
+    by_id: bool,
+) {
+    let same = |t: &FetchableTopicResponse| {
+        if by_id {
+            t.topic_id == uuid_of(&sp.topic_id)
+        } else {
+            t.topic.0.as_str() == sp.topic
+        }
+    };
+    match topics.last_mut() {
+        Some(t) if same(t) => t.partitions.push(pd),
+        _ => topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic_name(&sp.topic))
+                .with_topic_id(uuid_of(&sp.topic_id))
+                .with_partitions(vec![pd]),
+        ),
+    }
+}
+
+/// Reads every planned partition on its owning core; results in plan order.
+async fn read_all(shard: &Rc<Shard>, plan: &[SessionPartition]) -> Vec<ReadResult> {
+    // Per owning core: (plan index, topic, partition, fetch offset, max bytes).
+    type Read = (usize, String, i32, i64, usize);
+    let mut per_core: BTreeMap<usize, Vec<Read>> = BTreeMap::new();
+    for (i, p) in plan.iter().enumerate() {
+        per_core
+            .entry(shard.owner_of(&p.topic, p.partition))
+            .or_default()
+            .push((
+                i,
+                p.topic.clone(),
+                p.partition,
+                p.fetch_offset,
+                p.max_bytes.max(0) as usize,
+            ));
+    }
+    let mut tasks = Vec::new();
+    for (core, items) in per_core {
+        let shard = shard.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let idx: Vec<usize> = items.iter().map(|x| x.0).collect();
+            let r = shard
+                .invoke_on(core, move |s| async move {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (_, t, p, off, max) in items {
+                        out.push(s.local_read(&t, p, off, max).await);
+                    }
+                    out
+                })
+                .await;
+            (idx, r)
+        }));
+    }
+    let mut results: Vec<Option<ReadResult>> = (0..plan.len()).map(|_| None).collect();
+    for t in tasks {
+        let (idx, r) = t.await;
+        let n = idx.len();
+        let r = r.unwrap_or_else(|_| vec![Err((code::NOT_LEADER_OR_FOLLOWER, None)); n]);
+        for (i, v) in idx.into_iter().zip(r) {
+            results[i] = Some(v);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every planned partition was read"))
+        .collect()
+}
+
+/// Waits until any planned partition's high watermark moves past what we read, or `timeout`.
+async fn wait_for_data(
+    shard: &Rc<Shard>,
+    plan: &[SessionPartition],
+    results: &[ReadResult],
+    timeout: Duration,
+) {
+    let mut per_core: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
+    for (p, r) in plan.iter().zip(results) {
+        // Wait for the high watermark to pass the fetch offset (data to read).
+        if r.is_err() {
+            continue;
+        }
+        let seen = p.fetch_offset;
+        per_core
+            .entry(shard.owner_of(&p.topic, p.partition))
+            .or_default()
+            .push((p.topic.clone(), p.partition, seen));
+    }
+    if per_core.is_empty() {
+        glommio::timer::sleep(timeout).await;
+        return;
+    }
+    let (tx, rx) = glommio::channels::local_channel::new_bounded(per_core.len());
+    let tx = Rc::new(tx);
+    for (core, parts) in per_core {
+        let shard = shard.clone();
+        let tx = tx.clone();
+        glommio::spawn_local(async move {
+            let r = shard
+                .invoke_on(core, move |s| async move {
+                    s.local_wait_for_data(parts, timeout).await
+                })
+                .await;
+            let _ = tx.try_send(r.unwrap_or(false));
+        })
+        .detach();
+    }
+    let _ = rx.recv().await;
+}

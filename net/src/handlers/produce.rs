@@ -1,0 +1,144 @@
+//! Produce (key 0): appends record batches through `Partition::replicate` on each partition's
+//! owning core (one mesh call per core), acks 0/1/-1, per-partition error codes.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use freshet_engine::{code, Acks, ReplicateOutcome};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use super::{ensure_topic, topic_name, uuid_of, HandlerFuture, RequestContext};
+
+pub const API_KEY: ApiKey = ApiKey::Produce;
+pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
+
+/// One partition's slice of the request, routed to its owning core.
+struct Item {
+    slot: (usize, usize),
+    topic: String,
+    partition: i32,
+    records: Bytes,
+}
+
+pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
+    Box::pin(async move {
+        let req: ProduceRequest = ctx.decode(body)?;
+        let shard = ctx.shard().clone();
+        let acks = Acks::from_kafka(req.acks);
+        // Response skeleton in request order; filled per partition.
+        let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+        let mut per_core: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
+        for (ti, td) in req.topic_data.into_iter().enumerate() {
+            let by_id = ctx.api_version >= 13;
+            let resolved = if by_id {
+                shard
+                    .metadata()
+                    .topic_by_id(td.topic_id.as_bytes())
+                    .cloned()
+                    .ok_or(code::UNKNOWN_TOPIC_ID)
+            } else {
+                let name = td.name.0.as_str();
+                match shard.metadata().topic(name) {
+                    Some(t) => Ok(t.clone()),
+                    None => ensure_topic(&shard, name, true).await,
+                }
+            };
+            let mut tr = TopicProduceResponse::default()
+                .with_name(td.name.clone())
+                .with_topic_id(td.topic_id);
+            for (pi, pd) in td.partition_data.into_iter().enumerate() {
+                let mut pr = PartitionProduceResponse::default()
+                    .with_index(pd.index)
+                    .with_base_offset(-1)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(-1);
+                let topic = match (&resolved, acks) {
+                    (_, None) => Err(code::INVALID_REQUIRED_ACKS),
+                    (Err(e), _) => Err(*e),
+                    (Ok(t), _) if pd.index < 0 || pd.index >= t.partitions => {
+                        Err(code::UNKNOWN_TOPIC_OR_PARTITION)
+                    }
+                    (Ok(t), _) => Ok(t),
+                };
+                match (topic, pd.records) {
+                    (Err(e), _) => pr.error_code = e,
+                    (Ok(_), None) => pr.error_code = code::INVALID_RECORD,
+                    (Ok(t), Some(records)) => {
+                        per_core
+                            .entry(shard.owner_of(&t.name, pd.index))
+                            .or_default()
+                            .push(Item {
+                                slot: (ti, pi),
+                                topic: t.name.clone(),
+                                partition: pd.index,
+                                records,
+                            });
+                    }
+                }
+                tr.partition_responses.push(pr);
+            }
+            if let Ok(t) = &resolved {
+                tr.name = topic_name(&t.name);
+                tr.topic_id = uuid_of(&t.id);
+            }
+            responses.push(tr);
+        }
+        if acks.is_none() {
+            tracing::warn!(acks = req.acks, "produce with invalid acks");
+        }
+        let acks = acks.unwrap_or(Acks::Leader);
+        // Dispatch: one task per owning core, started in request order.
+        let mut tasks = Vec::new();
+        for (core, items) in per_core {
+            let shard = shard.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let slots: Vec<(usize, usize)> = items.iter().map(|i| i.slot).collect();
+                let work: Vec<(String, i32, Bytes)> = items
+                    .into_iter()
+                    .map(|i| (i.topic, i.partition, i.records))
+                    .collect();
+                let r = shard
+                    .invoke_on(core, move |s| async move {
+                        let mut running = Vec::with_capacity(work.len());
+                        for (t, p, b) in work {
+                            let s = s.clone();
+                            running.push(glommio::spawn_local(async move {
+                                s.local_replicate(&t, p, b, acks).await
+                            }));
+                        }
+                        let mut out = Vec::with_capacity(running.len());
+                        for r in running {
+                            out.push(r.await);
+                        }
+                        out
+                    })
+                    .await;
+                (slots, r)
+            }));
+        }
+        for t in tasks {
+            let (slots, r) = t.await;
+            let outcomes: Vec<Result<ReplicateOutcome, i16>> = match r {
+                Ok(v) => v,
+                Err(_) => vec![Err(code::NOT_LEADER_OR_FOLLOWER); slots.len()],
+            };
+            for ((ti, pi), o) in slots.into_iter().zip(outcomes) {
+                let pr = &mut responses[ti].partition_responses[pi];
+                match o {
+                    Ok(o) => {
+                        pr.base_offset = o.base_offset;
+                        pr.log_append_time_ms = o.log_append_time_ms;
+                        pr.log_start_offset = o.log_start_offset;
+                    }
+                    Err(e) => pr.error_code = e,
+                }
+            }
+        }
+        if req.acks == 0 {
+            return Ok(None);
+        }
+        ctx.respond(&ProduceResponse::default().with_responses(responses))
+    })
+}

@@ -1,0 +1,323 @@
+//! `freshet start`: parse flags / TOML into a `BrokerConfig`, start one pinned glommio
+//! executor per core, print one ready line, and shut down cleanly on SIGINT/SIGTERM.
+//!
+//! Threads: the main thread only parses, waits for the cores to report ready, then waits for
+//! a signal (`sigwait`) and raises the stop flag (`Arc<AtomicBool>`, the only state shared
+//! between threads). Each core checks the flag, stops accepting, flushes and closes its
+//! partitions, and exits.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use clap::Args;
+use freshet_engine::{new_mesh, BrokerConfig, Shard, TopicConfig};
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use serde::Deserialize;
+
+/// Flags of `freshet start`; each can also be set in the `--config` TOML file (same names
+/// with `_`), flags win.
+#[derive(Args, Debug, Default)]
+pub struct StartArgs {
+    /// Directory for logs and metadata [default: ./freshet-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka listener address [default: 127.0.0.1:9092]
+    #[arg(long)]
+    pub kafka_addr: Option<String>,
+    /// host:port announced to clients [default: --kafka-addr]
+    #[arg(long)]
+    pub advertise_kafka_addr: Option<String>,
+    /// Broker id [default: 0]
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Number of cores (executors) [default: all online CPUs]
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// TOML config file
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML config file. Every field optional; unknown fields are an error.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_addr: Option<String>,
+    advertise_kafka_addr: Option<String>,
+    node_id: Option<i32>,
+    cores: Option<usize>,
+    cluster_id: Option<String>,
+    auto_create_topics_enable: Option<bool>,
+    num_partitions: Option<i32>,
+    socket_request_max_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_in_flight_requests_per_connection: Option<usize>,
+    mesh_in_flight_per_peer: Option<usize>,
+    mesh_channel_capacity: Option<usize>,
+    fetch_session_cache_slots: Option<usize>,
+    retention_check_interval_ms: Option<u64>,
+    /// Broker-wide topic config defaults, e.g. `"retention.ms" = "3600000"`.
+    topic_defaults: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Builds the broker config: defaults, then the TOML file, then flags.
+fn broker_config(args: &StartArgs) -> Result<BrokerConfig, String> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("bad config {}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cores = args.cores.or(file.cores).unwrap_or(online);
+    if cores == 0 {
+        return Err("--cores must be at least 1".into());
+    }
+    let mut cfg = BrokerConfig::new(
+        args.data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./freshet-data")),
+        args.kafka_addr
+            .clone()
+            .or(file.kafka_addr)
+            .unwrap_or_else(|| "127.0.0.1:9092".into()),
+        args.node_id.or(file.node_id).unwrap_or(0),
+        cores,
+    );
+    cfg.advertise_kafka_addr = args
+        .advertise_kafka_addr
+        .clone()
+        .or(file.advertise_kafka_addr);
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = file.$f { cfg.$f = v; } )* };
+    }
+    set!(
+        cluster_id,
+        auto_create_topics_enable,
+        num_partitions,
+        socket_request_max_bytes,
+        max_connections,
+        max_in_flight_requests_per_connection,
+        mesh_in_flight_per_peer,
+        mesh_channel_capacity,
+        fetch_session_cache_slots,
+        retention_check_interval_ms
+    );
+    if let Some(d) = file.topic_defaults {
+        cfg.topic_defaults =
+            TopicConfig::from_pairs(d).map_err(|e| format!("topic_defaults: {e}"))?;
+    }
+    if cfg.num_partitions < 1 {
+        return Err("num_partitions must be at least 1".into());
+    }
+    Ok(cfg)
+}
+
+/// io_uring needs locked memory; raise RLIMIT_MEMLOCK to the hard limit (or unlimited when
+/// we are allowed to).
+fn raise_memlock() {
+    // SAFETY: plain libc calls with valid pointers to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) != 0 {
+            return;
+        }
+        let want = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) != 0 {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+        }
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in this thread (and the threads it spawns later) so that only
+/// `wait_for_stop_signal` receives them.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, then pthread_sigmask on the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_stop_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is an initialised sigset; `sig` is a valid out pointer.
+    unsafe {
+        libc::sigwait(set, &mut sig);
+    }
+    sig
+}
+
+/// What a core reports to the main thread.
+enum CoreEvent {
+    Ready,
+    Failed(usize, String),
+}
+
+/// Runs the broker until SIGINT/SIGTERM; returns the process exit code.
+pub fn run(args: StartArgs) -> i32 {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let cfg = match broker_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("freshet: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
+        eprintln!("freshet: cannot create {}: {e}", cfg.data_dir.display());
+        return 1;
+    }
+    raise_memlock();
+    let signals = block_stop_signals();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (events_tx, events_rx) = mpsc::channel::<CoreEvent>();
+    let cores = cfg.cores;
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let placement = if cores <= online {
+        PoolPlacement::MaxSpread(cores, None)
+    } else {
+        PoolPlacement::Unbound(cores)
+    };
+    let mesh = new_mesh(cores, cfg.mesh_channel_capacity);
+    let core_cfg = cfg.clone();
+    let core_stop = stop.clone();
+    let pool = LocalExecutorPoolBuilder::new(placement)
+        .name("freshet-core")
+        .on_all_shards(move || async move {
+            let events = events_tx;
+            let shard = match Shard::start(
+                core_cfg,
+                mesh,
+                freshet_engine::system_clock(),
+                core_stop.clone(),
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = events.send(CoreEvent::Failed(usize::MAX, e.to_string()));
+                    core_stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            let core = shard.core();
+            let server = match freshet_net::server::Server::bind(shard.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = events.send(CoreEvent::Failed(core, format!("bind: {e}")));
+                    core_stop.store(true, Ordering::Relaxed);
+                    shard.close_partitions().await;
+                    return;
+                }
+            };
+            let _ = events.send(CoreEvent::Ready);
+            server.run().await;
+            shard.close_partitions().await;
+            tracing::info!(core, "core stopped");
+        });
+    let pool = match pool {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("freshet: cannot start executors: {e}");
+            return 1;
+        }
+    };
+    let mut ready = 0;
+    let mut failed = false;
+    while ready < cores {
+        match events_rx.recv() {
+            Ok(CoreEvent::Ready) => ready += 1,
+            Ok(CoreEvent::Failed(core, e)) => {
+                eprintln!("freshet: core {core} failed to start: {e}");
+                failed = true;
+                break;
+            }
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    if !failed {
+        println!(
+            "freshet ready: node {}, kafka {}, {} cores, data {}",
+            cfg.node_id,
+            cfg.kafka_addr,
+            cores,
+            cfg.data_dir.display()
+        );
+        let sig = wait_for_stop_signal(&signals);
+        tracing::info!(signal = sig, "stopping: flushing and closing partitions");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let results = pool.join_all();
+    let crashed = results.iter().filter(|r| r.is_err()).count();
+    if failed || crashed > 0 {
+        eprintln!("freshet: stopped with errors ({crashed} cores crashed)");
+        return 1;
+    }
+    tracing::info!("stopped cleanly");
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("freshet-start-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broker.toml");
+        std::fs::write(
+            &file,
+            "kafka_addr = \"0.0.0.0:19092\"\nnode_id = 3\nnum_partitions = 4\n\
+             [topic_defaults]\n\"retention.ms\" = \"1000\"\n",
+        )
+        .unwrap();
+        let args = StartArgs {
+            node_id: Some(7),
+            cores: Some(1),
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let cfg = broker_config(&args).unwrap();
+        assert_eq!(cfg.kafka_addr, "0.0.0.0:19092");
+        assert_eq!(cfg.node_id, 7);
+        assert_eq!(cfg.num_partitions, 4);
+        assert_eq!(cfg.data_dir, PathBuf::from("./freshet-data"));
+        assert_eq!(
+            cfg.topic_defaults
+                .entries
+                .get("retention.ms")
+                .map(|s| s.as_str()),
+            Some("1000")
+        );
+        std::fs::write(&file, "no_such_option = 1\n").unwrap();
+        assert!(broker_config(&args).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
