@@ -54,6 +54,8 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Defaults applied to every topic unless the topic overrides them.
     pub topic_defaults: TopicConfig,
+    /// Consumer group coordinator settings (group.*, offsets.*).
+    pub groups: crate::group::GroupConfig,
 }
 
 impl BrokerConfig {
@@ -76,6 +78,7 @@ impl BrokerConfig {
             fetch_session_cache_slots: 1000,
             retention_check_interval_ms: 300_000,
             topic_defaults: TopicConfig::default(),
+            groups: crate::group::GroupConfig::default(),
         }
     }
 

@@ -18,11 +18,10 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::Task;
-use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::Decodable;
 
 use crate::frame::{FrameError, FrameReader};
-use crate::handlers::{handler_for, unsupported_version_response, HandlerResult, RequestContext};
+use crate::handlers::{unsupported_version_response, HandlerResult, RequestContext};
+use crate::request::{decode_request, RequestError};
 use crate::NetCore;
 
 /// The socket shared by a connection's reader and writer task (same core).
@@ -162,39 +161,31 @@ async fn read_loop(
 
 /// Decodes the request header and starts the handler. `Err` closes the connection.
 fn start_request(net: &Rc<NetCore>, frame: Bytes) -> Result<Pending, String> {
-    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let key = ApiKey::try_from(raw_key).map_err(|_| format!("unknown API key {raw_key}"))?;
-    let handler = handler_for(key).ok_or_else(|| format!("API {key:?} is not served"))?;
-    if version < handler.versions.min || version > handler.versions.max {
-        if key == ApiKey::ApiVersions {
-            // KIP-511: tell the client which versions we serve.
-            return Ok(Pending::Ready(unsupported_version_response(correlation_id)));
+    match decode_request(frame) {
+        Ok(req) => {
+            let ctx = RequestContext {
+                net: net.clone(),
+                api_key: req.api_key,
+                api_version: req.api_version,
+                correlation_id: req.correlation_id,
+                client_id: req.client_id,
+            };
+            Ok(Pending::Handler(glommio::spawn_local(
+                (req.handler.handle)(ctx, req.body),
+            )))
         }
-        return Err(format!(
-            "{key:?} v{version} is not served (we serve {})",
-            handler.versions
-        ));
+        // KIP-511: tell the client which versions we serve.
+        Err(RequestError::UnsupportedApiVersionsVersion { correlation_id, .. }) => {
+            Ok(Pending::Ready(unsupported_version_response(correlation_id)))
+        }
+        Err(e) => Err(e.to_string()),
     }
-    let mut body = frame;
-    let header = RequestHeader::decode(&mut body, key.request_header_version(version))
-        .map_err(|e| format!("malformed {key:?} v{version} request header: {e}"))?;
-    let ctx = RequestContext {
-        net: net.clone(),
-        api_key: key,
-        api_version: version,
-        correlation_id: header.correlation_id,
-        client_id: header.client_id.map(|c| c.as_str().to_string()),
-    };
-    Ok(Pending::Handler(glommio::spawn_local((handler.handle)(
-        ctx, body,
-    ))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::ApiKey;
     use std::time::Duration;
 
     /// Pipelined requests whose handlers finish in reverse order are still answered in

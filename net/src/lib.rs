@@ -18,6 +18,7 @@ pub mod conn;
 pub mod fetch_session;
 pub mod frame;
 pub mod handlers;
+pub mod request;
 pub mod server;
 
 pub use server::Server;

@@ -37,6 +37,21 @@ pub struct StartArgs {
     /// TOML config file
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// group.initial.rebalance.delay.ms [default: 3000]
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<i64>,
+    /// group.min.session.timeout.ms [default: 6000]
+    #[arg(long)]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// group.max.session.timeout.ms [default: 1800000]
+    #[arg(long)]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// offsets.topic.num.partitions [default: 16]
+    #[arg(long)]
+    pub offsets_topic_num_partitions: Option<i32>,
+    /// offsets.retention.minutes [default: 10080]
+    #[arg(long)]
+    pub offsets_retention_minutes: Option<i64>,
 }
 
 /// The TOML config file. Every field optional; unknown fields are an error.
@@ -58,6 +73,11 @@ struct FileConfig {
     mesh_channel_capacity: Option<usize>,
     fetch_session_cache_slots: Option<usize>,
     retention_check_interval_ms: Option<u64>,
+    group_initial_rebalance_delay_ms: Option<i64>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    offsets_topic_num_partitions: Option<i32>,
+    offsets_retention_minutes: Option<i64>,
     /// Broker-wide topic config defaults, e.g. `"retention.ms" = "3600000"`.
     topic_defaults: Option<std::collections::BTreeMap<String, String>>,
 }
@@ -110,6 +130,40 @@ fn broker_config(args: &StartArgs) -> Result<BrokerConfig, String> {
         fetch_session_cache_slots,
         retention_check_interval_ms
     );
+    let g = &mut cfg.groups;
+    if let Some(v) = args
+        .group_initial_rebalance_delay_ms
+        .or(file.group_initial_rebalance_delay_ms)
+    {
+        g.initial_rebalance_delay_ms = v;
+    }
+    if let Some(v) = args
+        .group_min_session_timeout_ms
+        .or(file.group_min_session_timeout_ms)
+    {
+        g.min_session_timeout_ms = v;
+    }
+    if let Some(v) = args
+        .group_max_session_timeout_ms
+        .or(file.group_max_session_timeout_ms)
+    {
+        g.max_session_timeout_ms = v;
+    }
+    if let Some(v) = args
+        .offsets_topic_num_partitions
+        .or(file.offsets_topic_num_partitions)
+    {
+        if v < 1 {
+            return Err("offsets_topic_num_partitions must be at least 1".into());
+        }
+        g.offsets_topic_num_partitions = v;
+    }
+    if let Some(v) = args
+        .offsets_retention_minutes
+        .or(file.offsets_retention_minutes)
+    {
+        g.offsets_retention_ms = v.saturating_mul(60_000);
+    }
     if let Some(d) = file.topic_defaults {
         cfg.topic_defaults =
             TopicConfig::from_pairs(d).map_err(|e| format!("topic_defaults: {e}"))?;
