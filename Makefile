@@ -45,3 +45,10 @@ itest:
 	$(CARGO) test -p freshet --no-fail-fast --test '*' || rc=1; \
 	.venv/bin/pytest tools/tests/py -q || rc=1; \
 	exit $$rc
+
+# Broker benchmarks (release build, fresh local broker): the storage benchmark, then the OMB-style
+# suite via tools/scripts/bench.sh, which rewrites the Broker section of docs/benchmarks.md.
+# BENCH_PEER=host:port also runs the suite against another broker; BENCH_DURATION=seconds.
+bench:
+	@if grep -q '^bench-storage:' Makefile; then $(MAKE) --no-print-directory bench-storage; fi
+	bash tools/scripts/bench.sh
