@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use freshet_engine::Shard;
 
+pub mod alloc;
 pub mod conn;
 pub mod fetch_session;
 pub mod frame;

@@ -18,6 +18,10 @@
 //! exposes its own pure entry point (requested in findings.md: `frame::decode_request`), point
 //! `decode_frame` at it so the fuzzer covers the broker's exact code.
 
+/// The broker's allocator (see `freshet_net::alloc`), so this test decodes as the broker does.
+#[global_allocator]
+static ALLOCATOR: freshet_net::alloc::BrokerAllocator = freshet_net::alloc::BrokerAllocator;
+
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::panic::{self, AssertUnwindSafe};

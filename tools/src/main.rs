@@ -6,6 +6,11 @@ mod start;
 
 use clap::{Parser, Subcommand};
 
+/// See `freshet_net::alloc`: huge speculative allocations by the protocol decoder must not
+/// abort the broker.
+#[global_allocator]
+static ALLOCATOR: freshet_net::alloc::BrokerAllocator = freshet_net::alloc::BrokerAllocator;
+
 /// Freshet: a Kafka-compatible event streaming engine.
 #[derive(Parser, Debug)]
 #[command(name = "freshet", version, about)]
