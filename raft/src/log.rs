@@ -61,6 +61,85 @@ pub trait GroupLog {
     fn log_start_offset(&self) -> i64;
 }
 
+/// A shared log (the engine's read path holds the other `Rc`).
+impl<T: GroupLog> GroupLog for Rc<T> {
+    fn append(&self, batches: Bytes, term: i32) -> impl Future<Output = Result<i64, LogError>> {
+        (**self).append(batches, term)
+    }
+    fn flush(&self) -> impl Future<Output = Result<i64, LogError>> {
+        (**self).flush()
+    }
+    fn truncate(&self, offset: i64) -> impl Future<Output = Result<(), LogError>> {
+        (**self).truncate(offset)
+    }
+    fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upto: i64,
+    ) -> impl Future<Output = Result<Bytes, LogError>> {
+        (**self).read(offset, max_bytes, upto)
+    }
+    fn next_offset(&self) -> i64 {
+        (**self).next_offset()
+    }
+    fn log_start_offset(&self) -> i64 {
+        (**self).log_start_offset()
+    }
+}
+
+fn storage_err(e: freshet_storage::StorageError) -> LogError {
+    use freshet_storage::StorageError as S;
+    match e {
+        S::CorruptBatch(m) | S::InvalidBatch(m) => LogError::InvalidBatch(m),
+        S::UnsupportedMagic(m) => LogError::InvalidBatch(format!("magic {m}")),
+        S::BatchTooLarge {
+            size_bytes,
+            max_bytes,
+        } => LogError::InvalidBatch(format!("{size_bytes} bytes > {max_bytes}")),
+        S::OffsetOutOfRange {
+            offset,
+            log_start_offset,
+            next_offset,
+        } => LogError::OffsetOutOfRange {
+            offset,
+            start: log_start_offset,
+            end: next_offset,
+        },
+        other => LogError::Io(other.to_string()),
+    }
+}
+
+/// The real partition log. Raft entries are stamped with their term as leader epoch; no
+/// LogAppendTime rewriting happens here (the leader's batch bytes are replicated as they are).
+impl<D: freshet_storage::Disk> GroupLog for freshet_storage::Log<D> {
+    async fn append(&self, batches: Bytes, term: i32) -> Result<i64, LogError> {
+        freshet_storage::Log::append(self, batches, term, None)
+            .await
+            .map(|info| info.first_offset)
+            .map_err(storage_err)
+    }
+    async fn flush(&self) -> Result<i64, LogError> {
+        freshet_storage::Log::flush(self).await.map_err(storage_err)
+    }
+    async fn truncate(&self, offset: i64) -> Result<(), LogError> {
+        freshet_storage::Log::truncate(self, offset)
+            .await
+            .map_err(storage_err)
+    }
+    async fn read(&self, offset: i64, max_bytes: usize, upto: i64) -> Result<Bytes, LogError> {
+        freshet_storage::Log::read(self, offset, max_bytes, upto)
+            .await
+            .map_err(storage_err)
+    }
+    fn next_offset(&self) -> i64 {
+        freshet_storage::Log::next_offset(self)
+    }
+    fn log_start_offset(&self) -> i64 {
+        freshet_storage::Log::log_start_offset(self)
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct MemLogImage {
     /// (base_offset, stamped batch bytes), in offset order.

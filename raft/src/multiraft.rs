@@ -3,9 +3,8 @@
 //!
 //! One driver pass ([`MultiRaft::process_ready`]):
 //! 1. collect the `Ready` of every group that has one;
-//! 2. send the leaders' messages at once (appends go out while the leader's own write is
-//!    being flushed, Raft thesis §10.2.1), coalesced into one [`Envelope`] per destination node
-//!    with all heartbeats of all groups packed as [`crate::transport::Beat`]s;
+//! 2. if any group has entries to write, send the leaders' appends and votes at once (they
+//!    go out while the leader's own write is being flushed, Raft thesis §10.2.1);
 //! 3. append each group's new entries to its log (truncating a conflicting suffix first, §5.3),
 //!    then flush every log that was written **once** (a follower's appends of one pass share
 //!    one flush), then rewrite the group state file of groups whose term/vote/membership
@@ -14,7 +13,10 @@
 //! 5. apply committed entries: advance the high watermark, complete proposals (§8: a client is
 //!    acknowledged only once its entry is committed, i.e. durable on a majority);
 //! 6. serve reads raft-rs had to defer (`LogTemporarilyUnavailable`) from the log and call
-//!    `on_entries_fetched`; repeat while groups have work.
+//!    `on_entries_fetched`; repeat while groups have work;
+//! 7. send everything else as one [`Envelope`] per destination node, with the heartbeats
+//!    (and heartbeat responses) of all groups packed as [`crate::transport::Beat`]s; leaders'
+//!    heartbeat timers are aligned ([`MultiRaft::tick`]) so all of them fall in one pass.
 //!
 //! Ownership: one `MultiRaft` per core, `!Send`; it owns its groups, their logs (by value or
 //! `Rc`) and the node's [`MetaStore`].
@@ -162,6 +164,31 @@ pub enum Event {
     },
 }
 
+/// Counters of one driver (tests, the simulator's report, metrics later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Envelopes handed to the transport.
+    pub envelopes_sent: u64,
+    /// Log flushes issued (one per written log per pass).
+    pub flushes: u64,
+    /// Conflicting suffixes truncated (§5.3).
+    pub truncations: u64,
+    /// Reads served from the log for raft-rs's asynchronous fetch.
+    pub async_fetches: u64,
+    /// Group state file writes.
+    pub meta_writes: u64,
+}
+
+impl std::ops::AddAssign for DriverStats {
+    fn add_assign(&mut self, o: Self) {
+        self.envelopes_sent += o.envelopes_sent;
+        self.flushes += o.flushes;
+        self.truncations += o.truncations;
+        self.async_fetches += o.async_fetches;
+        self.meta_writes += o.meta_writes;
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     index: u64,
@@ -193,7 +220,9 @@ pub struct MultiRaft<L: GroupLog, M: MetaStore, T: Transport> {
     logger: slog::Logger,
     events: Vec<Event>,
     outbox: BTreeMap<NodeId, Envelope>,
-    envelopes_sent: u64,
+    stats: DriverStats,
+    /// Node ticks so far.
+    ticks: u64,
 }
 
 impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
@@ -214,7 +243,8 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             events: Vec::new(),
             outbox: BTreeMap::new(),
-            envelopes_sent: 0,
+            stats: DriverStats::default(),
+            ticks: 0,
         }
     }
 
@@ -345,10 +375,27 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
     }
 
     /// Advances every group's logical clock by one tick (heartbeats, elections).
+    ///
+    /// Heartbeats of all groups are aligned: a leader is ticked in a burst of
+    /// `heartbeat_ticks` ticks every `heartbeat_ticks` node ticks, so each leader sends
+    /// exactly one heartbeat per burst and all groups of this node heartbeat in the same pass
+    /// (one envelope per node pair), whatever phase each group's own timer has. Followers and
+    /// candidates tick every tick (election timing is not quantized).
     pub fn tick(&mut self) {
         let e = self.cfg.election_ticks;
+        let h = self.cfg.heartbeat_ticks as u64;
+        self.ticks += 1;
+        let burst = self.ticks.is_multiple_of(h);
         for g in self.groups.values_mut() {
-            g.raw.tick();
+            if g.raw.raft.state == StateRole::Leader {
+                if burst {
+                    for _ in 0..h {
+                        g.raw.tick();
+                    }
+                }
+            } else {
+                g.raw.tick();
+            }
             Self::jitter(&mut self.rng, e, g);
         }
     }
@@ -460,9 +507,9 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         self.groups.keys().copied().collect()
     }
 
-    /// Envelopes sent so far (tests of heartbeat coalescing).
-    pub fn envelopes_sent(&self) -> u64 {
-        self.envelopes_sent
+    /// Counters since this driver was created.
+    pub fn stats(&self) -> DriverStats {
+        self.stats
     }
 
     fn queue(&mut self, group: GroupId, msgs: Vec<Message>) {
@@ -478,9 +525,25 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
     fn send_outbox(&mut self) {
         for (_, env) in std::mem::take(&mut self.outbox) {
             if !env.is_empty() {
-                self.envelopes_sent += 1;
+                self.stats.envelopes_sent += 1;
                 self.transport.send(env);
             }
+        }
+    }
+
+    /// Sends the full messages (appends, votes) queued so far and keeps the coalesced
+    /// heartbeats for the end of the pass, so a pass sends at most one heartbeat-carrying
+    /// envelope per destination.
+    fn send_outbox_messages(&mut self) {
+        let from = self.cfg.node_id;
+        for (to, env) in self.outbox.iter_mut() {
+            if env.messages.is_empty() {
+                continue;
+            }
+            let mut early = Envelope::new(from, *to);
+            early.messages = std::mem::take(&mut env.messages);
+            self.stats.envelopes_sent += 1;
+            self.transport.send(early);
         }
     }
 
@@ -497,12 +560,16 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             if work.is_empty() {
                 break;
             }
-            // (2) Leaders' messages go out before their own write is durable.
+            // (2) Leaders' messages go out before their own write is durable (only worth a
+            // separate envelope when there is a write to wait for).
+            let disk_work = work.iter().any(|(_, rd)| !rd.entries().is_empty());
             for (gid, rd) in work.iter_mut() {
                 let msgs = rd.take_messages();
                 self.queue(*gid, msgs);
             }
-            self.send_outbox();
+            if disk_work {
+                self.send_outbox_messages();
+            }
             // (3) Persist entries, one flush per written log, then the state files.
             let mut written = Vec::new();
             for (gid, rd) in work.iter_mut() {
@@ -513,7 +580,8 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 );
                 let entries = rd.take_entries();
                 if !entries.is_empty() {
-                    let superseded = Self::persist_entries(*gid, g, entries).await?;
+                    let (superseded, truncated) = Self::persist_entries(*gid, g, entries).await?;
+                    self.stats.truncations += u64::from(truncated);
                     written.push(*gid);
                     for token in superseded.into_iter().rev() {
                         self.events.push(Event::Failed {
@@ -533,6 +601,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                     group: *gid,
                     source,
                 })?;
+                self.stats.flushes += 1;
             }
             for (gid, _) in work.iter() {
                 self.persist_meta_if_needed(*gid).await?;
@@ -559,7 +628,6 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             }
             // (6) Deferred reads for followers that are behind.
             self.serve_fetches().await?;
-            self.send_outbox();
         }
         self.send_outbox();
         Ok(())
@@ -569,7 +637,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         gid: GroupId,
         g: &mut Group<L>,
         entries: Vec<Entry>,
-    ) -> Result<Vec<u64>, DriverError> {
+    ) -> Result<(Vec<u64>, bool), DriverError> {
         let log_err = |source| DriverError::Log { group: gid, source };
         let mut superseded = Vec::new();
         let first = entries[0].index;
@@ -599,7 +667,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 e.index
             );
         }
-        Ok(superseded)
+        Ok((superseded, conflict.is_some()))
     }
 
     async fn persist_meta_if_needed(&mut self, gid: GroupId) -> Result<(), DriverError> {
@@ -618,6 +686,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             }
             .encode()
         };
+        self.stats.meta_writes += 1;
         self.meta
             .write(gid, record)
             .await
@@ -664,6 +733,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         let fetch_bytes_max = self.cfg.fetch_bytes_max;
         for (gid, g) in self.groups.iter_mut() {
             let reqs = std::mem::take(&mut g.st.borrow_mut().pending_fetches);
+            self.stats.async_fetches += reqs.len() as u64;
             for req in reqs {
                 let (start, upto) = {
                     let st = g.st.borrow();

@@ -7,12 +7,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use freshet_raft::sim::{run_seed, SimConfig};
+use freshet_raft::sim::{run_seed, Backend, SimConfig};
 
 static CURRENT_SEED: AtomicU64 = AtomicU64::new(u64::MAX);
 
 fn usage() -> ! {
-    eprintln!("usage: sim [--seed N] [--count K] [--budget-secs S] [--quiet]");
+    eprintln!(
+        "usage: sim [--seed N] [--count K] [--budget-secs S] [--backend storage|mem] [--quiet]"
+    );
     std::process::exit(2);
 }
 
@@ -21,6 +23,7 @@ fn main() {
     let mut count = 1u64;
     let mut budget: Option<Duration> = None;
     let mut quiet = false;
+    let mut backend = Backend::Storage;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = || -> u64 {
@@ -36,6 +39,13 @@ fn main() {
                 count = u64::MAX;
             }
             "--quiet" => quiet = true,
+            "--backend" => {
+                backend = match args.next().as_deref() {
+                    Some("storage") => Backend::Storage,
+                    Some("mem") => Backend::Mem,
+                    _ => usage(),
+                }
+            }
             _ => usage(),
         }
     }
@@ -53,13 +63,14 @@ fn main() {
             break;
         }
         CURRENT_SEED.store(s, Ordering::SeqCst);
-        let cfg = SimConfig::from_seed(s);
+        let mut cfg = SimConfig::from_seed(s);
+        cfg.backend = backend;
         let t = Instant::now();
         match run_seed(&cfg) {
             Ok(r) => {
                 if !quiet {
                     println!(
-                        "seed {} ok: nodes {} groups {} proposed {} acked {} failed {} crashes {} partitions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?} ({} ms wall)",
+                        "seed {} ok: nodes {} groups {} proposed {} acked {} failed {} crashes {} partitions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?}, driver {:?} ({} ms wall)",
                         r.seed,
                         r.nodes,
                         r.groups,
@@ -72,13 +83,14 @@ fn main() {
                         r.envelopes,
                         r.converge_ms,
                         r.kafka_end_offsets,
+                        r.driver,
                         t.elapsed().as_millis()
                     );
                 }
             }
             Err(e) => {
                 eprintln!("SIM FAILED: seed {s}: {e}");
-                eprintln!("replay: make sim SEED={s}");
+                eprintln!("replay: cargo run -p freshet-raft --release --bin sim -- --seed {s} --backend {}", if backend == Backend::Mem { "mem" } else { "storage" });
                 std::process::exit(1);
             }
         }

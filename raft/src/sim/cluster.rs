@@ -13,17 +13,33 @@
 //! - liveness after healing: every group elects a leader and every replica catches up.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use freshet_storage::{Clock, Log, LogConfig, ManualClock, SimDisk};
 use futures_lite::future::block_on;
 
 use super::{NetConfig, SimNetwork, SimTransport};
 use crate::batch::{encode_batch, internal_kind, records, split_batches};
 use crate::log::{GroupLog, MemLog};
-use crate::meta::MemMetaStore;
-use crate::multiraft::{Event, MultiRaft, RaftConfig};
+use crate::meta::{DiskMetaStore, MemMetaStore, MetaStore};
+use crate::multiraft::{DriverStats, Event, MultiRaft, RaftConfig};
 use crate::rng::SimRng;
 use crate::transport::{GroupId, NodeId};
+
+/// Small segments and buffers so that a short run rolls segments, reads across them and
+/// exercises the log's recovery scan.
+fn sim_log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 256 << 10,
+        preallocate_bytes: 64 << 10,
+        cache_bytes_max: 64 << 10,
+        write_buffer_bytes: 16 << 10,
+        read_ahead_bytes: 16 << 10,
+        ..LogConfig::default()
+    }
+}
 
 /// Shape of one run; [`SimConfig::from_seed`] draws it from the seed.
 #[derive(Debug, Clone)]
@@ -48,6 +64,8 @@ pub struct SimConfig {
     pub cache_bytes_max: usize,
     /// Network faults during the faulty phase.
     pub net: NetConfig,
+    /// Log implementation.
+    pub backend: Backend,
 }
 
 impl SimConfig {
@@ -70,6 +88,7 @@ impl SimConfig {
                 delay_min_ms: 1,
                 delay_max_ms: 1 + r.below(30),
             },
+            backend: Backend::Storage,
         }
     }
 }
@@ -99,17 +118,111 @@ pub struct SimReport {
     pub envelopes: (u64, u64),
     /// Simulated ms until convergence after the faulty phase.
     pub converge_ms: u64,
+    /// Driver counters summed over every node and incarnation.
+    pub driver: DriverStats,
     /// Kafka end offset of each group at the end.
     pub kafka_end_offsets: Vec<i64>,
 }
 
-type Driver = MultiRaft<MemLog, MemMetaStore, SimTransport>;
+/// Which log implementation a simulated node persists to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The storage crate's `Log` on its `SimDisk` (torn writes, lost unsynced data).
+    Storage,
+    /// The in-memory [`crate::log::MemLog`] (isolates Raft bugs from storage bugs).
+    Mem,
+}
 
-struct Node {
-    id: NodeId,
-    driver: Option<Driver>,
-    logs: BTreeMap<GroupId, MemLog>,
+/// One node's durable state, across crashes.
+trait NodeStore {
+    type Log: GroupLog + Clone;
+    type Meta: MetaStore;
+    /// Opens (recovers) the state dir and the log of every group.
+    fn open(
+        &mut self,
+        node: NodeId,
+        groups: u64,
+        clock: &Rc<ManualClock>,
+    ) -> Result<(Self::Meta, Vec<Self::Log>), String>;
+    /// Power loss.
+    fn crash(&mut self, rng: &mut SimRng, torn: bool);
+}
+
+struct StorageStore {
+    disk: SimDisk,
+}
+
+impl NodeStore for StorageStore {
+    type Log = Rc<Log<SimDisk>>;
+    type Meta = DiskMetaStore<SimDisk>;
+    fn open(
+        &mut self,
+        node: NodeId,
+        groups: u64,
+        clock: &Rc<ManualClock>,
+    ) -> Result<(Self::Meta, Vec<Self::Log>), String> {
+        let meta = block_on(DiskMetaStore::open(
+            self.disk.clone(),
+            PathBuf::from(format!("/n{node}/raft")),
+        ))
+        .map_err(|e| format!("node {node} state dir: {e}"))?;
+        let mut logs = Vec::new();
+        for g in 0..groups {
+            let clock: Rc<dyn Clock> = clock.clone();
+            let log = block_on(Log::open(
+                self.disk.clone(),
+                PathBuf::from(format!("/n{node}/g{g}")),
+                sim_log_config(),
+                clock,
+            ))
+            .map_err(|e| format!("node {node} open log {g}: {e}"))?;
+            logs.push(Rc::new(log));
+        }
+        Ok((meta, logs))
+    }
+    fn crash(&mut self, _rng: &mut SimRng, torn: bool) {
+        // Unsynced writes kept, dropped or torn per sector; or all dropped.
+        if torn {
+            self.disk.crash();
+        } else {
+            self.disk.lose_unflushed();
+        }
+    }
+}
+
+#[derive(Default)]
+struct MemStore {
     meta: MemMetaStore,
+    logs: Vec<MemLog>,
+}
+
+impl NodeStore for MemStore {
+    type Log = MemLog;
+    type Meta = MemMetaStore;
+    fn open(
+        &mut self,
+        _node: NodeId,
+        groups: u64,
+        _clock: &Rc<ManualClock>,
+    ) -> Result<(Self::Meta, Vec<Self::Log>), String> {
+        while (self.logs.len() as u64) < groups {
+            self.logs.push(MemLog::new());
+        }
+        Ok((self.meta.clone(), self.logs.clone()))
+    }
+    fn crash(&mut self, rng: &mut SimRng, _torn: bool) {
+        for l in &self.logs {
+            l.crash(rng);
+        }
+    }
+}
+
+struct Node<S: NodeStore> {
+    id: NodeId,
+    driver: Option<MultiRaft<S::Log, S::Meta, SimTransport>>,
+    /// The node's disk: survives crashes (minus unsynced writes).
+    store: S,
+    logs: BTreeMap<GroupId, S::Log>,
     restart_at_ms: Option<u64>,
     tick_period_ms: u64,
     tick_phase_ms: u64,
@@ -122,11 +235,12 @@ struct Acked {
     kafka_offset: i64,
 }
 
-struct Sim {
+struct Sim<S: NodeStore> {
     cfg: SimConfig,
+    clock: Rc<ManualClock>,
     rng: SimRng,
     net: SimNetwork,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<S>>,
     voters: Vec<NodeId>,
     next_token: u64,
     /// token -> (group, record count)
@@ -140,10 +254,13 @@ struct Sim {
 
 const TICK_MS: u64 = 10;
 
-impl Sim {
+impl<S: NodeStore> Sim<S> {
     fn start_node(&mut self, i: usize) -> Result<(), String> {
         let n = &mut self.nodes[i];
         n.incarnation += 1;
+        if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
+            eprintln!("restart node {} incarnation {}", n.id, n.incarnation);
+        }
         let mut rc = RaftConfig::new(n.id);
         rc.heartbeat_ticks = 3;
         rc.election_ticks = 15;
@@ -152,9 +269,20 @@ impl Sim {
         rc.cache_bytes_max = self.cfg.cache_bytes_max;
         rc.fetch_bytes_max = 8 << 10;
         rc.seed = self.cfg.seed ^ (n.incarnation << 40);
-        let mut d = MultiRaft::new(rc, n.meta.clone(), self.net.transport(n.id));
-        for (g, log) in &n.logs {
-            block_on(d.open_group(*g, &self.voters, log.clone()))
+        let (meta, logs) = n.store.open(n.id, self.cfg.groups, &self.clock)?;
+        let mut d = MultiRaft::new(rc, meta, self.net.transport(n.id));
+        n.logs.clear();
+        for (g, log) in (0..).zip(logs) {
+            if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
+                eprintln!(
+                    "  node {} log {g}: start {} next {}",
+                    n.id,
+                    log.log_start_offset(),
+                    log.next_offset()
+                );
+            }
+            n.logs.insert(g, log.clone());
+            block_on(d.open_group(g, &self.voters, log))
                 .map_err(|e| format!("node {} open group {g}: {e}", n.id))?;
         }
         n.driver = Some(d);
@@ -164,10 +292,16 @@ impl Sim {
 
     fn crash_node(&mut self, i: usize, now_ms: u64) {
         let n = &mut self.nodes[i];
-        n.driver = None;
-        for log in n.logs.values() {
-            log.crash(&mut self.rng);
+        if let Some(d) = n.driver.take() {
+            self.report.driver += d.stats();
         }
+        n.logs.clear();
+        // Power loss: unsynced writes kept, dropped or torn per sector; or all dropped.
+        let torn = self.rng.chance(500_000);
+        if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
+            eprintln!("t={now_ms} crash node {} torn={torn}", n.id);
+        }
+        n.store.crash(&mut self.rng, torn);
         n.restart_at_ms = Some(now_ms + 50 + self.rng.below(1_000));
         self.report.crashes += 1;
     }
@@ -233,6 +367,7 @@ impl Sim {
 
     fn step(&mut self, now_ms: u64, faulty: bool) -> Result<(), String> {
         self.net.set_now(now_ms);
+        self.clock.set_ms(now_ms as i64);
         if faulty {
             self.faults(now_ms)?;
         }
@@ -329,11 +464,21 @@ impl Sim {
     }
 
     /// Reads a node's whole log of `g`: (log offset, term, bytes) per batch.
-    fn read_log(&self, n: &Node, g: GroupId) -> Result<Vec<(i64, i32, Bytes)>, String> {
+    fn read_log(&self, n: &Node<S>, g: GroupId) -> Result<Vec<(i64, i32, Bytes)>, String> {
         let log = &n.logs[&g];
-        let bytes = block_on(log.read(log.log_start_offset(), usize::MAX, i64::MAX))
-            .map_err(|e| format!("node {} group {g}: read: {e}", n.id))?;
-        let batches = split_batches(bytes).map_err(|e| format!("node {} group {g}: {e}", n.id))?;
+        let mut all = BytesMut::new();
+        let mut off = log.log_start_offset();
+        while off < log.next_offset() {
+            let bytes = block_on(GroupLog::read(log, off, 1 << 20, i64::MAX))
+                .map_err(|e| format!("node {} group {g}: read at {off}: {e}", n.id))?;
+            let batches = split_batches(bytes.clone())
+                .map_err(|e| format!("node {} group {g}: {e}", n.id))?;
+            let (h, _) = batches.last().ok_or("empty read below the log end")?;
+            off = h.base_offset + i64::from(h.offset_count());
+            all.extend_from_slice(&bytes);
+        }
+        let batches =
+            split_batches(all.freeze()).map_err(|e| format!("node {} group {g}: {e}", n.id))?;
         Ok(batches
             .into_iter()
             .map(|(h, b)| (h.base_offset, h.partition_leader_epoch, b))
@@ -440,6 +585,15 @@ impl Sim {
 
 /// Runs one seeded simulation and checks its invariants; `Err` describes the first violation.
 pub fn run_seed(cfg: &SimConfig) -> Result<SimReport, String> {
+    match cfg.backend {
+        Backend::Storage => run::<StorageStore>(cfg, |seed| StorageStore {
+            disk: SimDisk::new(seed),
+        }),
+        Backend::Mem => run::<MemStore>(cfg, |_| MemStore::default()),
+    }
+}
+
+fn run<S: NodeStore>(cfg: &SimConfig, store: impl Fn(u64) -> S) -> Result<SimReport, String> {
     let mut rng = SimRng::new(cfg.seed);
     let net = SimNetwork::new(cfg.net.clone(), rng.next_u64());
     let voters: Vec<NodeId> = (1..=cfg.nodes).collect();
@@ -448,8 +602,8 @@ pub fn run_seed(cfg: &SimConfig) -> Result<SimReport, String> {
         .map(|id| Node {
             id: *id,
             driver: None,
-            logs: (0..cfg.groups).map(|g| (g, MemLog::new())).collect(),
-            meta: MemMetaStore::default(),
+            store: store(rng.next_u64()),
+            logs: BTreeMap::new(),
             restart_at_ms: None,
             tick_period_ms: TICK_MS - 1 + rng.below(3),
             tick_phase_ms: rng.below(TICK_MS),
@@ -458,6 +612,7 @@ pub fn run_seed(cfg: &SimConfig) -> Result<SimReport, String> {
         .collect();
     let mut sim = Sim {
         cfg: cfg.clone(),
+        clock: Rc::new(ManualClock::new(0)),
         rng: rng.fork(),
         net,
         nodes,
@@ -536,6 +691,9 @@ pub fn run_seed(cfg: &SimConfig) -> Result<SimReport, String> {
     sim.report.converge_ms = now - quiet_start;
     sim.check()?;
     sim.report.leaderships = sim.leaders.len() as u64;
+    for n in &sim.nodes {
+        sim.report.driver += n.driver.as_ref().expect("all up").stats();
+    }
     sim.report.envelopes = sim.net.stats();
     Ok(sim.report)
 }

@@ -7,7 +7,7 @@
 
 mod cluster;
 
-pub use cluster::{run_seed, SimConfig, SimReport};
+pub use cluster::{run_seed, Backend, SimConfig, SimReport};
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
