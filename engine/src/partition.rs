@@ -372,7 +372,11 @@ impl Partition {
                     .offset_for_timestamp(ts)
                     .await
                     .map_err(PartitionError::from_storage)?;
-                Ok(found.filter(|(_, off)| *off < hw).unwrap_or((-1, -1)))
+                // The log answers (offset, timestamp).
+                Ok(found
+                    .filter(|(off, _)| *off < hw)
+                    .map(|(off, ts)| (ts, off))
+                    .unwrap_or((-1, -1)))
             }
         }
     }
@@ -425,5 +429,96 @@ impl Partition {
                 .map_err(|e| PartitionError::Storage(e.to_string())),
             (None, false) => Ok(()),
         }
+    }
+}
+
+/// Kafka's "no epoch" / "no offset" sentinels (`UNDEFINED_EPOCH`, `UNDEFINED_EPOCH_OFFSET`).
+pub const UNDEFINED_EPOCH: i32 = -1;
+pub const UNDEFINED_EPOCH_OFFSET: i64 = -1;
+
+/// OffsetForLeaderEpoch answer (KIP-101, KIP-279) from a leader-epoch cache `epochs`
+/// ((epoch, start offset), ascending) and the log end offset `leo`, as Kafka's
+/// `LeaderEpochFileCache.endOffsetFor` computes it:
+/// - `requested` is -1, or above every known epoch: (-1, -1);
+/// - `requested` is the latest epoch: (requested, LEO);
+/// - below the first known epoch: (requested, start offset of the first epoch);
+/// - otherwise: the largest epoch <= `requested` and the start offset of the next epoch.
+pub fn epoch_end_offset(epochs: &[(i32, i64)], leo: i64, requested: i32) -> (i32, i64) {
+    if requested == UNDEFINED_EPOCH {
+        return (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET);
+    }
+    if epochs.last().is_some_and(|(e, _)| *e == requested) {
+        return (requested, leo);
+    }
+    // First entry with epoch > requested.
+    let higher = epochs.partition_point(|(e, _)| *e <= requested);
+    match (higher.checked_sub(1), epochs.get(higher)) {
+        (_, None) => (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET),
+        (None, Some((_, start))) => (requested, *start),
+        (Some(floor), Some((_, start))) => (epochs[floor].0, *start),
+    }
+}
+
+/// Administrative operations (DeleteRecords, OffsetForLeaderEpoch, DescribeLogDirs). Same
+/// owner as above: run on the partition's core.
+impl Partition {
+    /// DeleteRecords (KIP-107): moves the log start offset up to `offset` (-1 means the high
+    /// watermark) and returns the new log start offset (the "low watermark"). An offset above
+    /// the high watermark, or negative other than -1, is `OffsetOutOfRange`; one at or below
+    /// the current log start changes nothing.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
+        if self.closed.get() {
+            return Err(PartitionError::NotLeader);
+        }
+        let hw = self.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
+            return Err(PartitionError::OffsetOutOfRange {
+                offset,
+                start: self.log.log_start_offset(),
+                end: hw,
+            });
+        }
+        if target > self.log.log_start_offset() {
+            self.log
+                .prefix_truncate(target)
+                .await
+                .map_err(PartitionError::from_storage)?;
+            // Fetch waiters re-check their offsets against the new log start.
+            self.hw_changed.notify_all();
+        }
+        Ok(self.log.log_start_offset())
+    }
+
+    /// OffsetForLeaderEpoch for this partition: see [`epoch_end_offset`].
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        epoch_end_offset(&self.log.epochs(), self.log.next_offset(), requested)
+    }
+}
+
+#[cfg(test)]
+mod admin_tests {
+    use super::*;
+
+    /// KIP-101/KIP-279 scenarios of `LeaderEpochFileCache.endOffsetFor`: epochs 2 from 10,
+    /// 4 from 30, 7 from 50; log end 80.
+    #[test]
+    fn epoch_end_offsets_follow_kafkas_leader_epoch_cache() {
+        let epochs = [(2, 10), (4, 30), (7, 50)];
+        // The latest epoch ends at the log end.
+        assert_eq!(epoch_end_offset(&epochs, 80, 7), (7, 80));
+        // A known older epoch ends where the next one starts.
+        assert_eq!(epoch_end_offset(&epochs, 80, 2), (2, 30));
+        assert_eq!(epoch_end_offset(&epochs, 80, 4), (4, 50));
+        // An unknown epoch between known ones: the largest epoch below it, next one's start.
+        assert_eq!(epoch_end_offset(&epochs, 80, 3), (2, 30));
+        assert_eq!(epoch_end_offset(&epochs, 80, 6), (4, 50));
+        // Below every epoch (data removed): the requested epoch and the first start offset.
+        assert_eq!(epoch_end_offset(&epochs, 80, 1), (1, 10));
+        // Above every epoch, or undefined: (-1, -1).
+        assert_eq!(epoch_end_offset(&epochs, 80, 9), (-1, -1));
+        assert_eq!(epoch_end_offset(&epochs, 80, -1), (-1, -1));
+        // An empty log knows no epoch.
+        assert_eq!(epoch_end_offset(&[], 0, 0), (-1, -1));
     }
 }

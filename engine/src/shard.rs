@@ -104,6 +104,8 @@ pub struct Shard {
     store: Option<MetadataStore>,
     change_lock: Semaphore,
     stop: Arc<AtomicBool>,
+    /// Next producer id this core hands out (InitProducerId); steps by `cores`.
+    next_producer_id: Cell<i64>,
     extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
 }
 
@@ -149,8 +151,15 @@ impl Shard {
             store,
             change_lock: Semaphore::new(1),
             stop,
+            next_producer_id: Cell::new(0),
             extensions: RefCell::new(HashMap::new()),
         });
+        // Producer ids: the start time (ms since 2020) in the high bits makes ids of this run
+        // larger than any id of an earlier run; the core in the low bits keeps cores apart.
+        let since_2020_ms = (shard.clock.now_ms() - 1_577_836_800_000).max(0);
+        shard
+            .next_producer_id
+            .set((since_2020_ms << 20) + core as i64);
         let mut receivers = receivers;
         for (peer, mut stream) in receivers.streams() {
             let me = shard.clone();
@@ -212,6 +221,13 @@ impl Shard {
     /// This core's read-only copy of the metadata.
     pub fn metadata(&self) -> Rc<MetadataSnapshot> {
         self.metadata.borrow().clone()
+    }
+
+    /// A producer id unique across cores and restarts (idempotent producers, InitProducerId).
+    pub fn allocate_producer_id(&self) -> i64 {
+        let id = self.next_producer_id.get();
+        self.next_producer_id.set(id + self.cores() as i64);
+        id
     }
 
     /// Per-core state other modules hang on the shard (e.g. the group coordinator): created

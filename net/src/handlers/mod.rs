@@ -34,6 +34,7 @@ use crate::NetCore;
 
 mod api_versions;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -86,6 +87,7 @@ pub static HANDLERS: &[Handler] = &[
     entry!(list_offsets),
     entry!(metadata),
     entry!(api_versions),
+    entry!(init_producer_id),
 ];
 
 /// The handler for `key`, if served.
