@@ -88,10 +88,14 @@ where
 /// broker stops.
 pub async fn serve_connection(net: Rc<NetCore>, stream: TcpStream) {
     let id = net.connection_id();
-    let peer = stream
-        .peer_addr()
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr
         .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+        .unwrap_or_else(|| "?".into());
+    let client_host: Rc<str> = peer_addr
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "?".into())
+        .into();
     let _ = stream.set_nodelay(true);
     let stream = SharedStream(Rc::new(RefCell::new(stream)));
     let in_flight = net
@@ -116,11 +120,12 @@ pub async fn serve_connection(net: Rc<NetCore>, stream: TcpStream) {
         r
     });
     let seen = writer_done.generation();
-    let reason = futures_lite::future::or(read_loop(&net, stream.clone(), tx), async {
-        writer_done.wait(seen).await;
-        Ok(())
-    })
-    .await;
+    let reason =
+        futures_lite::future::or(read_loop(&net, stream.clone(), tx, client_host), async {
+            writer_done.wait(seen).await;
+            Ok(())
+        })
+        .await;
     if let Err(e) = reason {
         tracing::warn!(conn = id, %peer, error = %e, "closing connection");
     }
@@ -138,6 +143,7 @@ async fn read_loop(
     net: &Rc<NetCore>,
     mut stream: SharedStream,
     tx: LocalSender<Pending>,
+    client_host: Rc<str>,
 ) -> Result<(), String> {
     let mut frames = FrameReader::new(net.shard.config().socket_request_max_bytes);
     loop {
@@ -152,7 +158,7 @@ async fn read_loop(
             }
             Err(e) => return Err(e.to_string()),
         };
-        let pending = start_request(net, frame)?;
+        let pending = start_request(net, frame, &client_host)?;
         if tx.send(pending).await.is_err() {
             return Ok(()); // writer stopped; it reports why
         }
@@ -160,7 +166,11 @@ async fn read_loop(
 }
 
 /// Decodes the request header and starts the handler. `Err` closes the connection.
-fn start_request(net: &Rc<NetCore>, frame: Bytes) -> Result<Pending, String> {
+fn start_request(
+    net: &Rc<NetCore>,
+    frame: Bytes,
+    client_host: &Rc<str>,
+) -> Result<Pending, String> {
     match decode_request(frame) {
         Ok(req) => {
             let ctx = RequestContext {
@@ -169,6 +179,7 @@ fn start_request(net: &Rc<NetCore>, frame: Bytes) -> Result<Pending, String> {
                 api_version: req.api_version,
                 correlation_id: req.correlation_id,
                 client_id: req.client_id,
+                client_host: client_host.clone(),
             };
             Ok(Pending::Handler(glommio::spawn_local(
                 (req.handler.handle)(ctx, req.body),
