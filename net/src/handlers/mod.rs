@@ -32,17 +32,7 @@ use thiserror::Error;
 
 use crate::NetCore;
 
-mod admin_common;
-mod alter_configs;
 mod api_versions;
-mod create_partitions;
-mod create_topics;
-mod delete_records;
-mod delete_topics;
-mod describe_cluster;
-mod describe_configs;
-mod incremental_alter_configs;
-mod offset_for_leader_epoch;
 mod fetch;
 mod init_producer_id;
 mod list_offsets;
@@ -97,15 +87,6 @@ pub static HANDLERS: &[Handler] = &[
     entry!(list_offsets),
     entry!(metadata),
     entry!(api_versions),
-    entry!(create_topics),
-    entry!(delete_topics),
-    entry!(create_partitions),
-    entry!(describe_configs),
-    entry!(alter_configs),
-    entry!(incremental_alter_configs),
-    entry!(describe_cluster),
-    entry!(delete_records),
-    entry!(offset_for_leader_epoch),
     entry!(init_producer_id),
 ];
 
