@@ -3,7 +3,7 @@ CARGO ?= cargo
 SEED ?= 1
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build release test deps lint unit itest sim sim-long bench
+.PHONY: run build release test deps lint unit itest sim sim-long sim-ci bench
 
 run: release
 	./target/release/freshet start
@@ -45,6 +45,33 @@ itest:
 	$(CARGO) test -p freshet --no-fail-fast --test '*' || rc=1; \
 	.venv/bin/pytest tools/tests/py -q || rc=1; \
 	exit $$rc
+
+# Deterministic Raft simulator (raft/src/sim, docs/design/replication.md): nodes, network,
+# disks and clock in one thread, every run a pure function of its seed; a failure prints its
+# seed. SIM_BACKEND=storage runs the storage crate's Log on its SimDisk, mem the in-memory log.
+#   make sim SEED=n        replay one seed (verbose)
+#   make sim-long          SIM_SEEDS seeds from SEED
+#   make sim-ci            as many seeds from 1 as fit in SIM_CI_SECS seconds (for make test)
+SIM_BACKEND ?= storage
+SIM_CI_BACKEND ?= mem
+SIM_SEEDS ?= 5000
+SIM_CI_SECS ?= 100
+sim:
+	$(CARGO) run -p freshet-raft --release --bin sim -- --seed $(SEED) --backend $(SIM_BACKEND)
+
+sim-long:
+	$(CARGO) run -p freshet-raft --release --bin sim -- --seed $(SEED) --count $(SIM_SEEDS) --quiet --backend $(SIM_BACKEND)
+
+sim-ci:
+	$(CARGO) run -p freshet-raft --release --bin sim -- --seed 1 --budget-secs $(SIM_CI_SECS) --quiet --backend $(SIM_CI_BACKEND)
+
+# Storage benchmark (release): freshet-storage Log vs raw O_DIRECT writes of the same bytes
+# in the same run (benches/src/bin/storage-bench.rs); figures go in docs/benchmarks.md "Storage".
+# STORAGE_BENCH_MIB = MiB written per case.
+STORAGE_BENCH_MIB ?= 512
+.PHONY: bench-storage
+bench-storage:
+	$(CARGO) run --release -p freshet-benches --bin storage-bench -- --total-mib $(STORAGE_BENCH_MIB)
 
 # Broker benchmarks (release build, fresh local broker): the storage benchmark, then the OMB-style
 # suite via tools/scripts/bench.sh, which rewrites the Broker section of docs/benchmarks.md.
