@@ -38,6 +38,7 @@ pub mod group;
 pub mod metadata;
 pub mod notify;
 pub mod partition;
+pub mod producer_state;
 pub mod shard;
 pub mod shard_table;
 

@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::config::{EffectiveTopicConfig, TimestampType, KAFKA_LONG_MAX};
 use crate::error::code;
 use crate::notify::Notify;
+use crate::producer_state::{ProducerBatch, ProducerStates, SequenceCheck};
 
 /// Errors of partition operations; each maps to one Kafka error code.
 #[derive(Debug, Error)]
@@ -35,6 +36,12 @@ pub enum PartitionError {
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("partition is closed")]
     NotLeader,
+    #[error("out of order sequence number")]
+    OutOfOrderSequence,
+    #[error("duplicate sequence number (retry of a batch still being appended)")]
+    DuplicateSequence,
+    #[error("producer epoch is older than the current one")]
+    InvalidProducerEpoch,
     #[error("storage error: {0}")]
     Storage(String),
 }
@@ -49,6 +56,9 @@ impl PartitionError {
             PartitionError::MessageTooLarge(_) => code::MESSAGE_TOO_LARGE,
             PartitionError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
             PartitionError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
+            PartitionError::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
+            PartitionError::DuplicateSequence => DUPLICATE_SEQUENCE_NUMBER,
+            PartitionError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
             PartitionError::Storage(_) => code::KAFKA_STORAGE_ERROR,
         }
     }
@@ -73,6 +83,10 @@ impl PartitionError {
         }
     }
 }
+
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
 
 /// Kafka `acks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +176,7 @@ pub struct Partition {
     unflushed_messages: Cell<i64>,
     unflushed_since: Cell<Option<Instant>>,
     closed: Cell<bool>,
+    producers: RefCell<ProducerStates>,
     dir: PathBuf,
     flusher: RefCell<Option<glommio::Task<()>>>,
 }
@@ -192,6 +207,7 @@ impl Partition {
             unflushed_messages: Cell::new(0),
             unflushed_since: Cell::new(None),
             closed: Cell::new(false),
+            producers: RefCell::new(ProducerStates::default()),
             dir,
             flusher: RefCell::new(None),
         });
@@ -243,11 +259,51 @@ impl Partition {
             TimestampType::LogAppendTime => Some(self.clock.now_ms()),
             TimestampType::CreateTime => None,
         };
-        let info = self
+        // KIP-98: idempotent producers' sequences (checked and reserved before the append
+        // so pipelined batches of one producer are checked in arrival order).
+        let producer_batches = ProducerBatch::parse_all(&batches).unwrap_or_default();
+        let check = self
+            .producers
+            .borrow_mut()
+            .check_and_reserve(&producer_batches);
+        match check {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate {
+                first_offset,
+                last_offset,
+            } => {
+                if acks == Acks::All {
+                    while self.log.durable_offset() <= last_offset {
+                        self.flush_now().await?;
+                    }
+                }
+                return Ok(ReplicateOutcome {
+                    base_offset: first_offset,
+                    last_offset,
+                    log_append_time_ms: append_time.unwrap_or(-1),
+                    log_start_offset: self.log.log_start_offset(),
+                });
+            }
+            SequenceCheck::DuplicateInFlight => return Err(PartitionError::DuplicateSequence),
+            SequenceCheck::OutOfOrder => return Err(PartitionError::OutOfOrderSequence),
+            SequenceCheck::FencedEpoch => return Err(PartitionError::InvalidProducerEpoch),
+        }
+        let info = match self
             .log
             .append(batches, self.leader_epoch, append_time)
             .await
-            .map_err(PartitionError::from_storage)?;
+        {
+            Ok(info) => {
+                self.producers
+                    .borrow_mut()
+                    .appended(&producer_batches, info.first_offset);
+                info
+            }
+            Err(e) => {
+                self.producers.borrow_mut().failed(&producer_batches);
+                return Err(PartitionError::from_storage(e));
+            }
+        };
         let count = info.last_offset - info.first_offset + 1;
         self.unflushed_messages
             .set(self.unflushed_messages.get() + count);
