@@ -18,6 +18,8 @@ pub mod log;
 pub mod meta;
 pub mod multiraft;
 pub mod rng;
+pub mod rpc;
 pub mod sim;
 pub mod store;
+pub mod tcp;
 pub mod transport;

@@ -144,6 +144,10 @@ impl SimNetwork {
     }
 
     fn send(&self, env: Envelope) {
+        // Every envelope crosses the wire format, as over TCP.
+        let frame = crate::rpc::encode_frame(&env).expect("driver envelopes are encodable");
+        let env = crate::rpc::decode_frame(frame.slice(crate::rpc::FRAME_LEN_BYTES..))
+            .expect("a frame we encoded decodes");
         let mut st = self.st.borrow_mut();
         st.sent += 1;
         if st.cut.contains(&(env.from, env.to)) {
