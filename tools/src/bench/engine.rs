@@ -107,6 +107,17 @@ async fn prepare_topics(plan: &Plan) -> Result<(), ClientError> {
         match admin::create_topic(&client, t, plan.partitions, plan.replication_factor, &[]).await {
             Ok(()) => {}
             Err(e) if e.code() == Some(codes::TOPIC_ALREADY_EXISTS) => {}
+            Err(ClientError::Unsupported { .. }) => {
+                // No CreateTopics: fall back to auto-creation through Metadata
+                // (allow_auto_topic_creation); the broker's num.partitions decides the count.
+                let meta = client.metadata(Some(std::slice::from_ref(t)), true).await?;
+                let n = meta
+                    .topics
+                    .iter()
+                    .find(|m| &m.name == t)
+                    .map_or(0, |m| m.partitions.len());
+                eprintln!("note: broker lacks CreateTopics; topic {t} was auto-created with {n} partitions");
+            }
             Err(e) => return Err(e),
         }
     }
@@ -146,6 +157,7 @@ struct Shared {
     /// Messages still allowed to be sent when a message count was given.
     budget: AtomicU64,
     consumers_ready: AtomicUsize,
+    producers_done: AtomicUsize,
     first_error: Mutex<Option<String>>,
     record_e2e: bool,
 }
@@ -220,6 +232,7 @@ async fn producer_task(
     let topic: Rc<str> = Rc::from(topic.as_str());
     if let Err(e) = producer.partitions(&topic).await {
         shared.error(&e);
+        shared.producers_done.fetch_add(1, Ordering::SeqCst);
         return;
     }
     // Payload: 8-byte send timestamp, then pseudo-random filler (differs per producer so
@@ -287,6 +300,7 @@ async fn producer_task(
         glommio::yield_if_needed().await;
     }
     let _ = crate::client::sync::with_timeout(Duration::from_secs(30), producer.flush()).await;
+    shared.producers_done.fetch_add(1, Ordering::SeqCst);
 }
 
 /// One consumer task reading `parts` of `topic` from `start`.
@@ -408,6 +422,7 @@ fn run_phase(plan: &Plan, quiet: bool) -> Result<Report, ClientError> {
             0
         }),
         consumers_ready: AtomicUsize::new(0),
+        producers_done: AtomicUsize::new(0),
         first_error: Mutex::new(None),
         record_e2e: plan.mode == Mode::E2e,
     });
@@ -550,13 +565,14 @@ fn run_phase(plan: &Plan, quiet: bool) -> Result<Report, ClientError> {
             drain_deadline = Some(now + Duration::from_secs(10));
         }
         let consumed_all = target_consumed.is_some_and(|t| c.get(&c.consumed) >= t);
+        let producers_done = shared.producers_done.load(Ordering::SeqCst) >= producer_count;
         let finished = if !consume {
-            produce_end.is_some()
+            produce_end.is_some() && producers_done
         } else if !produce {
             time_up || consumed_all
         } else {
             produce_end.is_some()
-                && (c.get(&c.consumed) >= c.get(&c.acked)
+                && (producers_done && c.get(&c.consumed) >= c.get(&c.acked)
                     || drain_deadline.is_some_and(|d| now >= d))
         };
         if now.duration_since(last_t) >= Duration::from_secs(1) || finished {

@@ -80,6 +80,12 @@ pub enum ClusterCommand {
 
 /// Runs a client command; returns the process exit code. Errors are one line on stderr.
 pub fn run(cmd: ClientCommand) -> i32 {
+    // Like other Unix tools, die quietly when stdout is a closed pipe (`... | head`) instead of
+    // panicking inside println!.
+    // SAFETY: resetting SIGPIPE to its default disposition at start-up, before any thread runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let result = match cmd {
         ClientCommand::Topic(c) => block_on(topic::run(c)),
         ClientCommand::Group(c) => block_on(group::run(c)),

@@ -335,7 +335,10 @@ impl Connection {
         header.correlation_id = correlation_id;
         header.client_id = Some(self.shared.client_id.clone());
         let header_version = R::header_version(version);
-        let mut buf = BytesMut::with_capacity(256);
+        // Size the frame up front: Produce requests carry megabytes of batches and regrowing
+        // the buffer would copy them several times.
+        let body_bytes = req.compute_size(version).unwrap_or(0);
+        let mut buf = BytesMut::with_capacity(64 + self.shared.client_id.len() + body_bytes);
         buf.put_i32(0);
         header
             .encode(&mut buf, header_version)

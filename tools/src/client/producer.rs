@@ -288,9 +288,9 @@ impl Producer {
                 .remove(&key)
                 .expect("batch just filled");
             inner.ready.borrow_mut().push_back(b);
-            if rec.partition.is_none() {
-                let mut topics = inner.topics.borrow_mut();
-                let ts = topics.get_mut(topic).expect("topic state exists");
+            let mut topics = inner.topics.borrow_mut();
+            let ts = topics.get_mut(topic).expect("topic state exists");
+            if ts.sticky == partition {
                 ts.sticky = (ts.sticky + 1) % ts.partitions;
             }
             inner.wake_sender.notify_all();
@@ -418,6 +418,12 @@ async fn sender_loop(inner: Rc<ProducerInner>) {
                         continue;
                     }
                     let b = open.remove(&k).expect("key listed");
+                    // KIP-480: the sticky partition moves on once its batch is sent.
+                    if let Some(ts) = inner.topics.borrow_mut().get_mut(&b.topic) {
+                        if ts.sticky == b.partition {
+                            ts.sticky = (ts.sticky + 1) % ts.partitions;
+                        }
+                    }
                     if leader < 0 {
                         unknown_leader.push(b);
                     } else {
