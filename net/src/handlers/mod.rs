@@ -32,11 +32,21 @@ use thiserror::Error;
 
 use crate::NetCore;
 
+mod admin_common;
+mod alter_configs;
 mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_records;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
 mod fetch;
+mod incremental_alter_configs;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 
 pub(crate) use api_versions::unsupported_version_response;
@@ -87,6 +97,15 @@ pub static HANDLERS: &[Handler] = &[
     entry!(list_offsets),
     entry!(metadata),
     entry!(api_versions),
+    entry!(create_topics),
+    entry!(delete_topics),
+    entry!(create_partitions),
+    entry!(describe_configs),
+    entry!(alter_configs),
+    entry!(incremental_alter_configs),
+    entry!(describe_cluster),
+    entry!(delete_records),
+    entry!(offset_for_leader_epoch),
     entry!(init_producer_id),
 ];
 

@@ -273,7 +273,8 @@ def test_cf_describe_cluster(broker, topic_name):
     md = admin.list_topics(timeout=TIMEOUT_S)
     assert md.cluster_id == desc.cluster_id and list(md.brokers) == [node.id]
     broker.restart()
-    again = cf_admin(broker).describe_cluster(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
+    admin = cf_admin(broker)  # keep the client alive until its future resolves
+    again = admin.describe_cluster(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
     assert again.cluster_id == desc.cluster_id, "the cluster id is stable across restarts"
 
 

@@ -1,0 +1,196 @@
+//! CreatePartitions (key 37, KIP-195): grows a topic to `count` partitions through core 0; the
+//! new partitions open on their owning cores before the answer. Counts can only increase
+//! (INVALID_PARTITIONS), manual assignments must name exactly this broker once per new
+//! partition (INVALID_REPLICA_ASSIGNMENT), unknown topics get UNKNOWN_TOPIC_OR_PARTITION, the
+//! same topic twice INVALID_REQUEST, internal topics POLICY_VIOLATION (their partition count
+//! decides where groups live). `validate_only` changes nothing.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use freshet_engine::code;
+use freshet_engine::metadata::MetadataSnapshot;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use super::admin_common::{is_internal_topic, sb};
+use super::{HandlerFuture, RequestContext};
+
+pub const API_KEY: ApiKey = ApiKey::CreatePartitions;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
+
+/// Largest partition count of a topic (as `validate_new_topic`).
+const PARTITIONS_MAX: i32 = 100_000;
+
+/// Checks one entry; Ok is the new total partition count.
+pub(crate) fn check(
+    snap: &MetadataSnapshot,
+    t: &CreatePartitionsTopic,
+    node_id: i32,
+) -> Result<i32, (i16, String)> {
+    let name = t.name.0.as_str();
+    let meta = snap.topic(name).ok_or((
+        code::UNKNOWN_TOPIC_OR_PARTITION,
+        format!("Topic {name} does not exist."),
+    ))?;
+    if is_internal_topic(name) {
+        return Err((
+            code::POLICY_VIOLATION,
+            format!("The partition count of internal topic {name} cannot be changed."),
+        ));
+    }
+    let current = meta.partitions;
+    if t.count == current {
+        return Err((
+            code::INVALID_PARTITIONS,
+            format!("Topic already has {current} partitions."),
+        ));
+    }
+    if t.count < current {
+        return Err((
+            code::INVALID_PARTITIONS,
+            format!(
+                "Topic currently has {current} partitions, which is higher than the requested {}.",
+                t.count
+            ),
+        ));
+    }
+    if t.count > PARTITIONS_MAX {
+        return Err((
+            code::INVALID_PARTITIONS,
+            format!(
+                "{} partitions requested; at most {PARTITIONS_MAX}.",
+                t.count
+            ),
+        ));
+    }
+    if let Some(assignments) = &t.assignments {
+        let added = t.count - current;
+        if assignments.len() as i32 != added {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "{} replica assignments given for {added} new partitions.",
+                    assignments.len()
+                ),
+            ));
+        }
+        if assignments
+            .iter()
+            .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
+        {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                format!("Each new partition must be placed on exactly this broker ({node_id})."),
+            ));
+        }
+    }
+    Ok(t.count)
+}
+
+pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
+    Box::pin(async move {
+        let req: CreatePartitionsRequest = ctx.decode(body)?;
+        let shard = ctx.shard().clone();
+        let node_id = shard.config().node_id;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for t in &req.topics {
+            *seen.entry(t.name.0.as_str().to_string()).or_default() += 1;
+        }
+        let mut results = Vec::with_capacity(req.topics.len());
+        for t in &req.topics {
+            let name = t.name.0.as_str().to_string();
+            let outcome = if seen[&name] > 1 {
+                Err((
+                    code::INVALID_REQUEST,
+                    format!("Topic {name} appears more than once in the request."),
+                ))
+            } else {
+                match check(&shard.metadata(), t, node_id) {
+                    Ok(_) if req.validate_only => Ok(()),
+                    Ok(total) => shard
+                        .add_partitions(name.clone(), total)
+                        .await
+                        .map(|m| {
+                            tracing::info!(topic = %name, partitions = m.partitions, "partitions added");
+                        })
+                        .map_err(|e| (e.kafka_code(), e.to_string())),
+                    Err(e) => Err(e),
+                }
+            };
+            let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if let Err((code, msg)) = outcome {
+                r.error_code = code;
+                r.error_message = Some(sb(msg));
+            }
+            results.push(r);
+        }
+        ctx.respond(&CreatePartitionsResponse::default().with_results(results))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use freshet_engine::metadata::TopicMeta;
+    use freshet_engine::TopicConfig;
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment;
+    use kafka_protocol::messages::{BrokerId, TopicName};
+
+    fn snap() -> MetadataSnapshot {
+        let mut s = MetadataSnapshot::default();
+        for (n, p) in [("orders", 3), ("__consumer_offsets", 16)] {
+            s.topics.insert(
+                n.to_string(),
+                TopicMeta {
+                    name: n.to_string(),
+                    id: [2; 16],
+                    partitions: p,
+                    config: TopicConfig::default(),
+                    revision: 1,
+                },
+            );
+        }
+        s
+    }
+
+    fn req(name: &str, count: i32) -> CreatePartitionsTopic {
+        CreatePartitionsTopic::default()
+            .with_name(TopicName(sb(name)))
+            .with_count(count)
+            .with_assignments(None)
+    }
+
+    /// KIP-195: the partition count only grows; each error is Kafka's code.
+    #[test]
+    fn partition_counts_only_grow() {
+        let s = snap();
+        let code_of =
+            |t: &CreatePartitionsTopic| check(&s, t, 1).map(|_| 0).unwrap_or_else(|e| e.0);
+        assert_eq!(check(&s, &req("orders", 5), 1), Ok(5));
+        assert_eq!(code_of(&req("orders", 3)), code::INVALID_PARTITIONS);
+        assert_eq!(code_of(&req("orders", 2)), code::INVALID_PARTITIONS);
+        assert_eq!(code_of(&req("orders", 100_001)), code::INVALID_PARTITIONS);
+        assert_eq!(code_of(&req("nope", 5)), code::UNKNOWN_TOPIC_OR_PARTITION);
+        assert_eq!(
+            code_of(&req("__consumer_offsets", 20)),
+            code::POLICY_VIOLATION
+        );
+        let assign =
+            |b: i32| CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(b)]);
+        assert_eq!(
+            code_of(&req("orders", 5).with_assignments(Some(vec![assign(1), assign(1)]))),
+            code::NONE
+        );
+        assert_eq!(
+            code_of(&req("orders", 5).with_assignments(Some(vec![assign(1)]))),
+            code::INVALID_REPLICA_ASSIGNMENT
+        );
+        assert_eq!(
+            code_of(&req("orders", 4).with_assignments(Some(vec![assign(2)]))),
+            code::INVALID_REPLICA_ASSIGNMENT
+        );
+    }
+}
