@@ -170,3 +170,41 @@ fn bench_workload_runs_an_omb_file() {
     );
     check_latency(&j, "e2e_latency_ms");
 }
+
+#[test]
+fn producer_refreshes_metadata_and_retries_on_not_leader_or_follower() {
+    // The sink answers every 3rd partition produce with NOT_LEADER_OR_FOLLOWER (error 6,
+    // retriable): the producer must refresh metadata, resend, and lose nothing.
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut sink = Command::new(env!("CARGO_BIN_EXE_freshet"))
+        .args(["bench", "sink", "--addr", &addr, "--not-leader-every", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sink");
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = common::fresh_dir("freshet-bench-retry");
+    let json = dir.join("retry.json");
+    let o = freshet(&[
+        "bench",
+        "produce",
+        "-b",
+        &addr,
+        "--messages",
+        "20000",
+        "--message-size",
+        "200",
+        "--partitions",
+        "4",
+        "-q",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let _ = sink.kill();
+    let _ = sink.wait();
+    o.ok();
+    let j = read(&json);
+    assert_eq!(json_number(&j, "errors"), Some(0.0), "{j}");
+    assert_eq!(json_number(&j, "messages_acked"), Some(20000.0), "{j}");
+}

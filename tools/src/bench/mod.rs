@@ -53,6 +53,9 @@ pub enum BenchCommand {
         /// Partitions of every topic it is asked about
         #[arg(long, default_value_t = 16)]
         partitions: i32,
+        /// Answer every Nth partition produce with NOT_LEADER_OR_FOLLOWER (0 = never)
+        #[arg(long, default_value_t = 0)]
+        not_leader_every: u64,
     },
 }
 
@@ -293,6 +296,10 @@ pub fn run(cmd: BenchCommand) -> Result<(), ClientError> {
             let p = plan_from_workload(&a)?;
             emit(&engine::run(&p)?, &a.run)
         }
-        BenchCommand::Sink { addr, partitions } => sink::serve(&addr, partitions),
+        BenchCommand::Sink {
+            addr,
+            partitions,
+            not_leader_every,
+        } => sink::serve(&addr, partitions, not_leader_every),
     }
 }

@@ -36,6 +36,11 @@ struct SinkState {
     host: String,
     port: i32,
     default_partitions: i32,
+    /// Every Nth partition produce answers NOT_LEADER_OR_FOLLOWER (0 = never), to exercise the
+    /// client's metadata refresh and retry.
+    not_leader_every: u64,
+    partition_produces: u64,
+    metadata_requests: u64,
     topics: HashMap<String, i32>,
     next_offset: HashMap<(String, i32), i64>,
     produced_records: u64,
@@ -43,7 +48,11 @@ struct SinkState {
 }
 
 /// Serves until killed.
-pub fn serve(addr: &str, default_partitions: i32) -> Result<(), ClientError> {
+pub fn serve(
+    addr: &str,
+    default_partitions: i32,
+    not_leader_every: u64,
+) -> Result<(), ClientError> {
     let addr = addr.to_string();
     let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("freshet-sink")
@@ -60,6 +69,9 @@ pub fn serve(addr: &str, default_partitions: i32) -> Result<(), ClientError> {
             host: local.ip().to_string(),
             port: local.port() as i32,
             default_partitions,
+            not_leader_every,
+            partition_produces: 0,
+            metadata_requests: 0,
             topics: HashMap::new(),
             next_offset: HashMap::new(),
             produced_records: 0,
@@ -75,9 +87,10 @@ pub fn serve(addr: &str, default_partitions: i32) -> Result<(), ClientError> {
                     let cur = (s.produced_records, s.produced_bytes);
                     if cur != last {
                         eprintln!(
-                            "sink: {} records/s, {:.1} MB/s",
+                            "sink: {} records/s, {:.1} MB/s, {} metadata requests so far",
                             cur.0 - last.0,
-                            (cur.1 - last.1) as f64 / super::stats::MB
+                            (cur.1 - last.1) as f64 / super::stats::MB,
+                            s.metadata_requests
                         );
                     }
                     last = cur;
@@ -209,6 +222,7 @@ async fn handle(
         ApiKey::Metadata => {
             let req = MetadataRequest::decode(&mut frame, v).map_err(anyhow_like::from)?;
             let mut st = state.borrow_mut();
+            st.metadata_requests += 1;
             let names: Vec<String> = match &req.topics {
                 Some(ts) => ts
                     .iter()
@@ -293,6 +307,17 @@ async fn handle(
                 let name = t.name.0.to_string();
                 let mut rt = TopicProduceResponse::default();
                 for p in t.partition_data {
+                    st.partition_produces += 1;
+                    let every = st.not_leader_every;
+                    if every > 0 && st.partition_produces >= every {
+                        st.partition_produces = 0;
+                        let mut rp = PartitionProduceResponse::default();
+                        rp.index = p.index;
+                        rp.error_code = 6; // NOT_LEADER_OR_FOLLOWER: nothing is appended
+                        rp.base_offset = -1;
+                        rt.partition_responses.push(rp);
+                        continue;
+                    }
                     let (count, bytes) = p.records.as_ref().map_or((0, 0), count_records);
                     st.produced_records += count;
                     st.produced_bytes += bytes;
