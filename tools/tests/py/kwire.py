@@ -193,3 +193,28 @@ def closed_by_peer(sock, timeout_s=10):
     except socket.timeout:
         return False
     return data == b""
+
+
+def zigzag_varint(x):
+    """Kafka's signed varint (zigzag, as in record fields)."""
+    z = ((x << 1) ^ (x >> 63)) & 0xFFFFFFFFFFFFFFFF
+    return uvarint(z)
+
+
+def raw_record(offset_delta, ts_delta=0, key=None, value=b"", attributes=0):
+    body = bytes([attributes]) + zigzag_varint(ts_delta) + zigzag_varint(offset_delta)
+    body += zigzag_varint(-1) if key is None else zigzag_varint(len(key)) + key
+    body += zigzag_varint(-1) if value is None else zigzag_varint(len(value)) + value
+    body += zigzag_varint(0)  # no headers
+    return zigzag_varint(len(body)) + body
+
+
+def raw_batch(records, count, base_timestamp_ms, max_timestamp_ms=None, attributes=0):
+    """A v2 batch around raw record bytes, with a correct batchLength and CRC32C (what any client
+    can send, whatever the records say)."""
+    max_ts = base_timestamp_ms if max_timestamp_ms is None else max_timestamp_ms
+    after_crc = struct.pack(">hiqqqhi", attributes, count - 1, base_timestamp_ms, max_ts, -1, -1, -1)
+    after_crc += struct.pack(">i", count) + records
+    crc = crc32c(after_crc)
+    head = struct.pack(">qiib", 0, 4 + 1 + 4 + len(after_crc), -1, 2) + struct.pack(">I", crc)
+    return head + after_crc

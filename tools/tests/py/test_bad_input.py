@@ -8,11 +8,13 @@ reads back intact through a real client, and a new produce continues at the next
 import random
 import socket
 import struct
+import time
 
+import confluent_kafka
 import pytest
 
 import kwire
-from kclients import cf_consume, cf_produce, expected_got, sample_records
+from kclients import cf_consume, cf_produce, expected_got, rdkafka_conf, sample_records
 
 SOCKET_REQUEST_MAX_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes default
 
@@ -211,3 +213,33 @@ def test_batch_length_field_disagreeing_with_bytes_is_refused(broker, healthy, t
     res = produce_raw(broker, topic_name, bytes(batch))
     assert len(res) == 1 and res[0][2] != kwire.ERR_NONE, res
     healthy.check()
+
+
+@pytest.mark.parametrize("offset_delta,ts_delta", [(2**63 - 1, 0), (-(2**63), 0), (0, 2**63 - 1), (2**62, -(2**62))])
+def test_extreme_record_deltas_then_list_offsets_by_timestamp(broker, healthy, topic_name, offset_delta, ts_delta):
+    """A client chooses every record field. A batch with a correct CRC whose record claims an
+    extreme offset or timestamp delta is either refused (INVALID_RECORD) or stored; either way a
+    later ListOffsets by timestamp (KIP-79), which reads the stored records, must answer and not
+    crash the broker."""
+    base_ts = int(time.time() * 1000) + 10**9  # later than every record written before it
+    batch = kwire.raw_batch(kwire.raw_record(offset_delta, ts_delta, key=b"k", value=b"v"), 1, base_ts)
+    res = produce_raw(broker, topic_name, batch)
+    assert len(res) == 1 and res[0][:2] == (topic_name, 0)
+    assert res[0][2] in (kwire.ERR_NONE, kwire.ERR_INVALID_RECORD, kwire.ERR_CORRUPT_MESSAGE), res
+    c = confluent_kafka.Consumer(rdkafka_conf(broker.bootstrap, **{"group.id": "lookup"}))
+    try:
+        for ts in (base_ts - 1, base_ts, base_ts + 1, 2**62):
+            c.offsets_for_times([confluent_kafka.TopicPartition(topic_name, 0, ts)], timeout=10)
+            assert broker.alive(), f"broker died on ListOffsets by timestamp {ts}:\n{broker.log_tail()}"
+    finally:
+        c.close()
+    if res[0][2] != kwire.ERR_NONE:
+        healthy.check()
+        return
+    # Stored: it took exactly one offset (the broker assigns offsets by record count), and the
+    # records before it are intact. (What a consumer makes of its odd delta is the client's business.)
+    n = len(healthy.expected)
+    assert res[0][3] == n
+    assert cf_consume(broker.bootstrap, topic_name, [0], n)[:n] == healthy.expected
+    offs = cf_produce(broker.bootstrap, topic_name, sample_records(1, partition=0, seed=8), "none")
+    assert offs == [(0, n + 1)]
