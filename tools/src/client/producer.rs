@@ -36,6 +36,9 @@ pub struct ProducerConfig {
     pub buffer_bytes_max: usize,
     pub retries: u32,
     pub request_timeout_ms: i32,
+    /// Batches for one broker are split into Produce requests of at most this many bytes
+    /// (a single larger batch still goes alone).
+    pub request_bytes_max: usize,
 }
 
 impl Default for ProducerConfig {
@@ -49,6 +52,7 @@ impl Default for ProducerConfig {
             buffer_bytes_max: 64 * 1024 * 1024,
             retries: 10,
             request_timeout_ms: 30_000,
+            request_bytes_max: 4 * 1024 * 1024,
         }
     }
 }
@@ -437,9 +441,37 @@ async fn sender_loop(inner: Rc<ProducerInner>) {
         for b in unknown_leader {
             requeue_after_refresh(&inner, b, None);
         }
+        let mut leftover = false;
         for (node, batches) in by_node {
-            *inner.in_flight.borrow_mut().entry(node).or_insert(0) += 1;
-            glommio::spawn_local(send_request(inner.clone(), node, batches)).detach();
+            // Chunk into requests of at most request_bytes_max; chunks beyond the in-flight
+            // budget wait in the ready queue for the next round.
+            let mut chunk: Vec<Batch> = Vec::new();
+            let mut chunk_bytes = 0usize;
+            let mut chunks: Vec<Vec<Batch>> = Vec::new();
+            for b in batches {
+                if !chunk.is_empty() && chunk_bytes + b.bytes > inner.cfg.request_bytes_max {
+                    chunks.push(std::mem::take(&mut chunk));
+                    chunk_bytes = 0;
+                }
+                chunk_bytes += b.bytes;
+                chunk.push(b);
+            }
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
+            for (i, c) in chunks.into_iter().enumerate() {
+                if i > 0 && saturated(node) {
+                    inner.ready.borrow_mut().extend(c);
+                    leftover = true;
+                    continue;
+                }
+                *inner.in_flight.borrow_mut().entry(node).or_insert(0) += 1;
+                glommio::spawn_local(send_request(inner.clone(), node, c)).detach();
+            }
+        }
+        if leftover {
+            // Woken again when a response frees an in-flight slot.
+            continue;
         }
         let sleep_for = match next_deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
