@@ -235,6 +235,13 @@ pub fn run(args: StartArgs) -> i32 {
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
+    // A panic on any core is a broken invariant: report it and end the whole process (as the
+    // release profile's panic=abort does), rather than leave a core silently dead.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let cfg = match broker_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -281,6 +288,7 @@ pub fn run(args: StartArgs) -> i32 {
                     return;
                 }
             };
+            freshet_engine::group::wire::start_core(&shard).await;
             let core = shard.core();
             let server = match freshet_net::server::Server::bind(shard.clone()) {
                 Ok(s) => s,
