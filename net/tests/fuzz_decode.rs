@@ -13,10 +13,10 @@
 //! (the seed is printed first thing, so even an abort can be replayed); `FRESHET_FUZZ_ITERS`
 //! bounds the run by iterations instead (exact replays).
 //!
-//! Target: `decode_frame` below. It mirrors what the broker's connection task must do with one
-//! frame (header, then body by api key/version) using kafka-protocol directly. When freshet-net
-//! exposes its own pure entry point (requested in findings.md: `frame::decode_request`), point
-//! `decode_frame` at it so the fuzzer covers the broker's exact code.
+//! Target: `decode_frame` below = the broker's own path: `freshet_net::request::decode_request`
+//! (size check, api key/version against the handler registry, request header; exactly what the
+//! connection task calls), then the body decoded at that version with the request type its
+//! handler decodes (`RequestContext::decode::<XRequest>` = `XRequest::decode`).
 
 /// The broker's allocator (see `freshet_net::alloc`), so this test decodes as the broker does.
 #[global_allocator]
@@ -28,6 +28,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use freshet_net::handlers::handler_for;
+use freshet_net::request::{decode_request, RequestError};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
@@ -65,24 +67,24 @@ impl Rng {
     }
 }
 
-/// Why a frame was refused (the kind decides: close the connection or answer with an error).
+/// Why a frame was refused: by the broker's header decoder (the connection is closed, or for
+/// ApiVersions answered per KIP-511) or by the body decoder (the handler answers with an error).
 #[derive(Debug)]
 enum DecodeError {
-    Short,
-    UnknownApiKey(i16),
-    Header(String),
+    Request(RequestError),
     Body(String),
 }
 
 impl DecodeError {
-    const KINDS: [&'static str; 4] = ["short", "unknown api key", "bad header", "bad body"];
-
-    fn kind(&self) -> usize {
+    /// A short name for statistics: the variant name of `RequestError`, or "Body".
+    fn kind(&self) -> String {
         match self {
-            DecodeError::Short => 0,
-            DecodeError::UnknownApiKey(_) => 1,
-            DecodeError::Header(_) => 2,
-            DecodeError::Body(_) => 3,
+            DecodeError::Request(e) => format!("{e:?}")
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            DecodeError::Body(_) => "Body".to_string(),
         }
     }
 }
@@ -90,71 +92,56 @@ impl DecodeError {
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::Short => write!(f, "frame shorter than api_key + api_version"),
-            DecodeError::UnknownApiKey(k) => write!(f, "unknown api key {k}"),
-            DecodeError::Header(m) => write!(f, "request header: {m}"),
+            DecodeError::Request(e) => write!(f, "{e}"),
             DecodeError::Body(m) => write!(f, "request body: {m}"),
         }
     }
 }
 
-/// Decodes one request frame (without its 4-byte size prefix): header, then body.
-fn decode_frame(mut frame: Bytes) -> Result<(RequestHeader, &'static str), DecodeError> {
-    if frame.len() < 4 {
-        return Err(DecodeError::Short);
-    }
-    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
-    let api_version = i16::from_be_bytes([frame[2], frame[3]]);
-    let api_key =
-        ApiKey::try_from(api_key_raw).map_err(|_| DecodeError::UnknownApiKey(api_key_raw))?;
-    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(api_version))
-        .map_err(|e| DecodeError::Header(e.to_string()))?;
-    fn body<T: Decodable>(
-        buf: &mut Bytes,
-        v: i16,
-        name: &'static str,
-    ) -> Result<&'static str, DecodeError> {
-        T::decode(buf, v)
-            .map(|_| name)
+/// Decodes one request frame (without its 4-byte size prefix) as the broker does: header through
+/// `decode_request`, then the body. Returns the API key and whether its body was decoded.
+fn decode_frame(frame: Bytes) -> Result<(ApiKey, bool), DecodeError> {
+    let req = decode_request(frame).map_err(DecodeError::Request)?;
+    fn body<T: Decodable>(mut buf: Bytes, v: i16) -> Result<(), DecodeError> {
+        T::decode(&mut buf, v)
+            .map(|_| ())
             .map_err(|e| DecodeError::Body(e.to_string()))
     }
-    let b = &mut frame;
-    let v = api_version;
-    let name = match api_key {
-        ApiKey::Produce => body::<ProduceRequest>(b, v, "Produce"),
-        ApiKey::Fetch => body::<FetchRequest>(b, v, "Fetch"),
-        ApiKey::ListOffsets => body::<ListOffsetsRequest>(b, v, "ListOffsets"),
-        ApiKey::Metadata => body::<MetadataRequest>(b, v, "Metadata"),
-        ApiKey::OffsetCommit => body::<OffsetCommitRequest>(b, v, "OffsetCommit"),
-        ApiKey::OffsetFetch => body::<OffsetFetchRequest>(b, v, "OffsetFetch"),
-        ApiKey::FindCoordinator => body::<FindCoordinatorRequest>(b, v, "FindCoordinator"),
-        ApiKey::JoinGroup => body::<JoinGroupRequest>(b, v, "JoinGroup"),
-        ApiKey::Heartbeat => body::<HeartbeatRequest>(b, v, "Heartbeat"),
-        ApiKey::LeaveGroup => body::<LeaveGroupRequest>(b, v, "LeaveGroup"),
-        ApiKey::SyncGroup => body::<SyncGroupRequest>(b, v, "SyncGroup"),
-        ApiKey::DescribeGroups => body::<DescribeGroupsRequest>(b, v, "DescribeGroups"),
-        ApiKey::ListGroups => body::<ListGroupsRequest>(b, v, "ListGroups"),
-        ApiKey::ApiVersions => body::<ApiVersionsRequest>(b, v, "ApiVersions"),
-        ApiKey::CreateTopics => body::<CreateTopicsRequest>(b, v, "CreateTopics"),
-        ApiKey::DeleteTopics => body::<DeleteTopicsRequest>(b, v, "DeleteTopics"),
-        ApiKey::DeleteRecords => body::<DeleteRecordsRequest>(b, v, "DeleteRecords"),
-        ApiKey::InitProducerId => body::<InitProducerIdRequest>(b, v, "InitProducerId"),
-        ApiKey::OffsetForLeaderEpoch => {
-            body::<OffsetForLeaderEpochRequest>(b, v, "OffsetForLeaderEpoch")
-        }
-        ApiKey::DescribeConfigs => body::<DescribeConfigsRequest>(b, v, "DescribeConfigs"),
-        ApiKey::AlterConfigs => body::<AlterConfigsRequest>(b, v, "AlterConfigs"),
-        ApiKey::CreatePartitions => body::<CreatePartitionsRequest>(b, v, "CreatePartitions"),
-        ApiKey::DeleteGroups => body::<DeleteGroupsRequest>(b, v, "DeleteGroups"),
-        ApiKey::IncrementalAlterConfigs => {
-            body::<IncrementalAlterConfigsRequest>(b, v, "IncrementalAlterConfigs")
-        }
-        ApiKey::DescribeCluster => body::<DescribeClusterRequest>(b, v, "DescribeCluster"),
-        ApiKey::DescribeLogDirs => body::<DescribeLogDirsRequest>(b, v, "DescribeLogDirs"),
-        ApiKey::SaslHandshake => body::<SaslHandshakeRequest>(b, v, "SaslHandshake"),
-        other => return Err(DecodeError::UnknownApiKey(other as i16)),
+    let (b, v) = (req.body, req.api_version);
+    match req.api_key {
+        ApiKey::Produce => body::<ProduceRequest>(b, v),
+        ApiKey::Fetch => body::<FetchRequest>(b, v),
+        ApiKey::ListOffsets => body::<ListOffsetsRequest>(b, v),
+        ApiKey::Metadata => body::<MetadataRequest>(b, v),
+        ApiKey::OffsetCommit => body::<OffsetCommitRequest>(b, v),
+        ApiKey::OffsetFetch => body::<OffsetFetchRequest>(b, v),
+        ApiKey::FindCoordinator => body::<FindCoordinatorRequest>(b, v),
+        ApiKey::JoinGroup => body::<JoinGroupRequest>(b, v),
+        ApiKey::Heartbeat => body::<HeartbeatRequest>(b, v),
+        ApiKey::LeaveGroup => body::<LeaveGroupRequest>(b, v),
+        ApiKey::SyncGroup => body::<SyncGroupRequest>(b, v),
+        ApiKey::DescribeGroups => body::<DescribeGroupsRequest>(b, v),
+        ApiKey::ListGroups => body::<ListGroupsRequest>(b, v),
+        ApiKey::ApiVersions => body::<ApiVersionsRequest>(b, v),
+        ApiKey::CreateTopics => body::<CreateTopicsRequest>(b, v),
+        ApiKey::DeleteTopics => body::<DeleteTopicsRequest>(b, v),
+        ApiKey::DeleteRecords => body::<DeleteRecordsRequest>(b, v),
+        ApiKey::InitProducerId => body::<InitProducerIdRequest>(b, v),
+        ApiKey::OffsetForLeaderEpoch => body::<OffsetForLeaderEpochRequest>(b, v),
+        ApiKey::DescribeConfigs => body::<DescribeConfigsRequest>(b, v),
+        ApiKey::AlterConfigs => body::<AlterConfigsRequest>(b, v),
+        ApiKey::CreatePartitions => body::<CreatePartitionsRequest>(b, v),
+        ApiKey::DeleteGroups => body::<DeleteGroupsRequest>(b, v),
+        ApiKey::IncrementalAlterConfigs => body::<IncrementalAlterConfigsRequest>(b, v),
+        ApiKey::DescribeCluster => body::<DescribeClusterRequest>(b, v),
+        ApiKey::DescribeLogDirs => body::<DescribeLogDirsRequest>(b, v),
+        ApiKey::OffsetDelete => body::<OffsetDeleteRequest>(b, v),
+        ApiKey::SaslHandshake => body::<SaslHandshakeRequest>(b, v),
+        // Served by the broker but not listed here yet: header fuzzed, body not (reported in the
+        // statistics as "header only"; add the request type above).
+        _ => return Ok((req.api_key, false)),
     }?;
-    Ok((header, name))
+    Ok((req.api_key, true))
 }
 
 fn s(x: &'static str) -> StrBytes {
@@ -467,11 +454,38 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The APIs of a single-node broker (issue 3) must be served at every version seeded here.
+const CORE_APIS: [ApiKey; 5] = [
+    ApiKey::ApiVersions,
+    ApiKey::Metadata,
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+];
+
 #[test]
-fn every_seed_request_decodes() {
+fn every_seed_request_of_a_served_api_decodes() {
+    for key in CORE_APIS {
+        assert!(handler_for(key).is_some(), "{key:?} is not served");
+    }
     for (i, frame) in seeds().into_iter().enumerate() {
-        decode_frame(frame.clone())
-            .unwrap_or_else(|e| panic!("seed {i} ({}) does not decode: {e}", hex(&frame[..8])));
+        let key = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).expect("seed api key");
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let served = handler_for(key)
+            .is_some_and(|h| h.versions.min <= version && version <= h.versions.max);
+        match decode_frame(frame.clone()) {
+            Ok(_) => assert!(
+                served,
+                "seed {i}: {key:?} v{version} decoded but is not served"
+            ),
+            Err(e) if !served => {
+                assert!(
+                    matches!(e, DecodeError::Request(_)),
+                    "seed {i}: unserved {key:?} v{version} refused late: {e}"
+                )
+            }
+            Err(e) => panic!("seed {i}: {key:?} v{version} is served but does not decode: {e}"),
+        }
     }
 }
 
@@ -501,8 +515,8 @@ fn mutated_requests_decode_to_a_request_or_an_error_never_a_panic() {
     let mut rng = Rng(seed | 1);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let (mut iters, mut ok) = (0u64, 0u64);
-    let mut refused = [0u64; 4];
-    let mut samples: [Option<String>; 4] = Default::default();
+    let mut refused: std::collections::BTreeMap<String, (u64, String)> = Default::default();
+    let mut header_only: std::collections::BTreeSet<String> = Default::default();
     let default_hook = panic::take_hook();
     panic::set_hook(Box::new(|_| {}));
     let mut failure = None;
@@ -515,10 +529,17 @@ fn mutated_requests_decode_to_a_request_or_an_error_never_a_panic() {
             .write_all_at(&input, 0)
             .expect("write last-input file");
         match panic::catch_unwind(AssertUnwindSafe(|| decode_frame(input.clone()))) {
-            Ok(Ok(_)) => ok += 1,
+            Ok(Ok((key, body_decoded))) => {
+                ok += 1;
+                if !body_decoded {
+                    header_only.insert(format!("{key:?}"));
+                }
+            }
             Ok(Err(e)) => {
-                refused[e.kind()] += 1;
-                samples[e.kind()].get_or_insert_with(|| e.to_string());
+                let entry = refused
+                    .entry(e.kind())
+                    .or_insert_with(|| (0, e.to_string()));
+                entry.0 += 1;
             }
             Err(p) => {
                 let msg = p
@@ -534,12 +555,11 @@ fn mutated_requests_decode_to_a_request_or_an_error_never_a_panic() {
     panic::set_hook(default_hook);
     let _ = std::fs::remove_file(&last_input_path);
     eprintln!("fuzz_decode: {iters} inputs, {ok} decoded");
-    for (i, n) in refused.iter().enumerate() {
-        eprintln!(
-            "  refused ({}): {n}, e.g. {}",
-            DecodeError::KINDS[i],
-            samples[i].as_deref().unwrap_or("-")
-        );
+    for (kind, (n, example)) in &refused {
+        eprintln!("  refused ({kind}): {n}, e.g. {example}");
+    }
+    if !header_only.is_empty() {
+        eprintln!("  served APIs whose bodies this test does not decode yet: {header_only:?}");
     }
     if let Some((iter, msg, input)) = failure {
         panic!(

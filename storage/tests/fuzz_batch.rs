@@ -117,8 +117,8 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
                 // A varint-ish run of continuation bytes in the records area.
                 let i = BATCH_HEADER_BYTES + rng.below(len - BATCH_HEADER_BYTES);
                 let n = 1 + rng.below(12);
-                for j in i..(i + n).min(len) {
-                    d[j] = 0x80 | rng.next() as u8;
+                for byte in &mut d[i..(i + n).min(len)] {
+                    *byte = 0x80 | rng.next() as u8;
                 }
             }
             7 if len > BATCH_HEADER_BYTES && rng.below(2) == 0 => {
