@@ -683,9 +683,13 @@ impl Shard {
         if ready(&watched) {
             return true;
         }
+        // The waits live across polls (a dropped wait deregisters itself).
+        let mut waits: Vec<_> = watched
+            .iter()
+            .map(|(p, g)| Box::pin(p.wait_hw_change(*g)))
+            .collect();
         let any_change = futures_lite::future::poll_fn(|cx| {
-            for (p, g) in &watched {
-                let mut w = std::pin::pin!(p.wait_hw_change(*g));
+            for w in waits.iter_mut() {
                 if w.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(true);
                 }
