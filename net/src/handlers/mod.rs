@@ -41,6 +41,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_log_dirs;
 mod fetch;
 mod incremental_alter_configs;
 mod init_producer_id;
@@ -106,6 +107,7 @@ pub static HANDLERS: &[Handler] = &[
     entry!(describe_cluster),
     entry!(delete_records),
     entry!(offset_for_leader_epoch),
+    entry!(describe_log_dirs),
     entry!(init_producer_id),
 ];
 

@@ -388,3 +388,28 @@ def test_kcat_and_kafka_python_admin_on_two_cores(broker, topic_name):
         assert topic_name not in out, out
     finally:
         admin.close()
+
+
+@pytest.mark.broker_args("--cores", "2")
+def test_describe_log_dirs_sizes_from_both_cores(broker, topic_name):
+    """DescribeLogDirs (KIP-113): one log dir; partition sizes gathered from their owning cores."""
+    admin = kafka.KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=TIMEOUT_S * 1000)
+    try:
+        admin.create_topics({topic_name: {"num_partitions": 4, "replication_factor": 1}})
+        for p in (0, 1, 2):
+            cf_produce(broker.bootstrap, topic_name, sample_records(5, partition=p, seed=p), "none")
+        [answer] = admin.describe_log_dirs()
+        [log_dir] = answer["log_dirs"]
+        assert log_dir["error_code"] == 0
+        assert log_dir["log_dir"].endswith("/kafka")
+        assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"]
+        [t] = [t for t in log_dir["topics"] if t["name"] == topic_name]
+        sizes = {p["partition_index"]: p["partition_size"] for p in t["partitions"]}
+        assert sorted(sizes) == [0, 1, 2, 3]
+        assert all(sizes[p] > 0 for p in (0, 1, 2)) and sizes[3] == 0, sizes
+        # Asked partitions only; ones that do not exist are left out.
+        [answer] = admin.describe_log_dirs({topic_name: [0, 2, 9]})
+        [t] = answer["log_dirs"][0]["topics"]
+        assert sorted(p["partition_index"] for p in t["partitions"]) == [0, 2]
+    finally:
+        admin.close()
