@@ -334,6 +334,16 @@ impl<D: Disk> Log<D> {
             }
         }
         bases.sort_unstable();
+        for n in &names {
+            let stem = n
+                .strip_suffix(".index")
+                .or_else(|| n.strip_suffix(".timeindex"));
+            if let Some(b) = stem.and_then(|s| s.parse::<i64>().ok()) {
+                if !bases.contains(&b) {
+                    disk.remove_file(&dir.join(n)).await?;
+                }
+            }
+        }
         let lso_ckpt = match index::read_small_file(&disk, &dir.join(LOG_START_FILE)).await? {
             Some(b) => index::decode_log_start(&b),
             None => None,
@@ -344,47 +354,30 @@ impl<D: Disk> Log<D> {
         };
         let now = clock.now_ms();
         let interval = cfg.index_interval_bytes;
-        let mut segments: Vec<Segment<D>> = Vec::new();
+        // Phase 1: load every segment (trusting a valid index only for sealed segments).
         // With no epoch checkpoint every segment is scanned to rebuild the epochs.
         let trust_indexes = epoch_ckpt.is_some();
-        let mut epochs: Vec<(i32, i64)> = Vec::new();
-        let mut first_scanned: Option<i64> = None;
-        let mut cut = false;
+        // (segment, damaged, epochs seen by its scan if it was scanned)
+        type Loaded<D> = (Segment<D>, bool, Option<Vec<(i32, i64)>>);
+        let mut loaded: Vec<Loaded<D>> = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment_name(base));
-            if cut {
-                tracing::warn!(?path, "removing segment after a damaged one");
-                Self::remove_segment_files(&disk, &dir, base).await?;
-                continue;
-            }
-            if let Some(prev) = segments.last() {
-                if prev.next_offset != base {
-                    tracing::warn!(
-                        ?path,
-                        expected = prev.next_offset,
-                        "segment does not continue the log; removing it and later ones"
-                    );
-                    cut = true;
-                    Self::remove_segment_files(&disk, &dir, base).await?;
-                    continue;
-                }
-            }
             let file = Rc::new(disk.open(&path, false).await?);
             let is_last = i + 1 == bases.len();
-            let mut loaded = None;
+            let mut from_index = None;
             if trust_indexes && !is_last {
                 let oix = index::read_small_file(&disk, &dir.join(offset_index_name(base))).await?;
                 let tix = index::read_small_file(&disk, &dir.join(time_index_name(base))).await?;
                 if let (Some(o), Some(t)) = (oix, tix) {
                     if let Some((s, idx)) = index::decode_indexes(base, &o, &t) {
                         if s.size_bytes <= file.size().await? {
-                            loaded = Some((s, idx));
+                            from_index = Some((s, idx));
                         }
                     }
                 }
             }
-            let seg = if let Some((s, idx)) = loaded {
-                Segment {
+            if let Some((s, idx)) = from_index {
+                let seg = Segment {
                     base_offset: base,
                     file,
                     size_bytes: s.size_bytes,
@@ -396,46 +389,109 @@ impl<D: Disk> Log<D> {
                     created_ms: now,
                     allocated_bytes: s.size_bytes,
                     index_persisted: true,
+                };
+                loaded.push((seg, false, None));
+                continue;
+            }
+            let scan = scan_segment(&*file, base, None, interval).await?;
+            if let Some(d) = &scan.damage {
+                tracing::warn!(?path, damage = %d, end = scan.end_pos, "log cut at damaged batch");
+            }
+            for n in [offset_index_name(base), time_index_name(base)] {
+                if names.contains(&n) {
+                    disk.remove_file(&dir.join(n)).await?;
                 }
-            } else {
-                let scan = scan_segment(&*file, base, None, interval).await?;
-                if let Some(d) = &scan.damage {
-                    tracing::warn!(?path, damage = %d, end = scan.end_pos, "truncating log at damaged batch");
-                    if !is_last {
-                        cut = true;
+            }
+            let size = scan.end_pos;
+            let seg = Segment {
+                base_offset: base,
+                file,
+                size_bytes: size,
+                written_bytes: size,
+                next_offset: scan.next_offset,
+                index: scan.index,
+                max_ts: scan.max_ts,
+                created_ms: now,
+                allocated_bytes: size,
+                index_persisted: false,
+            };
+            loaded.push((seg, scan.damage.is_some(), Some(scan.epochs)));
+        }
+        // Phase 2: keep the longest consistent chain. Empty segments that are not last
+        // (an interrupted roll) and segments wholly below the checkpointed log start (an
+        // interrupted prefix truncation) are removed; a segment that does not continue the
+        // offsets, and everything after a damaged batch, is removed.
+        let n_loaded = loaded.len();
+        let mut segments: Vec<Segment<D>> = Vec::new();
+        let mut epochs: Vec<(i32, i64)> = Vec::new();
+        let mut first_scanned: Option<i64> = None;
+        let mut cut = false;
+        for (i, (seg, damaged, seg_epochs)) in loaded.into_iter().enumerate() {
+            let later = i + 1 < n_loaded;
+            let base = seg.base_offset;
+            let below_start = lso_ckpt.is_some_and(|l| seg.next_offset <= l);
+            let expected = segments.last().map(|p| p.next_offset);
+            // An empty file inside the previous segment's offsets is a roll that failed
+            // half-way; an empty file at the expected offset is a segment whose data was
+            // lost, and ends the chain.
+            let orphan = seg.size_bytes == 0 && expected.is_some_and(|e| base < e);
+            let leftover = later && (orphan || below_start);
+            let discontinuous = !leftover && expected.is_some_and(|e| e != base);
+            if cut || discontinuous || leftover {
+                if discontinuous && !cut {
+                    tracing::warn!(
+                        base,
+                        ?expected,
+                        "segment does not continue the log; removing it and later ones"
+                    );
+                    cut = true;
+                }
+                drop(seg);
+                Self::remove_segment_files(&disk, &dir, base).await?;
+                continue;
+            }
+            if let Some(se) = seg_epochs {
+                first_scanned.get_or_insert(base);
+                for (e, o) in se {
+                    if epochs.last().is_none_or(|(le, _)| e > *le) {
+                        epochs.push((e, o));
                     }
                 }
+            }
+            if damaged {
+                cut = true;
+            }
+            segments.push(seg);
+        }
+        if let Some(last) = segments.last_mut() {
+            if last.index_persisted {
+                // The active segment is always scanned: later segments were dropped above,
+                // so this sealed one becomes active again and its index files go stale.
+                let base = last.base_offset;
+                let scan = scan_segment(&*last.file, base, None, interval).await?;
+                if let Some(d) = &scan.damage {
+                    tracing::warn!(base, damage = %d, end = scan.end_pos, "log cut at damaged batch");
+                }
+                Self::remove_index_files(&disk, &dir, base).await?;
+                last.size_bytes = scan.end_pos;
+                last.written_bytes = scan.end_pos;
+                last.allocated_bytes = scan.end_pos;
+                last.next_offset = scan.next_offset;
+                last.index = scan.index;
+                last.max_ts = scan.max_ts;
+                last.index_persisted = false;
                 first_scanned.get_or_insert(base);
                 for (e, o) in scan.epochs {
                     if epochs.last().is_none_or(|(le, _)| e > *le) {
                         epochs.push((e, o));
                     }
                 }
-                let size = scan.end_pos;
-                if is_last || cut {
-                    // Cut anything after the last good batch so it can never resurface.
-                    file.truncate(size).await?;
-                    file.fdatasync().await?;
-                }
-                for n in [offset_index_name(base), time_index_name(base)] {
-                    if names.contains(&n) {
-                        disk.remove_file(&dir.join(n)).await?;
-                    }
-                }
-                Segment {
-                    base_offset: base,
-                    file,
-                    size_bytes: size,
-                    written_bytes: size,
-                    next_offset: scan.next_offset,
-                    index: scan.index,
-                    max_ts: scan.max_ts,
-                    created_ms: now,
-                    allocated_bytes: size,
-                    index_persisted: false,
-                }
-            };
-            segments.push(seg);
+            }
+        }
+        if let Some(last) = segments.last() {
+            // Cut anything after the last good batch so it can never resurface.
+            last.file.truncate(last.size_bytes).await?;
+            last.file.fdatasync().await?;
         }
         // Epochs: the checkpoint for the part not scanned, scans for the rest.
         if let Some(ck) = epoch_ckpt {
@@ -545,11 +601,24 @@ impl<D: Disk> Log<D> {
         Ok(log)
     }
 
+    async fn remove_index_files(disk: &D, dir: &Path, base: i64) -> io::Result<()> {
+        for n in [offset_index_name(base), time_index_name(base)] {
+            match disk.remove_file(&dir.join(n)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Indexes first: an interrupted removal never leaves an index without its segment
+    /// (a stale index must not describe a later segment of the same name).
     async fn remove_segment_files(disk: &D, dir: &Path, base: i64) -> io::Result<()> {
         for n in [
-            segment_name(base),
             offset_index_name(base),
             time_index_name(base),
+            segment_name(base),
         ] {
             match disk.remove_file(&dir.join(n)).await {
                 Ok(()) => {}
@@ -613,6 +682,21 @@ impl<D: Disk> Log<D> {
     /// Number of segments.
     pub fn segment_count(&self) -> usize {
         self.st.borrow().segments.len()
+    }
+
+    /// Whether an earlier I/O error failed the log (it then refuses appends, flushes and
+    /// reads until reopened; the engine should report KAFKA_STORAGE_ERROR and reopen it).
+    pub fn is_failed(&self) -> bool {
+        self.st.borrow().failed.is_some()
+    }
+
+    /// (base offset, size in bytes, next offset) of every segment, oldest first.
+    pub fn segments(&self) -> Vec<(i64, u64, i64)> {
+        let st = self.st.borrow();
+        st.segments
+            .iter()
+            .map(|s| (s.base_offset, s.size_bytes, s.next_offset))
+            .collect()
     }
 
     /// The current configuration.
@@ -712,6 +796,7 @@ impl<D: Disk> Log<D> {
     async fn roll(&self) -> Result<()> {
         let (base, now) = (self.st.borrow().next_offset, self.clock.now_ms());
         let path = self.dir.join(segment_name(base));
+        Self::remove_index_files(&self.disk, &self.dir, base).await?;
         let file = Rc::new(self.disk.open(&path, true).await?);
         file.truncate(0).await?;
         let mut st = self.st.borrow_mut();
@@ -864,10 +949,10 @@ impl<D: Disk> Log<D> {
         loop {
             {
                 let st = self.st.borrow();
+                io_failed(&st)?;
                 if st.durable_offset >= target {
                     return Ok(st.durable_offset);
                 }
-                io_failed(&st)?;
             }
             let _io = self.io_lock.lock().await;
             if self.st.borrow().durable_offset >= target {
@@ -1086,6 +1171,7 @@ impl<D: Disk> Log<D> {
         loop {
             let plan = {
                 let st = self.st.borrow();
+                io_failed(&st)?;
                 Self::check_range(&st, offset)?;
                 if offset >= st.next_offset || offset >= upto {
                     return Ok(Bytes::new());
@@ -1260,7 +1346,10 @@ impl<D: Disk> Log<D> {
             Some(s) => buf.slice((s - buf_pos) as usize..(pos - buf_pos) as usize),
             None => Bytes::new(),
         };
-        let keep = (!buf.is_empty()).then_some((buf_pos, buf));
+        // Only bytes below `limit` were on disk when read: a later read must not trust the
+        // rest of the buffer (the tail of the active segment is still being written).
+        let valid = limit.saturating_sub(buf_pos).min(buf.len() as u64) as usize;
+        let keep = (valid > 0).then(|| (buf_pos, buf.slice(..valid)));
         Ok((data, keep))
     }
 
@@ -1272,6 +1361,7 @@ impl<D: Disk> Log<D> {
         loop {
             let plan = {
                 let st = self.st.borrow();
+                io_failed(&st)?;
                 let lso = st.log_start_offset;
                 let mut found = None;
                 while si < st.segments.len() {
@@ -1385,7 +1475,8 @@ impl<D: Disk> Log<D> {
     }
 
     /// Drops every offset >= `offset` (Raft removes a divergent suffix). A batch holding
-    /// `offset` is dropped whole, so the new LEO may be below `offset`. Durable on return.
+    /// `offset` is dropped whole, so the new LEO may be below `offset`. When something is
+    /// removed, the remaining log is durable on return; `offset >= next_offset()` is a no-op.
     pub async fn truncate(&self, offset: i64) -> Result<()> {
         let _a = self.append_lock.lock().await;
         let _io = self.io_lock.lock().await;
@@ -1429,17 +1520,12 @@ impl<D: Disk> Log<D> {
             let k = st.segments.last().expect("kept segment");
             (doomed, k.base_offset, k.file.clone())
         };
-        for base in &doomed {
+        // Newest first, so an interrupted truncation always leaves a prefix of the log.
+        for base in doomed.iter().rev() {
             Self::remove_segment_files(&self.disk, &self.dir, *base).await?;
         }
         // The kept segment becomes active: its index files are stale.
-        for n in [offset_index_name(keep_base), time_index_name(keep_base)] {
-            match self.disk.remove_file(&self.dir.join(n)).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Self::remove_index_files(&self.disk, &self.dir, keep_base).await?;
         self.disk.sync_dir(&self.dir).await?;
         let interval = self.st.borrow().cfg.index_interval_bytes;
         let scan = scan_segment(&*keep_file, keep_base, Some(offset), interval).await?;
@@ -1536,6 +1622,7 @@ impl<D: Disk> Log<D> {
         if offset >= leo && (active_size > 0 || offset > leo) {
             // Nothing left: start a fresh segment at `offset`.
             let path = self.dir.join(segment_name(offset));
+            Self::remove_index_files(&self.disk, &self.dir, offset).await?;
             let file = Rc::new(self.disk.open(&path, true).await?);
             file.truncate(0).await?;
             self.disk.sync_dir(&self.dir).await?;
