@@ -5,6 +5,7 @@ core of a `--cores 2` broker.
 """
 
 import struct
+import time
 import uuid
 
 import confluent_kafka
@@ -413,3 +414,39 @@ def test_describe_log_dirs_sizes_from_both_cores(broker, topic_name):
         assert sorted(p["partition_index"] for p in t["partitions"]) == [0, 2]
     finally:
         admin.close()
+
+
+@pytest.mark.broker_args("--cores", "2")
+def test_flush_configs_apply_to_live_partitions_on_both_cores(broker, topic_name):
+    """flush.messages / flush.ms decide when acks=1 data becomes durable, and the high watermark
+    (what ListOffsets latest and consumers see) is the durable offset. Lowering flush.ms on a live
+    topic must flush the pending data of partitions on both cores without a restart."""
+    admin = cf_admin(broker)
+    cf_create(admin, topic_name, 4, {"flush.messages": "1000000", "flush.ms": "600000"})
+    batch = kwire.build_batch([(b"k", b"v%d" % i, []) for i in range(3)])
+    with kwire.connect(broker.addr) as s:
+        for p in range(4):
+            s.sendall(kwire.produce_v7(10 + p, topic_name, p, batch, acks=1))
+            _, body = kwire.recv_frame(s)
+            [(_, _, err, base)] = kwire.parse_produce_v7(body)
+            assert (err, base) == (0, 0)
+    tps = [confluent_kafka.TopicPartition(topic_name, p) for p in range(4)]
+
+    def latest():
+        futs = admin.list_offsets({tp: confluent_kafka.admin.OffsetSpec.latest() for tp in tps})
+        return sorted((tp.partition, f.result(TIMEOUT_S).offset) for tp, f in futs.items())
+
+    time.sleep(1.5)
+    assert latest() == [(p, 0) for p in range(4)], "nothing is durable before a flush is due"
+    res = ConfigResource(ResourceType.TOPIC, topic_name, incremental_configs=[
+        ConfigEntry("flush.ms", "0", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(TIMEOUT_S)
+    deadline = time.monotonic() + TIMEOUT_S
+    while latest() != [(p, 3) for p in range(4)]:
+        assert time.monotonic() < deadline, f"pending data not flushed after flush.ms=0: {latest()}"
+        time.sleep(0.1)
+    broker.restart()
+    admin = cf_admin(broker)
+    res = ConfigResource(ResourceType.TOPIC, topic_name)
+    entries = admin.describe_configs([res])[res].result(TIMEOUT_S)
+    assert (entries["flush.ms"].value, entries["flush.messages"].value) == ("0", "1000000")
