@@ -288,6 +288,7 @@ pub fn run(args: StartArgs) -> i32 {
                     return;
                 }
             };
+            freshet_engine::group::wire::start_core(&shard).await;
             let core = shard.core();
             let server = match freshet_net::server::Server::bind(shard.clone()) {
                 Ok(s) => s,

@@ -593,7 +593,7 @@ fn run_phase(plan: &Plan, quiet: bool) -> Result<Report, ClientError> {
                 publish: pp,
                 e2e: pe,
                 backlog: if consume && produce {
-                    cur.0 as i64 - cur.2 as i64
+                    (cur.0 as i64 - cur.2 as i64).max(0)
                 } else {
                     0
                 },

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -156,7 +157,20 @@ fn render(tokens: &[Token], r: &ConsumedRecord, out: &mut Vec<u8>) {
     }
 }
 
+/// Set by SIGINT/SIGTERM: the consume loop stops, commits and leaves its group.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
 pub async fn run(args: ConsumeArgs) -> Result<(), ClientError> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
     let tokens = parse_format(&args.format).map_err(ClientError::Other)?;
     if args.group.is_some() && !args.partition.is_empty() {
         return Err(ClientError::Other(
@@ -213,6 +227,9 @@ pub async fn run(args: ConsumeArgs) -> Result<(), ClientError> {
     let mut last_record = Instant::now();
     let mut last_commit = Instant::now();
     let result = loop {
+        if STOP.load(Ordering::SeqCst) {
+            break Ok(());
+        }
         if let Some(m) = &member {
             if m.rejoin_needed() {
                 let _ = m.commit(&positions(&consumer)).await;

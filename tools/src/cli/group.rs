@@ -113,13 +113,17 @@ pub async fn run(cmd: GroupCommand) -> Result<(), ClientError> {
                 info.members.len()
             );
             // Owner of each partition, from the members' assignments.
-            let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
+            let mut owner: BTreeMap<(String, i32), (String, String, String)> = BTreeMap::new();
             for m in &info.members {
                 for (t, ps) in &m.assignment {
                     for p in ps {
                         owner.insert(
                             (t.clone(), *p),
-                            format!("{} ({}{})", m.member_id, m.client_id, m.client_host),
+                            (
+                                m.member_id.clone(),
+                                m.client_id.clone(),
+                                m.client_host.trim_start_matches('/').to_string(),
+                            ),
                         );
                     }
                 }
@@ -144,13 +148,19 @@ pub async fn run(cmd: GroupCommand) -> Result<(), ClientError> {
                         (Some(c), Some(e)) => (e - c).max(0).to_string(),
                         _ => "-".into(),
                     };
+                    let (member, client, host) = owner
+                        .get(&(t.clone(), p))
+                        .cloned()
+                        .unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
                     rows.push(vec![
                         t.clone(),
                         p.to_string(),
                         cur.map_or("-".into(), |c| c.to_string()),
                         end.map_or("-".into(), |e| e.to_string()),
                         lag,
-                        owner.get(&(t.clone(), p)).cloned().unwrap_or("-".into()),
+                        member,
+                        host,
+                        client,
                     ]);
                 }
             }
@@ -161,7 +171,9 @@ pub async fn run(cmd: GroupCommand) -> Result<(), ClientError> {
                     "CURRENT-OFFSET",
                     "LOG-END-OFFSET",
                     "LAG",
-                    "CONSUMER",
+                    "CONSUMER-ID",
+                    "HOST",
+                    "CLIENT-ID",
                 ],
                 &rows,
             );

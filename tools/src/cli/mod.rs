@@ -147,7 +147,12 @@ async fn cluster_run(cmd: ClusterCommand) -> Result<(), ClientError> {
                 );
             }
             let user_topics = meta.topics.iter().filter(|t| !t.is_internal).count();
-            let parts: usize = meta.topics.iter().map(|t| t.partitions.len()).sum();
+            let parts: usize = meta
+                .topics
+                .iter()
+                .filter(|t| !t.is_internal)
+                .map(|t| t.partitions.len())
+                .sum();
             println!("topics:      {user_topics} ({parts} partitions)");
             if api_versions {
                 let conn = client.any_conn().await?;
