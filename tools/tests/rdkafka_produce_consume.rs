@@ -80,10 +80,13 @@ fn sample_records(n: usize, seed: u64) -> Vec<Rec> {
         .collect()
 }
 
-/// Collects delivery reports: (record index, partition, offset) or an error string.
+/// One delivery report: the record's index and its (partition, offset), or the error.
+type Delivery = (usize, Result<(i32, i64), String>);
+
+/// Collects delivery reports.
 #[derive(Default)]
 struct Deliveries {
-    done: Mutex<Vec<(usize, Result<(i32, i64), String>)>>,
+    done: Mutex<Vec<Delivery>>,
 }
 
 impl ClientContext for Deliveries {}
