@@ -118,6 +118,27 @@ pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
     ("segment.index.bytes", "10485760"),
     ("min.insync.replicas", "1"),
     ("compression.type", "producer"),
+    // Kafka's other topic configs: accepted, validated, stored and described so that clients
+    // and tools setting them work unchanged; Freshet does not act on them (yet).
+    ("compression.gzip.level", "-1"),
+    ("compression.lz4.level", "9"),
+    ("compression.zstd.level", "3"),
+    ("delete.retention.ms", "86400000"),
+    ("file.delete.delay.ms", "60000"),
+    ("follower.replication.throttled.replicas", ""),
+    ("index.interval.bytes", "4096"),
+    ("leader.replication.throttled.replicas", ""),
+    ("local.retention.bytes", "-2"),
+    ("local.retention.ms", "-2"),
+    ("max.compaction.lag.ms", "9223372036854775807"),
+    ("message.timestamp.after.max.ms", "9223372036854775807"),
+    ("message.timestamp.before.max.ms", "9223372036854775807"),
+    ("min.cleanable.dirty.ratio", "0.5"),
+    ("min.compaction.lag.ms", "0"),
+    ("preallocate", "false"),
+    ("remote.storage.enable", "false"),
+    ("segment.jitter.ms", "0"),
+    ("unclean.leader.election.enable", "false"),
 ];
 
 /// Sentinel used by Kafka for "never" in flush.messages / flush.ms.
@@ -261,6 +282,71 @@ fn validate_topic_config(key: &str, value: &str) -> Result<(), ConfigError> {
         "compression.type" => {
             if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&value) {
                 return Err(invalid("unknown compression type"));
+            }
+        }
+        "compression.gzip.level" => {
+            let v: i64 = value.parse().map_err(|_| invalid("not an integer"))?;
+            if v != -1 && !(1..=9).contains(&v) {
+                return Err(invalid("must be -1 or 1..=9"));
+            }
+        }
+        "compression.lz4.level" => {
+            let v: i64 = value.parse().map_err(|_| invalid("not an integer"))?;
+            if !(1..=17).contains(&v) {
+                return Err(invalid("must be 1..=17"));
+            }
+        }
+        "compression.zstd.level" => {
+            let v: i64 = value.parse().map_err(|_| invalid("not an integer"))?;
+            if !(-131_072..=22).contains(&v) {
+                return Err(invalid("must be -131072..=22"));
+            }
+        }
+        "delete.retention.ms"
+        | "file.delete.delay.ms"
+        | "index.interval.bytes"
+        | "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms"
+        | "min.compaction.lag.ms"
+        | "segment.jitter.ms" => {
+            let v: i64 = value.parse().map_err(|_| invalid("not an integer"))?;
+            if v < 0 {
+                return Err(invalid("must be >= 0"));
+            }
+        }
+        "max.compaction.lag.ms" => {
+            let v: i64 = value.parse().map_err(|_| invalid("not an integer"))?;
+            if v < 1 {
+                return Err(invalid("must be >= 1"));
+            }
+        }
+        "local.retention.bytes" | "local.retention.ms" => {
+            let v: i64 = value.parse().map_err(|_| invalid("not an integer"))?;
+            if v < -2 {
+                return Err(invalid("must be >= -2"));
+            }
+        }
+        "min.cleanable.dirty.ratio" => {
+            let v: f64 = value.parse().map_err(|_| invalid("not a number"))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid("must be between 0 and 1"));
+            }
+        }
+        "preallocate" | "remote.storage.enable" | "unclean.leader.election.enable" => {
+            if value != "true" && value != "false" {
+                return Err(invalid("must be true or false"));
+            }
+        }
+        "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => {
+            let pair_ok = |p: &str| {
+                p.split_once(':').is_some_and(|(a, b)| {
+                    a.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+                })
+            };
+            if !(value.is_empty() || value.trim() == "*" || value.split(',').all(pair_ok)) {
+                return Err(invalid(
+                    "must be empty, * or partition:broker pairs separated by commas",
+                ));
             }
         }
         _ => return Err(ConfigError::UnknownKey(key.to_string())),

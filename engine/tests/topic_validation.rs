@@ -153,3 +153,40 @@ fn validate_new_topic_maps_each_failure_to_its_kafka_code() {
     );
     assert_eq!(code_of("fresh", 1, &[("nope", "1")]), code::INVALID_CONFIG);
 }
+
+/// Kafka's remaining topic configs are accepted within Kafka's ranges (stored, not acted on).
+#[test]
+fn kafkas_other_topic_configs_are_accepted_within_their_ranges() {
+    let ok = [
+        ("delete.retention.ms", "0"),
+        ("min.compaction.lag.ms", "1000"),
+        ("max.compaction.lag.ms", "1"),
+        ("min.cleanable.dirty.ratio", "0.1"),
+        ("unclean.leader.election.enable", "true"),
+        ("preallocate", "false"),
+        ("local.retention.ms", "-2"),
+        ("compression.gzip.level", "-1"),
+        ("compression.zstd.level", "-5"),
+        ("leader.replication.throttled.replicas", "0:1,1:1"),
+        ("follower.replication.throttled.replicas", "*"),
+        ("follower.replication.throttled.replicas", ""),
+        ("message.timestamp.before.max.ms", "86400000"),
+    ];
+    for (k, v) in ok {
+        assert!(value_ok(k, v), "{k}={v}");
+    }
+    let bad = [
+        ("delete.retention.ms", "-1"),
+        ("max.compaction.lag.ms", "0"),
+        ("min.cleanable.dirty.ratio", "1.5"),
+        ("min.cleanable.dirty.ratio", "half"),
+        ("unclean.leader.election.enable", "yes"),
+        ("local.retention.bytes", "-3"),
+        ("compression.gzip.level", "0"),
+        ("compression.lz4.level", "18"),
+        ("leader.replication.throttled.replicas", "0-1"),
+    ];
+    for (k, v) in bad {
+        assert!(!value_ok(k, v), "{k}={v} must be refused");
+    }
+}

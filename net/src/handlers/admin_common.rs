@@ -34,6 +34,7 @@ pub(crate) mod config_type {
     pub const STRING: i8 = 2;
     pub const INT: i8 = 3;
     pub const LONG: i8 = 5;
+    pub const DOUBLE: i8 = 6;
     pub const LIST: i8 = 7;
 }
 
@@ -128,6 +129,120 @@ pub(crate) const TOPIC_CONFIG_INFO: &[TopicConfigInfo] = &[
         broker_key: "compression.type",
         doc: "Accepted for compatibility; Freshet stores batches as the producer compressed \
               them (producer).",
+    },
+    TopicConfigInfo {
+        key: "compression.gzip.level",
+        config_type: config_type::INT,
+        broker_key: "compression.gzip.level",
+        doc: "Accepted and stored; Freshet does not recompress batches.",
+    },
+    TopicConfigInfo {
+        key: "compression.lz4.level",
+        config_type: config_type::INT,
+        broker_key: "compression.lz4.level",
+        doc: "Accepted and stored; Freshet does not recompress batches.",
+    },
+    TopicConfigInfo {
+        key: "compression.zstd.level",
+        config_type: config_type::INT,
+        broker_key: "compression.zstd.level",
+        doc: "Accepted and stored; Freshet does not recompress batches.",
+    },
+    TopicConfigInfo {
+        key: "delete.retention.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.cleaner.delete.retention.ms",
+        doc: "Accepted and stored; applies to compaction, which Freshet does not do yet.",
+    },
+    TopicConfigInfo {
+        key: "file.delete.delay.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.segment.delete.delay.ms",
+        doc: "Accepted and stored; Freshet deletes segment files at once.",
+    },
+    TopicConfigInfo {
+        key: "follower.replication.throttled.replicas",
+        config_type: config_type::LIST,
+        broker_key: "follower.replication.throttled.replicas",
+        doc: "Accepted and stored; no replication throttling yet.",
+    },
+    TopicConfigInfo {
+        key: "index.interval.bytes",
+        config_type: config_type::INT,
+        broker_key: "log.index.interval.bytes",
+        doc: "Accepted and stored; Freshet's index interval is a broker setting.",
+    },
+    TopicConfigInfo {
+        key: "leader.replication.throttled.replicas",
+        config_type: config_type::LIST,
+        broker_key: "leader.replication.throttled.replicas",
+        doc: "Accepted and stored; no replication throttling yet.",
+    },
+    TopicConfigInfo {
+        key: "local.retention.bytes",
+        config_type: config_type::LONG,
+        broker_key: "log.local.retention.bytes",
+        doc: "Accepted and stored; no tiered storage.",
+    },
+    TopicConfigInfo {
+        key: "local.retention.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.local.retention.ms",
+        doc: "Accepted and stored; no tiered storage.",
+    },
+    TopicConfigInfo {
+        key: "max.compaction.lag.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.cleaner.max.compaction.lag.ms",
+        doc: "Accepted and stored; no compaction yet.",
+    },
+    TopicConfigInfo {
+        key: "message.timestamp.after.max.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.message.timestamp.after.max.ms",
+        doc: "Accepted and stored; not enforced on produce yet.",
+    },
+    TopicConfigInfo {
+        key: "message.timestamp.before.max.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.message.timestamp.before.max.ms",
+        doc: "Accepted and stored; not enforced on produce yet.",
+    },
+    TopicConfigInfo {
+        key: "min.cleanable.dirty.ratio",
+        config_type: config_type::DOUBLE,
+        broker_key: "log.cleaner.min.cleanable.ratio",
+        doc: "Accepted and stored; no compaction yet.",
+    },
+    TopicConfigInfo {
+        key: "min.compaction.lag.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.cleaner.min.compaction.lag.ms",
+        doc: "Accepted and stored; no compaction yet.",
+    },
+    TopicConfigInfo {
+        key: "preallocate",
+        config_type: config_type::BOOLEAN,
+        broker_key: "log.preallocate",
+        doc: "Accepted and stored; Freshet preallocates segments itself.",
+    },
+    TopicConfigInfo {
+        key: "remote.storage.enable",
+        config_type: config_type::BOOLEAN,
+        broker_key: "remote.storage.enable",
+        doc: "Accepted and stored; no tiered storage.",
+    },
+    TopicConfigInfo {
+        key: "segment.jitter.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.roll.jitter.ms",
+        doc: "Accepted and stored; segments roll without jitter.",
+    },
+    TopicConfigInfo {
+        key: "unclean.leader.election.enable",
+        config_type: config_type::BOOLEAN,
+        broker_key: "unclean.leader.election.enable",
+        doc: "Accepted and stored; meaningful only with replication.",
     },
 ];
 
@@ -605,6 +720,18 @@ mod tests {
         assert!(cs
             .iter()
             .all(|c| !c.read_only && !c.sensitive && c.doc.is_some()));
+    }
+
+    #[test]
+    fn every_engine_config_key_is_described_and_its_list_values_stay_valid() {
+        for (k, v) in TOPIC_CONFIG_DEFAULTS {
+            assert!(topic_config_info(k).is_some(), "{k} has no description");
+            let normalized = normalize_config_value(k, v);
+            assert!(
+                TopicConfig::from_pairs([(*k, normalized.as_str())]).is_ok(),
+                "{k}={normalized}"
+            );
+        }
     }
 
     #[test]
