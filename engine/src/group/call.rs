@@ -59,6 +59,25 @@ impl GroupCall {
     }
 }
 
+impl GroupCall {
+    /// The reply carrying `error` for this call (when it could not reach its core).
+    pub fn error_reply(&self, error: GroupError) -> GroupReply {
+        let code = error.code();
+        match self {
+            GroupCall::Join(r) => GroupReply::Join(JoinResponse::error(code, r.member_id.clone())),
+            GroupCall::Sync(_) => GroupReply::Sync(SyncResponse::error(code)),
+            GroupCall::Heartbeat(_) => GroupReply::Heartbeat(code),
+            GroupCall::Leave { .. } => GroupReply::Leave(Err(error)),
+            GroupCall::Commit(_) => GroupReply::Commit(Err(error)),
+            GroupCall::Fetch { .. } => GroupReply::Fetch(Err(error)),
+            GroupCall::List { .. } => GroupReply::List(code, Vec::new()),
+            GroupCall::Describe { .. } => GroupReply::Describe(Err(error)),
+            GroupCall::DeleteGroup { .. } => GroupReply::DeleteGroup(code),
+            GroupCall::DeleteOffsets { .. } => GroupReply::DeleteOffsets(Err(error)),
+        }
+    }
+}
+
 /// Answer to a [`GroupCall`] (same variant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupReply {

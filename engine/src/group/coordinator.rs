@@ -91,7 +91,11 @@ impl GroupCoordinator {
     // ------------------------------------------------------------ partition loading
 
     /// This core becomes coordinator of `partition` and starts replaying its log.
+    /// Idempotent while the partition is loading (records replayed so far are kept).
     pub fn begin_load(&mut self, partition: i32) {
+        if self.partitions.get(&partition) == Some(&PartitionStatus::Loading) {
+            return;
+        }
         self.partitions.insert(partition, PartitionStatus::Loading);
         self.loading.insert(partition, LoadBuffer::default());
     }

@@ -25,6 +25,7 @@ pub mod records;
 pub mod service;
 pub mod state;
 pub mod timer;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -201,34 +201,39 @@ impl GroupService {
 
     // ------------------------------------------------------------ partitions
 
-    /// This core becomes coordinator of `partition`: replays its log (requests for its
-    /// groups get COORDINATOR_LOAD_IN_PROGRESS meanwhile), then serves it.
-    pub async fn load_partition(&self, partition: i32) {
+    /// Marks `partition` as loading right away (its groups answer COORDINATOR_LOAD_IN_PROGRESS
+    /// instead of NOT_COORDINATOR until [`Self::load_partition`] has replayed it).
+    pub fn begin_load(&self, partition: i32) {
         self.coord.borrow_mut().begin_load(partition);
-        match self.log.read_all(partition).await {
-            Ok(records) => {
-                let mut c = self.coord.borrow_mut();
-                let mut skipped = 0usize;
-                for (k, v) in &records {
-                    if let Err(err) = c.load_record(partition, k, v.as_deref()) {
-                        skipped += 1;
-                        tracing::warn!(partition, %err, "skipping undecodable __consumer_offsets record");
-                    }
+    }
+
+    /// This core becomes coordinator of `partition`: replays its log (requests for its
+    /// groups get COORDINATOR_LOAD_IN_PROGRESS meanwhile), then serves it. If the log cannot
+    /// be read the partition stays loading (never served empty: that would lose committed
+    /// offsets) and the error is returned for the caller to retry.
+    pub async fn load_partition(&self, partition: i32) -> Result<(), GroupError> {
+        self.coord.borrow_mut().begin_load(partition);
+        let records = self.log.read_all(partition).await?;
+        {
+            let mut c = self.coord.borrow_mut();
+            let mut skipped = 0usize;
+            for (k, v) in &records {
+                if let Err(err) = c.load_record(partition, k, v.as_deref()) {
+                    skipped += 1;
+                    tracing::warn!(partition, %err, "skipping undecodable __consumer_offsets record");
                 }
-                tracing::info!(
-                    partition,
-                    records = records.len(),
-                    skipped,
-                    "loaded __consumer_offsets partition"
-                );
             }
-            Err(err) => {
-                tracing::error!(partition, %err, "reading __consumer_offsets failed; serving it empty");
-            }
+            tracing::info!(
+                partition,
+                records = records.len(),
+                skipped,
+                "loaded __consumer_offsets partition"
+            );
         }
         let now = self.now();
         self.coord.borrow_mut().finish_load(partition, now);
         self.changed.notify();
+        Ok(())
     }
 
     /// This core stops coordinating `partition`.
@@ -238,14 +243,14 @@ impl GroupService {
         self.apply(out).await;
     }
 
-    /// Fires due timers forever; `sleep` is the executor's timer (glommio's in production).
-    /// Spawn once per core.
-    pub async fn run_timers<S, F>(&self, sleep: S)
+    /// Fires due timers until `stopping()`; `sleep` is the executor's timer (glommio's in
+    /// production). Spawn once per core.
+    pub async fn run_timers<S, F>(&self, sleep: S, stopping: impl Fn() -> bool)
     where
         S: Fn(Duration) -> F,
         F: Future<Output = ()>,
     {
-        loop {
+        while !stopping() {
             let seen = self.changed.generation.get();
             let now = self.now();
             let mut out = Vec::new();
@@ -261,10 +266,11 @@ impl GroupService {
             };
             match next {
                 Some(d) => {
-                    let ms = (d - now).clamp(0, 60_000) as u64;
+                    // Wake at least every second to notice `stopping()`.
+                    let ms = (d - now).clamp(0, 1000) as u64;
                     futures_lite::future::or(sleep(Duration::from_millis(ms)), wait).await;
                 }
-                None => wait.await,
+                None => futures_lite::future::or(sleep(Duration::from_secs(1)), wait).await,
             }
         }
     }
@@ -457,8 +463,8 @@ mod tests {
         };
         let svc = GroupService::new(GroupCoordinator::new(cfg, 3), clock, log);
         block_on(async {
-            svc.load_partition(0).await;
-            svc.load_partition(1).await;
+            svc.load_partition(0).await.unwrap();
+            svc.load_partition(1).await.unwrap();
         });
         svc
     }

@@ -6,13 +6,17 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use freshet_engine::group::{GroupCall, GroupReply};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{to_string, GroupCtx};
 
-pub const API_KEY: i16 = 42;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 2;
+pub const API_KEY: ApiKey = ApiKey::DeleteGroups;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
-pub async fn handle(
+super::group_common::group_entry!(DeleteGroupsRequest);
+
+pub async fn serve(
     ctx: &GroupCtx<'_>,
     _version: i16,
     req: DeleteGroupsRequest,

@@ -7,15 +7,19 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use freshet_engine::group::{GroupCall, GroupReply};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{opt_strbytes, to_strbytes, to_string, GroupCtx};
 
-pub const API_KEY: i16 = 15;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 6;
+pub const API_KEY: ApiKey = ApiKey::DescribeGroups;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
+
+super::group_common::group_entry!(DescribeGroupsRequest);
 
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
-pub async fn handle(
+pub async fn serve(
     ctx: &GroupCtx<'_>,
     version: i16,
     req: DescribeGroupsRequest,

@@ -4,17 +4,21 @@
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{to_strbytes, GroupCtx};
 
-pub const API_KEY: i16 = 10;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 4;
+pub const API_KEY: ApiKey = ApiKey::FindCoordinator;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
+
+super::group_common::group_entry!(FindCoordinatorRequest);
 
 const INVALID_REQUEST: i16 = 42;
 const GROUP_KEY_TYPE: i8 = 0;
 const TRANSACTION_KEY_TYPE: i8 = 1;
 
-pub async fn handle(
+pub async fn serve(
     ctx: &GroupCtx<'_>,
     version: i16,
     req: FindCoordinatorRequest,

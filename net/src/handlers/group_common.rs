@@ -6,6 +6,8 @@
 //! through the [`GroupRouter`] (see `engine::group::call`).
 
 use freshet_engine::group::{GroupCall, GroupReply, GroupRouter};
+
+use super::RequestContext;
 use kafka_protocol::protocol::StrBytes;
 
 /// What a group handler needs from its connection and core.
@@ -14,7 +16,7 @@ pub struct GroupCtx<'a> {
     pub router: &'a dyn GroupRouter,
     /// The request header's client id.
     pub client_id: &'a str,
-    /// The peer as Kafka reports it in DescribeGroups (`/127.0.0.1`).
+    /// The peer's IP address, reported in DescribeGroups.
     pub client_host: &'a str,
     /// This broker's id and advertised address (FindCoordinator).
     pub node_id: i32,
@@ -22,7 +24,24 @@ pub struct GroupCtx<'a> {
     pub port: i32,
 }
 
-impl GroupCtx<'_> {
+impl<'a> GroupCtx<'a> {
+    /// The context of one request on this core.
+    pub fn new(
+        ctx: &'a RequestContext,
+        router: &'a dyn GroupRouter,
+        host: &'a str,
+        port: i32,
+    ) -> Self {
+        GroupCtx {
+            router,
+            client_id: ctx.client_id.as_deref().unwrap_or(""),
+            client_host: &ctx.client_host,
+            node_id: ctx.shard().config().node_id,
+            host,
+            port,
+        }
+    }
+
     /// Runs `call` on the core owning its group.
     pub async fn call(&self, call: GroupCall) -> GroupReply {
         let core = match call.group_id() {
@@ -48,3 +67,22 @@ pub fn opt_string(s: &Option<StrBytes>) -> Option<String> {
 pub fn opt_strbytes(s: Option<String>) -> Option<StrBytes> {
     s.map(to_strbytes)
 }
+
+/// Defines `handle(ctx, body)` for a group API file whose logic is
+/// `serve(&GroupCtx, version, request) -> response`.
+macro_rules! group_entry {
+    ($req:ty) => {
+        pub fn handle(ctx: super::RequestContext, body: bytes::Bytes) -> super::HandlerFuture {
+            Box::pin(async move {
+                let req: $req = ctx.decode(body)?;
+                let router = freshet_engine::group::wire::ShardRouter::new(ctx.shard().clone());
+                let (host, port) =
+                    super::metadata::split_host_port(ctx.shard().config().advertised_addr());
+                let gctx = super::group_common::GroupCtx::new(&ctx, &router, &host, port);
+                let resp = serve(&gctx, ctx.api_version, req).await;
+                ctx.respond(&resp)
+            })
+        }
+    };
+}
+pub(crate) use group_entry;

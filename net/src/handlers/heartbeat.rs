@@ -5,13 +5,17 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use freshet_engine::group::{self, GroupCall, GroupReply};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{opt_string, to_string, GroupCtx};
 
-pub const API_KEY: i16 = 12;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 4;
+pub const API_KEY: ApiKey = ApiKey::Heartbeat;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
 
-pub async fn handle(ctx: &GroupCtx<'_>, version: i16, req: HeartbeatRequest) -> HeartbeatResponse {
+super::group_common::group_entry!(HeartbeatRequest);
+
+pub async fn serve(ctx: &GroupCtx<'_>, version: i16, req: HeartbeatRequest) -> HeartbeatResponse {
     let call = group::HeartbeatRequest {
         group_id: to_string(&req.group_id),
         generation_id: req.generation_id,

@@ -7,13 +7,17 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use freshet_engine::group::{GroupCall, GroupReply, JoinRequest};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{opt_strbytes, opt_string, to_strbytes, to_string, GroupCtx};
 
-pub const API_KEY: i16 = 11;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 9;
+pub const API_KEY: ApiKey = ApiKey::JoinGroup;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
 
-pub async fn handle(ctx: &GroupCtx<'_>, version: i16, req: JoinGroupRequest) -> JoinGroupResponse {
+super::group_common::group_entry!(JoinGroupRequest);
+
+pub async fn serve(ctx: &GroupCtx<'_>, version: i16, req: JoinGroupRequest) -> JoinGroupResponse {
     let call = JoinRequest {
         group_id: to_string(&req.group_id),
         member_id: to_string(&req.member_id),

@@ -6,17 +6,17 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use freshet_engine::group::{GroupCall, GroupReply, LeavingMember};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{opt_strbytes, opt_string, to_strbytes, to_string, GroupCtx};
 
-pub const API_KEY: i16 = 13;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 5;
+pub const API_KEY: ApiKey = ApiKey::LeaveGroup;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
-pub async fn handle(
-    ctx: &GroupCtx<'_>,
-    version: i16,
-    req: LeaveGroupRequest,
-) -> LeaveGroupResponse {
+super::group_common::group_entry!(LeaveGroupRequest);
+
+pub async fn serve(ctx: &GroupCtx<'_>, version: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let members: Vec<LeavingMember> = if version >= 3 {
         req.members
             .iter()

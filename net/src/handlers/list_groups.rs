@@ -6,17 +6,17 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use freshet_engine::group::{GroupCall, GroupReply};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{to_strbytes, to_string, GroupCtx};
 
-pub const API_KEY: i16 = 16;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 5;
+pub const API_KEY: ApiKey = ApiKey::ListGroups;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
-pub async fn handle(
-    ctx: &GroupCtx<'_>,
-    version: i16,
-    req: ListGroupsRequest,
-) -> ListGroupsResponse {
+super::group_common::group_entry!(ListGroupsRequest);
+
+pub async fn serve(ctx: &GroupCtx<'_>, version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = if version >= 4 {
         req.states_filter.iter().map(to_string).collect()
     } else {

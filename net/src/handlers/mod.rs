@@ -49,6 +49,21 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
+// Consumer groups (engine/src/group; shared plumbing in group_common.rs).
+mod delete_groups;
+mod describe_groups;
+mod find_coordinator;
+mod group_common;
+#[cfg(test)]
+mod group_tests;
+mod heartbeat;
+mod join_group;
+mod leave_group;
+mod list_groups;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
+mod sync_group;
 
 pub(crate) use api_versions::unsupported_version_response;
 
@@ -109,6 +124,17 @@ pub static HANDLERS: &[Handler] = &[
     entry!(offset_for_leader_epoch),
     entry!(describe_log_dirs),
     entry!(init_producer_id),
+    entry!(find_coordinator),
+    entry!(join_group),
+    entry!(sync_group),
+    entry!(heartbeat),
+    entry!(leave_group),
+    entry!(offset_commit),
+    entry!(offset_fetch),
+    entry!(list_groups),
+    entry!(describe_groups),
+    entry!(delete_groups),
+    entry!(offset_delete),
 ];
 
 /// The handler for `key`, if served.

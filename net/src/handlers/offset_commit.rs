@@ -9,13 +9,17 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use freshet_engine::group::{CommitPartition, CommitRequest, GroupCall, GroupReply};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{opt_string, to_string, GroupCtx};
 
-pub const API_KEY: i16 = 8;
-pub const MIN_VERSION: i16 = 2;
-pub const MAX_VERSION: i16 = 9;
+pub const API_KEY: ApiKey = ApiKey::OffsetCommit;
+pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 9 };
 
-pub async fn handle(
+super::group_common::group_entry!(OffsetCommitRequest);
+
+pub async fn serve(
     ctx: &GroupCtx<'_>,
     version: i16,
     req: OffsetCommitRequest,

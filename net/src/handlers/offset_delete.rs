@@ -8,13 +8,17 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use freshet_engine::group::{GroupCall, GroupReply};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{to_string, GroupCtx};
 
-pub const API_KEY: i16 = 47;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 0;
+pub const API_KEY: ApiKey = ApiKey::OffsetDelete;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
 
-pub async fn handle(
+super::group_common::group_entry!(OffsetDeleteRequest);
+
+pub async fn serve(
     ctx: &GroupCtx<'_>,
     _version: i16,
     req: OffsetDeleteRequest,

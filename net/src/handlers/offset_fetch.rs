@@ -10,11 +10,15 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 
 use freshet_engine::group::{FetchedOffset, GroupCall, GroupReply};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{to_strbytes, to_string, GroupCtx};
 
-pub const API_KEY: i16 = 9;
-pub const MIN_VERSION: i16 = 1;
-pub const MAX_VERSION: i16 = 9;
+pub const API_KEY: ApiKey = ApiKey::OffsetFetch;
+pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 9 };
+
+super::group_common::group_entry!(OffsetFetchRequest);
 
 /// Fetches one group's offsets: Ok(per partition) or a group-level error code.
 async fn fetch_group(
@@ -58,7 +62,7 @@ fn error_partitions(topics: &Option<Vec<(String, Vec<i32>)>>, code: i16) -> Vec<
         .collect()
 }
 
-pub async fn handle(
+pub async fn serve(
     ctx: &GroupCtx<'_>,
     version: i16,
     req: OffsetFetchRequest,

@@ -5,13 +5,17 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use freshet_engine::group::{GroupCall, GroupReply, SyncRequest};
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::VersionRange;
+
 use super::group_common::{opt_strbytes, opt_string, to_string, GroupCtx};
 
-pub const API_KEY: i16 = 14;
-pub const MIN_VERSION: i16 = 0;
-pub const MAX_VERSION: i16 = 5;
+pub const API_KEY: ApiKey = ApiKey::SyncGroup;
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
-pub async fn handle(ctx: &GroupCtx<'_>, version: i16, req: SyncGroupRequest) -> SyncGroupResponse {
+super::group_common::group_entry!(SyncGroupRequest);
+
+pub async fn serve(ctx: &GroupCtx<'_>, version: i16, req: SyncGroupRequest) -> SyncGroupResponse {
     let call = SyncRequest {
         group_id: to_string(&req.group_id),
         generation_id: req.generation_id,

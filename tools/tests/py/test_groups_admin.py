@@ -76,15 +76,18 @@ def test_kafka_python_admin_sees_groups_and_offsets(broker, topic_name):
             k.close()
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     try:
-        listed = {g[0] for g in admin.list_consumer_groups()}
-        assert set(groups) <= listed
+        listed = {g["group_id"]: g for g in admin.list_groups()}
+        for g in groups:
+            assert (listed[g]["protocol_type"], listed[g]["group_state"]) == ("", "Empty")
+        # One OffsetFetch for both groups (v8+, KIP-709), one with every partition (None).
+        offs = admin.list_group_offsets({groups[0]: None, groups[1]: [KpTP(topic_name, 0)]})
         for i, g in enumerate(groups):
-            offs = admin.list_consumer_group_offsets(g)
-            assert offs[KpTP(topic_name, 0)].offset == 7 + i
-            assert offs[KpTP(topic_name, 0)].metadata == "meta"
-        described = admin.describe_consumer_groups(groups)
-        assert [d.state for d in described] == ["Empty", "Empty"]
-        admin.delete_consumer_groups(groups)
-        assert not set(groups) & {g[0] for g in admin.list_consumer_groups()}
+            got = offs[g][KpTP(topic_name, 0)]
+            assert (got.offset, got.metadata) == (7 + i, "meta")
+        described = admin.describe_groups(groups)
+        assert [described[g]["group_state"] for g in groups] == ["Empty", "Empty"]
+        assert described[groups[0]]["members"] == []
+        assert admin.delete_groups(groups) == {g: "OK" for g in groups}
+        assert not set(groups) & {g["group_id"] for g in admin.list_groups()}
     finally:
         admin.close()
