@@ -61,3 +61,46 @@ def test_commit_restart_and_resume_from_committed_offsets(broker, topic_name):
         assert first == COMMIT_AT, "a new member starts at the committed offsets"
     finally:
         k.close()
+
+
+def java_hash(s):
+    """Java's String.hashCode (over UTF-16 code units, 32-bit wrapping)."""
+    b = s.encode("utf-16-be")
+    h = 0
+    for i in range(0, len(b), 2):
+        h = (31 * h + (b[i] << 8 | b[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def offsets_partition(group, partitions=16):
+    """Kafka's placement: Utils.abs(group.hashCode) % offsets.topic.num.partitions."""
+    h = java_hash(group)
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+@pytest.mark.broker_args(*GROUP_BROKER_ARGS)
+def test_offsets_in_every_offsets_partition_parity_survive_restart(broker, topic_name):
+    """Groups whose __consumer_offsets partitions are even and odd (so, with the round-robin
+    placement, owned by both cores of a 2-core broker) all come back after a restart."""
+    create_topic(broker.bootstrap, topic_name, 1)
+    base = unique_group()
+    groups = {}
+    i = 0
+    while len(groups) < 4:
+        g = f"{base}-{i}"
+        groups.setdefault(offsets_partition(g) % 4, g)
+        i += 1
+    groups = sorted(groups.values())
+    for n, g in enumerate(groups):
+        k = kafka.KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=g, enable_auto_commit=False)
+        try:
+            k.commit({KpTopicPartition(topic_name, 0): kafka.structs.OffsetAndMetadata(100 + n, "", -1)})
+        finally:
+            k.close()
+    broker.restart()
+    for n, g in enumerate(groups):
+        k = kafka.KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=g, enable_auto_commit=False)
+        try:
+            assert k.committed(KpTopicPartition(topic_name, 0)) == 100 + n, (g, offsets_partition(g))
+        finally:
+            k.close()
