@@ -246,6 +246,9 @@ async fn producer_task(
         *b = b'a' + (x % 26) as u8;
     }
     let start = Instant::now();
+    // Send times in records are wall-clock ns derived from the monotonic clock and one anchor,
+    // so each message costs a single clock read.
+    let anchor_ns = wall_ns();
     let mut sent: u64 = 0;
     let mut key_counter: u64 = index as u64;
     let mut buf = BytesMut::with_capacity(plan.message_size.max(8) * 1024);
@@ -270,7 +273,8 @@ async fn producer_task(
         if buf.capacity() < plan.message_size.max(8) {
             buf.reserve(plan.message_size.max(8) * 1024);
         }
-        buf.put_u64(wall_ns());
+        let now = Instant::now();
+        buf.put_u64(anchor_ns + now.saturating_duration_since(start).as_nanos() as u64);
         buf.put_slice(&filler[8..]);
         let value: Bytes = buf.split().freeze();
         let key = if plan.keys > 0 {
@@ -280,13 +284,14 @@ async fn producer_task(
             None
         };
         if let Err(e) = producer
-            .send(
+            .send_at(
                 &topic,
                 ProduceRecord {
                     key,
                     value: Some(value),
                     ..ProduceRecord::default()
                 },
+                now,
             )
             .await
         {

@@ -8,6 +8,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -101,8 +103,10 @@ struct TopicState {
 struct ProducerInner {
     client: Client,
     cfg: ProducerConfig,
-    topics: RefCell<HashMap<Rc<str>, TopicState>>,
-    open: RefCell<HashMap<(Rc<str>, i32), Batch>>,
+    topics: RefCell<FastMap<Rc<str>, TopicState>>,
+    open: RefCell<FastMap<(Rc<str>, i32), Batch>>,
+    /// Wall clock at `clock_anchor`, so record timestamps cost no second clock read.
+    clock_anchor: (Instant, i64),
     ready: RefCell<VecDeque<Batch>>,
     in_flight: RefCell<HashMap<i32, usize>>,
     buffered_bytes: Cell<usize>,
@@ -152,8 +156,9 @@ impl Producer {
             inner: Rc::new(ProducerInner {
                 client,
                 cfg,
-                topics: RefCell::new(HashMap::new()),
-                open: RefCell::new(HashMap::new()),
+                topics: RefCell::new(FastMap::default()),
+                open: RefCell::new(FastMap::default()),
+                clock_anchor: (Instant::now(), now_ms()),
                 ready: RefCell::new(VecDeque::new()),
                 in_flight: RefCell::new(HashMap::new()),
                 buffered_bytes: Cell::new(0),
@@ -208,6 +213,17 @@ impl Producer {
 
     /// Adds a record to its partition's batch; waits only while the buffer is full.
     pub async fn send(&self, topic: &Rc<str>, rec: ProduceRecord) -> Result<(), ClientError> {
+        self.send_at(topic, rec, Instant::now()).await
+    }
+
+    /// `send` with the caller's reading of the clock as the enqueue time (saves a clock read
+    /// per record for callers that already have one).
+    pub async fn send_at(
+        &self,
+        topic: &Rc<str>,
+        rec: ProduceRecord,
+        now: Instant,
+    ) -> Result<(), ClientError> {
         let inner = &self.inner;
         if inner.closed.get() {
             return Err(ClientError::Other("producer is closed".into()));
@@ -233,7 +249,6 @@ impl Producer {
             (None, None) => inner.topics.borrow()[topic].sticky,
         };
         let size = record_size(&rec);
-        let now = Instant::now();
         let mut record = Record {
             transactional: false,
             control: false,
@@ -243,7 +258,10 @@ impl Producer {
             timestamp_type: TimestampType::Creation,
             offset: 0,
             sequence: -1,
-            timestamp: rec.timestamp_ms.unwrap_or_else(now_ms),
+            timestamp: rec.timestamp_ms.unwrap_or_else(|| {
+                let (at, ms) = inner.clock_anchor;
+                ms + now.saturating_duration_since(at).as_millis() as i64
+            }),
             key: rec.key,
             value: rec.value,
             headers: IndexMap::new(),
