@@ -76,6 +76,5 @@ bench-storage:
 # Broker benchmarks (release build, fresh local broker): the storage benchmark, then the OMB-style
 # suite via tools/scripts/bench.sh, which rewrites the Broker section of docs/benchmarks.md.
 # BENCH_PEER=host:port also runs the suite against another broker; BENCH_DURATION=seconds.
-bench:
-	@if grep -q '^bench-storage:' Makefile; then $(MAKE) --no-print-directory bench-storage; fi
+bench: bench-storage
 	bash tools/scripts/bench.sh
