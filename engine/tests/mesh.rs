@@ -1,0 +1,138 @@
+//! Two cores joined by the channel mesh: metadata changes made on core 1 run on core 0, reach
+//! every core, and partitions are written and read through their owners from either core.
+//! Also checks that topics survive a restart with a different core count.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use freshet_engine::{new_mesh, Acks, BrokerConfig, Shard};
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+/// One uncompressed v2 batch with `n` records (no keys, 1-byte values), CRC32C filled in.
+fn batch(n: i32) -> Bytes {
+    let mut records = BytesMut::new();
+    for i in 0..n {
+        // length, attributes, ts delta, offset delta, key len -1, value len 1, value, 0 headers
+        let body = [0u8, 0, (i as u8) << 1, 1, 2, b'x', 0];
+        records.put_u8((body.len() as u8) << 1);
+        records.put_slice(&body);
+    }
+    let mut b = BytesMut::new();
+    b.put_i64(0); // base offset
+    b.put_i32((49 + records.len()) as i32); // batch length
+    b.put_i32(0); // leader epoch
+    b.put_i8(2); // magic
+    b.put_u32(0); // crc placeholder
+    b.put_i16(0); // attributes
+    b.put_i32(n - 1); // last offset delta
+    b.put_i64(1_700_000_000_000); // base timestamp
+    b.put_i64(1_700_000_000_000); // max timestamp
+    b.put_i64(-1); // producer id
+    b.put_i16(-1); // producer epoch
+    b.put_i32(-1); // base sequence
+    b.put_i32(n); // records count
+    b.put_slice(&records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+fn run_cores<F, Fut>(cores: usize, data_dir: std::path::PathBuf, body: F)
+where
+    F: FnOnce(std::rc::Rc<Shard>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let mut cfg = BrokerConfig::new(data_dir, "127.0.0.1:0".into(), 0, cores);
+    cfg.num_partitions = 1;
+    let mesh = new_mesh(cores, 64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let results = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(cores))
+        .on_all_shards(move || async move {
+            let shard = Shard::start(cfg, mesh, freshet_engine::system_clock(), stop)
+                .await
+                .expect("shard starts");
+            body(shard.clone()).await;
+            shard.close_partitions().await;
+        })
+        .unwrap()
+        .join_all();
+    for r in results {
+        r.expect("core ran to completion");
+    }
+}
+
+#[test]
+fn topics_created_on_any_core_are_served_by_their_owners_and_survive_restart() {
+    let dir = std::env::temp_dir().join(format!("freshet-mesh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    run_cores(2, dir.clone(), |shard| async move {
+        if shard.core() == 1 {
+            let t = shard
+                .create_topic("orders".into(), 4, vec![])
+                .await
+                .expect("created via core 0");
+            assert_eq!(t.partitions, 4);
+            // Every core has applied the change before create_topic returned.
+            for c in 0..2 {
+                let seen = shard
+                    .invoke_on(c, |s| async move { s.metadata().topic("orders").is_some() })
+                    .await
+                    .unwrap();
+                assert!(seen, "core {c} has the topic");
+            }
+            // Write every partition from core 1 through its owner, acks=all.
+            for p in 0..4 {
+                let owner = shard.owner_of("orders", p);
+                let out = shard
+                    .invoke_on(owner, move |s| async move {
+                        s.local_replicate("orders", p, batch(p + 1), Acks::All)
+                            .await
+                    })
+                    .await
+                    .unwrap()
+                    .expect("appended");
+                assert_eq!(out.base_offset, 0);
+                assert_eq!(out.last_offset, p as i64);
+            }
+            assert!(shard
+                .create_topic("orders".into(), 1, vec![])
+                .await
+                .is_err());
+            // Tell core 0 we are done (it serves our calls until then).
+            shard
+                .invoke_on(0, |s| async move {
+                    s.extension(|| std::cell::Cell::new(false)).set(true)
+                })
+                .await
+                .unwrap();
+        } else {
+            let done = shard.extension(|| std::cell::Cell::new(false));
+            for _ in 0..1000 {
+                if done.get() {
+                    break;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(done.get(), "core 1 finished within 10 s");
+        }
+    });
+    // Restart with one core: metadata and data are back.
+    run_cores(1, dir.clone(), |shard| async move {
+        let t = shard
+            .metadata()
+            .topic("orders")
+            .cloned()
+            .expect("persisted");
+        assert_eq!(t.partitions, 4);
+        for p in 0..4 {
+            let d = shard
+                .local_read("orders", p, 0, 1 << 20)
+                .await
+                .expect("readable");
+            assert_eq!(d.offsets.high_watermark, p as i64 + 1);
+            assert_eq!(d.records.len(), batch(p + 1).len());
+        }
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
