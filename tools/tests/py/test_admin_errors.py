@@ -450,3 +450,18 @@ def test_flush_configs_apply_to_live_partitions_on_both_cores(broker, topic_name
     res = ConfigResource(ResourceType.TOPIC, topic_name)
     entries = admin.describe_configs([res])[res].result(TIMEOUT_S)
     assert (entries["flush.ms"].value, entries["flush.messages"].value) == ("0", "1000000")
+
+
+def test_internal_topics_cannot_be_deleted_or_repartitioned(broker):
+    """The group coordinator places groups by __consumer_offsets' partition count: deleting the
+    topic or changing that count is refused with POLICY_VIOLATION."""
+    admin = cf_admin(broker)
+    if "__consumer_offsets" not in admin.list_topics(timeout=TIMEOUT_S).topics:
+        pytest.skip("this build does not create __consumer_offsets at start")
+    n = len(admin.list_topics(topic="__consumer_offsets", timeout=TIMEOUT_S).topics["__consumer_offsets"].partitions)
+    fut = admin.delete_topics(["__consumer_offsets"])["__consumer_offsets"]
+    assert error_code(fut) == confluent_kafka.KafkaError.POLICY_VIOLATION
+    fut = admin.create_partitions([NewPartitions("__consumer_offsets", n + 1)])["__consumer_offsets"]
+    assert error_code(fut) == confluent_kafka.KafkaError.POLICY_VIOLATION
+    md = admin.list_topics(topic="__consumer_offsets", timeout=TIMEOUT_S)
+    assert len(md.topics["__consumer_offsets"].partitions) == n
