@@ -7,7 +7,7 @@ revocation callbacks are written too. The member stops when --stop-file appears:
 consumer (a dynamic member sends LeaveGroup) and writes {"ev": "closed"}. SIGKILL stops it
 without leaving, like a crash.
 
-Output lines: {"ev": "assign"|"revoke", "parts": [...], "t": ms}, {"ev": "rec", "p": .., "o": ..},
+Output lines: {"ev": "assign"|"revoke", "parts": [...], "incremental": bool, "t": ms}, {"ev": "rec", "p": .., "o": ..},
 {"ev": "commit"}, {"ev": "closed"}, {"ev": "error", "msg": ...}.
 """
 
@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--max-poll-ms", type=int, default=10000)
     ap.add_argument("--instance-id", default=None)
     ap.add_argument("--client-id", default="group-member")
+    ap.add_argument("--strategy", default=None, help="partition.assignment.strategy (librdkafka)")
     args = ap.parse_args()
     out = open(args.out, "a", buffering=1)
 
@@ -62,10 +63,15 @@ def run_confluent(args, emit):
     }
     if args.instance_id:
         conf["group.instance.id"] = args.instance_id
+    if args.strategy:
+        conf["partition.assignment.strategy"] = args.strategy
     c = confluent_kafka.Consumer(conf)
 
+    # With cooperative-sticky, callbacks carry only the partitions added or removed.
+    incremental = args.strategy == "cooperative-sticky"
+
     def on_assign(consumer, parts):
-        emit(ev="assign", parts=sorted(p.partition for p in parts))
+        emit(ev="assign", parts=sorted(p.partition for p in parts), incremental=incremental)
 
     def on_revoke(consumer, parts):
         emit(ev="revoke", parts=sorted(p.partition for p in parts))

@@ -17,7 +17,8 @@ GROUP_BROKER_ARGS = ("--group-initial-rebalance-delay-ms", "0", "--group-min-ses
 class Member:
     """A group_member.py subprocess; `events()` reads what it wrote so far."""
 
-    def __init__(self, name, client, bootstrap, group, topic, session_ms=3000, instance_id=None, workdir=None):
+    def __init__(self, name, client, bootstrap, group, topic, session_ms=3000, instance_id=None, workdir=None,
+                 strategy=None):
         self.name = name
         self.workdir = workdir or tempfile.mkdtemp(prefix=f"member-{name}-")
         self.out = os.path.join(self.workdir, f"{name}.jsonl")
@@ -28,6 +29,8 @@ class Member:
                      self.stop_file, "--session-ms", str(session_ms), "--client-id", f"member-{name}"]
         if instance_id:
             self.args += ["--instance-id", instance_id]
+        if strategy:
+            self.args += ["--strategy", strategy]
         self.proc = None
 
     def start(self):
@@ -39,7 +42,8 @@ class Member:
     def leave(self, timeout_s=20):
         """Graceful stop: the client closes (LeaveGroup for a dynamic member)."""
         open(self.stop_file, "w").close()
-        self.proc.wait(timeout_s)
+        code = self.proc.wait(timeout_s)
+        assert code == 0, f"member {self.name} exited with {code}:\n{self.log_tail()}"
 
     def kill(self):
         """SIGKILL: the member disappears without leaving."""
@@ -57,11 +61,11 @@ class Member:
             return []
 
     def assignment(self):
-        """The partitions this member owns now (eager protocol: assign after revoke)."""
+        """The partitions this member owns now (eager: each assign replaces; cooperative: adds)."""
         owned = set()
         for e in self.events():
             if e["ev"] == "assign":
-                owned = set(e["parts"])
+                owned = owned | set(e["parts"]) if e.get("incremental") else set(e["parts"])
             elif e["ev"] == "revoke":
                 owned -= set(e["parts"])
         return owned

@@ -19,15 +19,24 @@ PARTITIONS = 6
 SESSION_MS = 3000
 
 
+# Mixed clients share the default eager assignors (range, roundrobin); librdkafka alone also
+# runs sticky and the incremental cooperative-sticky protocol over the same broker APIs.
+SCENARIOS = {
+    "mixed-range": (("confluent", None), ("confluent", None), ("kafka-python", None)),
+    "librdkafka-cooperative-sticky": (("confluent", "cooperative-sticky"),) * 3,
+    "librdkafka-roundrobin": (("confluent", "roundrobin"),) * 3,
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.broker_args(*GROUP_BROKER_ARGS)
-def test_three_members_share_partitions_and_survivor_takes_over_after_leave_and_kill(broker, topic_name):
+def test_three_members_share_partitions_and_survivor_takes_over_after_leave_and_kill(broker, topic_name, scenario):
     create_topic(broker.bootstrap, topic_name, PARTITIONS)
     produced = produce_spread(broker.bootstrap, topic_name, PARTITIONS, 20, "before")
     group = unique_group()
     members = [
-        Member("leaver", "confluent", broker.bootstrap, group, topic_name, SESSION_MS),
-        Member("survivor", "confluent", broker.bootstrap, group, topic_name, SESSION_MS),
-        Member("crasher", "kafka-python", broker.bootstrap, group, topic_name, SESSION_MS),
+        Member(name, client, broker.bootstrap, group, topic_name, SESSION_MS, strategy=strategy)
+        for name, (client, strategy) in zip(("leaver", "survivor", "crasher"), SCENARIOS[scenario])
     ]
     leaver, survivor, crasher = members
     try:
