@@ -14,6 +14,9 @@ use super::{ensure_topic, topic_name, uuid_of, HandlerFuture, RequestContext};
 pub const API_KEY: ApiKey = ApiKey::Produce;
 pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
 
+/// Topics clients may not produce to (Kafka refuses them with INVALID_TOPIC_EXCEPTION).
+const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// One partition's slice of the request, routed to its owning core.
 struct Item {
     slot: (usize, usize),
@@ -57,6 +60,10 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                 let topic = match (&resolved, acks) {
                     (_, None) => Err(code::INVALID_REQUIRED_ACKS),
                     (Err(e), _) => Err(*e),
+                    // Internal topics are written by the broker only (group state).
+                    (Ok(t), _) if INTERNAL_TOPICS.contains(&t.name.as_str()) => {
+                        Err(code::INVALID_TOPIC_EXCEPTION)
+                    }
                     (Ok(t), _) if pd.index < 0 || pd.index >= t.partitions => {
                         Err(code::UNKNOWN_TOPIC_OR_PARTITION)
                     }
