@@ -446,13 +446,15 @@ pub(crate) fn describe_broker_config(cfg: &BrokerConfig) -> Vec<DescribedConfig>
     out
 }
 
-/// Keeps only the configs named in `keys` (DescribeConfigs' configuration_keys; `None` = all).
+/// Keeps only the configs named in `keys` (DescribeConfigs' configuration_keys; null or empty
+/// means all, as Kafka's `ConfigHelper` reads it).
 pub(crate) fn filter_keys(
     configs: Vec<DescribedConfig>,
     keys: Option<&[StrBytes]>,
 ) -> Vec<DescribedConfig> {
     match keys {
         None => configs,
+        Some([]) => configs,
         Some(keys) => configs
             .into_iter()
             .filter(|c| keys.iter().any(|k| k.as_str() == c.name))
@@ -763,6 +765,16 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(names, sorted, "sorted, no duplicates");
+    }
+
+    #[test]
+    fn configuration_keys_filter_null_or_empty_means_all() {
+        let all = describe_topic_config(&TopicConfig::default(), &TopicConfig::default());
+        assert_eq!(filter_keys(all.clone(), None), all);
+        assert_eq!(filter_keys(all.clone(), Some(&[])), all);
+        let some = filter_keys(all, Some(&[sb("retention.ms"), sb("no.such")]));
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[0].name, "retention.ms");
     }
 
     #[test]
