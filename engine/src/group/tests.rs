@@ -1131,3 +1131,53 @@ fn describe_and_list_report_what_admin_tools_need() {
     assert!(h.c.list_groups(&["Empty".into()], &[]).is_empty());
     assert_eq!(h.c.list_groups(&["stable".into()], &[]).len(), 1);
 }
+
+#[test]
+fn kip814_returning_static_leader_gets_members_and_skip_assignment_without_rebalance() {
+    let mut h = Harness::new(0);
+    let wa = static_join(&mut h, "", "inst-a");
+    h.advance(0);
+    let a = h.take_join(wa).unwrap().member_id;
+    let wb = static_join(&mut h, "", "inst-b");
+    let wa2 = static_join(&mut h, &a, "inst-a");
+    let b = h.take_join(wb).unwrap().member_id;
+    assert_eq!(
+        h.take_join(wa2).unwrap().leader,
+        a,
+        "the first member leads"
+    );
+    let s = h.sync_static(&a, Some("inst-a"), 2, &[(&a, "pa"), (&b, "pb")]);
+    h.take_sync(s).unwrap();
+    assert_eq!(h.generation(), 2);
+    // The leader's process restarts (JoinGroup v9: it can be told to skip assignment).
+    let w = static_join(&mut h, "", "inst-a");
+    let r = h.take_join(w).expect("answered at once");
+    assert_eq!(r.generation_id, 2, "no rebalance");
+    assert!(r.skip_assignment);
+    assert_eq!(
+        r.leader, r.member_id,
+        "leadership moves to the new member id"
+    );
+    assert_eq!(
+        r.members.len(),
+        2,
+        "the leader still sees every member's metadata"
+    );
+    // An older client (before v9) cannot be told to skip; its assignment is ignored in Stable.
+    let mut old = Harness::join_req("", Some("inst-a"), &[("range", subscription(&["t"]))]);
+    old.supports_skip_assignment = false;
+    let w = h.send_join(old);
+    let r2 = h.take_join(w).expect("answered at once");
+    assert_eq!(r2.generation_id, 2);
+    let s = h.sync_static(
+        &r2.member_id,
+        Some("inst-a"),
+        2,
+        &[(&r2.member_id, "ignored")],
+    );
+    assert_eq!(
+        h.take_sync(s).unwrap().assignment,
+        Bytes::from_static(b"pa")
+    );
+    assert_eq!(h.state(), GroupState::Stable);
+}
