@@ -179,9 +179,17 @@ impl Shard {
             );
             shard.broadcast(snap).await;
         } else {
+            // Wait for core 0's first snapshot; give up if the process is stopping (core 0
+            // failed to start, e.g. a corrupt metadata file).
             while !shard.metadata_initialized.get() {
+                if shard.stopping() {
+                    return Err(TopicError::ShuttingDown);
+                }
                 let seen = shard.metadata_changed.generation();
-                shard.metadata_changed.wait(seen).await;
+                futures_lite::future::or(shard.metadata_changed.wait(seen), async {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                })
+                .await;
             }
         }
         glommio::spawn_local(Shard::retention_task(Rc::downgrade(&shard))).detach();

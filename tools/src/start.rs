@@ -223,7 +223,7 @@ fn wait_for_stop_signal(set: &libc::sigset_t) -> i32 {
 /// What a core reports to the main thread.
 enum CoreEvent {
     Ready,
-    Failed(usize, String),
+    Failed(String),
 }
 
 /// Runs the broker until SIGINT/SIGTERM; returns the process exit code.
@@ -283,7 +283,7 @@ pub fn run(args: StartArgs) -> i32 {
             {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = events.send(CoreEvent::Failed(usize::MAX, e.to_string()));
+                    let _ = events.send(CoreEvent::Failed(format!("a core failed to start: {e}")));
                     core_stop.store(true, Ordering::Relaxed);
                     return;
                 }
@@ -293,7 +293,7 @@ pub fn run(args: StartArgs) -> i32 {
             let server = match freshet_net::server::Server::bind(shard.clone()) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = events.send(CoreEvent::Failed(core, format!("bind: {e}")));
+                    let _ = events.send(CoreEvent::Failed(format!("core {core} cannot bind: {e}")));
                     core_stop.store(true, Ordering::Relaxed);
                     shard.close_partitions().await;
                     return;
@@ -316,8 +316,8 @@ pub fn run(args: StartArgs) -> i32 {
     while ready < cores {
         match events_rx.recv() {
             Ok(CoreEvent::Ready) => ready += 1,
-            Ok(CoreEvent::Failed(core, e)) => {
-                eprintln!("freshet: core {core} failed to start: {e}");
+            Ok(CoreEvent::Failed(e)) => {
+                eprintln!("freshet: {e}");
                 failed = true;
                 break;
             }
