@@ -71,7 +71,8 @@ impl BatchHeader {
     }
     /// Last offset in the batch.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
     /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
     pub fn compression(&self) -> i16 {
@@ -273,20 +274,31 @@ pub fn first_record_at_or_after(batch: &[u8], ts_ms: i64) -> Option<(i64, i64)> 
     if h.compression() != 0 || h.is_log_append_time() {
         return Some((h.base_offset, h.max_timestamp));
     }
+    // Records are client bytes the broker never validated: anything malformed falls back to
+    // the batch-level answer instead of failing or overflowing.
+    let batch_level = Some((h.base_offset, h.max_timestamp));
     let end = h.size_bytes().min(batch.len());
     let mut at = BATCH_HEADER_BYTES;
-    for _ in 0..h.records_count {
-        let len = read_varint(batch, &mut at)?;
+    for _ in 0..h.records_count.max(0) {
+        let Some(len) = read_varint(batch, &mut at) else {
+            return batch_level;
+        };
         let start = at;
-        if len < 0 || start + len as usize > end {
-            return None;
+        if len < 0 || start > end || len as u64 > (end - start) as u64 {
+            return batch_level;
         }
         let mut p = start + 1; // attributes int8
-        let ts_delta = read_varint(batch, &mut p)?;
-        let off_delta = read_varint(batch, &mut p)?;
+        let (Some(ts_delta), Some(off_delta)) =
+            (read_varint(batch, &mut p), read_varint(batch, &mut p))
+        else {
+            return batch_level;
+        };
+        if !(0..=h.last_offset_delta as i64).contains(&off_delta) {
+            return batch_level;
+        }
         let ts = h.base_timestamp.wrapping_add(ts_delta);
         if ts >= ts_ms {
-            return Some((h.base_offset + off_delta, ts));
+            return Some((h.base_offset.saturating_add(off_delta), ts));
         }
         at = start + len as usize;
     }
@@ -343,4 +355,110 @@ pub fn build_batch(records: usize, value_bytes: usize, base_ts: i64, fill: u8) -
     let crc = batch_crc(&b);
     b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::sim::SplitMix64;
+
+    #[test]
+    fn built_batches_validate_and_parse_back() {
+        let mut rng = SplitMix64::new(1);
+        for _ in 0..200 {
+            let n = 1 + rng.below(20) as usize;
+            let v = rng.below(3000) as usize;
+            let ts = rng.below(1 << 40) as i64;
+            let b = build_batch(n, v, ts, rng.below(256) as u8);
+            let h = validate_batch(&b).expect("valid");
+            assert_eq!(h.size_bytes(), b.len());
+            assert_eq!(h.records_count as usize, n);
+            assert_eq!(h.last_offset_delta as usize, n - 1);
+            assert_eq!(h.base_timestamp, ts);
+            assert_eq!(h.max_timestamp, ts + n as i64 - 1);
+            assert_eq!(h.magic, 2);
+        }
+    }
+
+    /// Every single-bit flip in the CRC-covered part (attributes..end) or in the CRC itself is
+    /// refused (CRC32C detects all 1-bit errors); flips in batchLength and magic are refused
+    /// by the framing checks. baseOffset and partitionLeaderEpoch are outside the CRC by
+    /// Kafka's design (the broker rewrites them).
+    #[test]
+    fn every_single_bit_flip_outside_broker_fields_is_refused() {
+        let b = build_batch(3, 40, 1000, 9);
+        for byte in 0..b.len() {
+            if byte < OFF_BATCH_LENGTH || (OFF_LEADER_EPOCH..OFF_MAGIC).contains(&byte) {
+                continue;
+            }
+            for bit in 0..8 {
+                let mut m = b.clone();
+                m[byte] ^= 1 << bit;
+                assert!(
+                    validate_batch(&m).is_err(),
+                    "flip of bit {bit} in byte {byte} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn concatenated_batches_are_split_and_each_checked() {
+        let a = build_batch(2, 10, 0, 1);
+        let b = build_batch(5, 100, 0, 2);
+        let mut both = a.clone();
+        both.extend_from_slice(&b);
+        let hs = validate_batches(&both, 1 << 20).unwrap();
+        assert_eq!(hs.len(), 2);
+        assert_eq!(hs[1].0, a.len());
+        assert_eq!(hs[1].1.records_count, 5);
+        // trailing garbage shorter than a header is corrupt, not ignored
+        both.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(
+            validate_batches(&both, 1 << 20)
+                .unwrap_err()
+                .kafka_error_code(),
+            2
+        );
+        // the limit applies per batch (max.message.bytes)
+        let e = validate_batches(&b, 100).unwrap_err();
+        assert_eq!(e.kafka_error_code(), 10);
+    }
+
+    #[test]
+    fn inconsistent_counts_are_invalid_record() {
+        let mut b = build_batch(3, 10, 0, 1);
+        b[OFF_LAST_OFFSET_DELTA + 3] = 5; // lastOffsetDelta 5 with 3 records
+        let crc = batch_crc(&b);
+        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(validate_batch(&b).unwrap_err().kafka_error_code(), 87);
+    }
+
+    #[test]
+    fn log_append_time_stamping_keeps_the_crc_valid() {
+        let b = build_batch(4, 50, 1000, 3);
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        head.copy_from_slice(&b[..BATCH_HEADER_BYTES]);
+        stamp_header(&mut head, 77, 5, Some(123_456), &b[BATCH_HEADER_BYTES..]);
+        let mut out = head.to_vec();
+        out.extend_from_slice(&b[BATCH_HEADER_BYTES..]);
+        let h = validate_batch(&out).expect("stamped batch is valid");
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (77, 5));
+        assert!(h.is_log_append_time());
+        assert_eq!((h.base_timestamp, h.max_timestamp), (123_456, 123_456));
+        // CreateTime stamping leaves the client's CRC as is
+        let mut head2 = [0u8; BATCH_HEADER_BYTES];
+        head2.copy_from_slice(&b[..BATCH_HEADER_BYTES]);
+        stamp_header(&mut head2, 9, 9, None, &b[BATCH_HEADER_BYTES..]);
+        assert_eq!(head2[OFF_CRC..OFF_CRC + 4], b[OFF_CRC..OFF_CRC + 4]);
+    }
+
+    #[test]
+    fn record_timestamps_are_found_inside_uncompressed_batches() {
+        let mut b = build_batch(5, 10, 100, 0); // record i has ts 100 + i, offset delta i
+        b[..8].copy_from_slice(&50i64.to_be_bytes());
+        assert_eq!(first_record_at_or_after(&b, 0), Some((50, 100)));
+        assert_eq!(first_record_at_or_after(&b, 103), Some((53, 103)));
+        assert_eq!(first_record_at_or_after(&b, 105), None);
+    }
 }

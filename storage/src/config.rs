@@ -103,3 +103,32 @@ impl Default for LogConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_policy_mirrors_kafka_flush_messages_and_flush_ms() {
+        assert!(FlushPolicy::EveryAppend.should_flush(1, 1, 0));
+        assert!(
+            !FlushPolicy::EveryAppend.should_flush(0, 0, 10_000),
+            "nothing pending"
+        );
+        let p = FlushPolicy::Threshold {
+            bytes: Some(1000),
+            messages: Some(10),
+            interval_ms: Some(50),
+        };
+        assert!(!p.should_flush(999, 9, 49));
+        assert!(p.should_flush(1000, 0, 0));
+        assert!(p.should_flush(1, 10, 0));
+        assert!(p.should_flush(1, 1, 50));
+        let never = FlushPolicy::Threshold {
+            bytes: None,
+            messages: None,
+            interval_ms: None,
+        };
+        assert!(!never.should_flush(u64::MAX, u64::MAX, u64::MAX));
+    }
+}

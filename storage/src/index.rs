@@ -305,21 +305,24 @@ pub(crate) async fn read_small_file<D: Disk>(
     Ok(Some(b.slice(..(size as usize).min(b.len()))))
 }
 
-/// Writes a small file durably: content padded to the alignment, `fdatasync`. With
-/// `atomic`, through `<name>.tmp` and a rename, then a directory sync.
+/// Writes a small file, content padded to the alignment. With `durable`: through
+/// `<name>.tmp`, fdatasync, rename and a directory sync (checkpoints). Without: in place and
+/// unsynced (segment indexes: a lost or torn one fails its CRC and is rebuilt by a scan; one
+/// is only written after its segment's data is durable, and removed before its name is
+/// reused, so a surviving index is never ahead of or about other data).
 pub(crate) async fn write_small_file<D: Disk>(
     disk: &D,
     dir: &Path,
     name: &str,
     content: &[u8],
-    atomic: bool,
+    durable: bool,
 ) -> io::Result<()> {
     assert!(
         (content.len() as u64).is_multiple_of(crate::disk::ALIGN),
         "small files are written padded"
     );
     let target = dir.join(name);
-    let path = if atomic {
+    let path = if durable {
         dir.join(format!("{name}.tmp"))
     } else {
         target.clone()
@@ -330,10 +333,112 @@ pub(crate) async fn write_small_file<D: Disk>(
     buf.as_mut_slice().copy_from_slice(content);
     f.write_at(buf, 0).await?;
     f.truncate(content.len() as u64).await?;
+    if !durable {
+        return Ok(());
+    }
     f.fdatasync().await?;
     drop(f);
-    if atomic {
-        disk.rename(&path, &target).await?;
-    }
+    disk.rename(&path, &target).await?;
     disk.sync_dir(dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::sim::SplitMix64;
+
+    /// Property (seeded): for random batch sizes and intervals, the position the index gives
+    /// for any offset is the start of a batch at or before the one holding it, and the scan
+    /// from there to it covers less than one interval plus one batch.
+    #[test]
+    fn offset_lookup_is_a_short_scan_from_a_batch_start() {
+        let mut rng = SplitMix64::new(7);
+        for _ in 0..100 {
+            let interval = [128u32, 1024, 4096][rng.below(3) as usize];
+            let mut idx = SegmentIndex::new();
+            let mut batches = Vec::new(); // (rel base, count, pos, size)
+            let (mut rel, mut pos) = (0u32, 0u32);
+            for _ in 0..(1 + rng.below(300)) {
+                let count = 1 + rng.below(5) as u32;
+                let size = 61 + rng.below(3000) as u32;
+                idx.on_batch(rel, pos, size as u64, rng.below(1000) as i64, interval);
+                batches.push((rel, count, pos, size));
+                rel += count;
+                pos += size;
+            }
+            let biggest = batches.iter().map(|b| b.3).max().unwrap();
+            for &(b_rel, count, b_pos, _) in &batches {
+                for o in b_rel..b_rel + count {
+                    let start = idx.position_for_offset(o);
+                    assert!(start <= b_pos, "lookup starts after the batch");
+                    assert!(
+                        batches.iter().any(|b| b.2 == start),
+                        "lookup lands on a batch start"
+                    );
+                    assert!(b_pos - start < interval + biggest, "scan is short");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn time_lookup_never_skips_a_qualifying_batch() {
+        let mut rng = SplitMix64::new(8);
+        for _ in 0..100 {
+            let mut idx = SegmentIndex::new();
+            let mut batches = Vec::new(); // (pos, max_ts)
+            let mut pos = 0u32;
+            for i in 0..(1 + rng.below(200)) {
+                let ts = rng.below(10_000) as i64;
+                idx.on_batch(i as u32, pos, 500, ts, 1024);
+                batches.push((pos, ts));
+                pos += 500;
+            }
+            for _ in 0..50 {
+                let t = rng.below(11_000) as i64;
+                let start = idx.position_for_timestamp(t);
+                if let Some(first) = batches.iter().find(|b| b.1 >= t) {
+                    assert!(
+                        start <= first.0,
+                        "time lookup skipped the first batch with ts >= {t}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn index_files_round_trip_and_damage_is_detected() {
+        let mut idx = SegmentIndex::new();
+        for i in 0..100u32 {
+            idx.on_batch(i * 3, i * 700, 700, i as i64 * 10, 1000);
+        }
+        let s = SegmentSummary {
+            base_offset: 500,
+            size_bytes: 70_000,
+            next_offset: 800,
+            max_timestamp: 990,
+            offset_of_max_timestamp: 799,
+        };
+        let o = encode_offset_index(&s, &idx);
+        let t = encode_time_index(500, &idx);
+        assert_eq!(o.len() % 4096, 0);
+        let (s2, idx2) = decode_indexes(500, &o, &t).expect("round trip");
+        assert_eq!(s2, s);
+        assert_eq!(idx2.offsets, idx.offsets);
+        assert_eq!(idx2.times, idx.times);
+        assert!(decode_indexes(501, &o, &t).is_none(), "wrong base offset");
+        let mut bad = o.clone();
+        bad[70] ^= 1;
+        assert!(decode_indexes(500, &bad, &t).is_none(), "flipped entry bit");
+        let mut badt = t.clone();
+        badt[30] ^= 4;
+        assert!(
+            decode_indexes(500, &o, &badt).is_none(),
+            "flipped time entry bit"
+        );
+        assert_eq!(decode_log_start(&encode_log_start(42)), Some(42));
+        let e = vec![(1, 0), (3, 10), (7, 99)];
+        assert_eq!(decode_epochs(&encode_epochs(&e)), Some(e));
+    }
 }

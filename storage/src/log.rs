@@ -24,6 +24,8 @@ const LOG_START_FILE: &str = "log-start-offset.checkpoint";
 const EPOCH_FILE: &str = "leader-epoch.checkpoint";
 /// Largest segment (index positions are u32; Kafka's segment.bytes is an int).
 const SEGMENT_BYTES_CAP: u64 = i32::MAX as u64;
+/// A chunk holding at most this much is moved to a bigger buffer rather than split a batch.
+const GROW_COPY_BYTES_MAX: usize = 64 << 10;
 /// Reads during recovery scans are this large.
 const SCAN_READ_BYTES: usize = 1 << 20;
 
@@ -158,6 +160,11 @@ struct State<D: Disk> {
 /// borrow is held across an `.await`. Appends are serialised by an async mutex, disk
 /// rounds (write-out and fdatasync) by another; concurrent `flush()` callers share rounds.
 /// The log starts no tasks of its own: the engine drives flush policy and retention.
+///
+/// ```compile_fail
+/// fn owned_by_one_core<T: Send>() {}
+/// owned_by_one_core::<freshet_storage::Log<freshet_storage::SimDisk>>();
+/// ```
 pub struct Log<D: Disk = DmaDisk> {
     disk: D,
     dir: PathBuf,
@@ -851,6 +858,18 @@ impl<D: Disk> Log<D> {
                 (seg.base_offset, seg.file.clone(), seg.size_bytes)
             };
             let mut file_pos = pos;
+            // A batch that does not fit the current chunk, when that chunk holds little (such
+            // as only the partial page kept from the last write): move it into a buffer big
+            // enough for the whole batch, so the batch goes to disk in one write.
+            if let Some(c) = st.chunks.back_mut() {
+                let cap = c.buf.as_slice().len();
+                if c.seg_base == seg_base && cap - c.len < size && c.len <= GROW_COPY_BYTES_MAX {
+                    let new_cap = align_up((c.len + size) as u64).max(chunk_cap as u64) as usize;
+                    let mut nb = self.disk.alloc_buf(new_cap);
+                    nb.as_mut_slice()[..c.len].copy_from_slice(&c.buf.as_slice()[..c.len]);
+                    c.buf = nb;
+                }
+            }
             for part in [&head[..], &body[..]] {
                 let mut rest = part;
                 while !rest.is_empty() {
@@ -863,11 +882,13 @@ impl<D: Disk> Log<D> {
                             file_pos.is_multiple_of(ALIGN),
                             "a new write chunk must start page-aligned (segment {seg_base}, position {file_pos})"
                         );
+                        let batch_rest = size as u64 - (file_pos - pos);
+                        let cap = align_up(batch_rest).max(chunk_cap as u64) as usize;
                         st.chunks.push_back(Chunk {
                             seg_base,
                             file: seg_file.clone(),
                             pos: file_pos,
-                            buf: self.disk.alloc_buf(chunk_cap),
+                            buf: self.disk.alloc_buf(cap),
                             len: 0,
                             dirty: false,
                         });
