@@ -2,7 +2,8 @@
 //! offset (-1: the high watermark) on the partition's owning core (one mesh call per core) and
 //! answers the new low watermark. Whole segments below it are deleted; the new start is
 //! persisted, so it survives a restart. Offsets above the high watermark (or negative other
-//! than -1) get OFFSET_OUT_OF_RANGE; unknown partitions UNKNOWN_TOPIC_OR_PARTITION.
+//! than -1) get OFFSET_OUT_OF_RANGE; unknown partitions UNKNOWN_TOPIC_OR_PARTITION; internal
+//! topics (`__consumer_offsets`: group state) INVALID_TOPIC_EXCEPTION, as in Kafka.
 
 use std::rc::Rc;
 
@@ -14,7 +15,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use super::admin_common::{on_owning_cores, StepFuture};
+use super::admin_common::{is_internal_topic, on_owning_cores, StepFuture};
 use super::{HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::DeleteRecords;
@@ -56,6 +57,10 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1);
                 match meta {
+                    // Kafka: "Cannot delete records of internal topic" (group state lives there).
+                    Some(_) if is_internal_topic(name) => {
+                        pr.error_code = code::INVALID_TOPIC_EXCEPTION
+                    }
                     Some(m) if p.partition_index >= 0 && p.partition_index < m.partitions => {
                         slots.push((ti, pi));
                         work.push((name.to_string(), p.partition_index, p.offset));

@@ -26,6 +26,7 @@ API_OFFSET_FOR_LEADER_EPOCH = 23
 ERR_OFFSET_OUT_OF_RANGE = 1
 ERR_UNKNOWN_TOPIC_OR_PARTITION = 3
 ERR_MESSAGE_TOO_LARGE = 10
+ERR_INVALID_TOPIC_EXCEPTION = 17
 ERR_INVALID_REQUEST = 42
 ERR_FENCED_LEADER_EPOCH = 74
 ERR_UNKNOWN_LEADER_EPOCH = 75
@@ -453,8 +454,9 @@ def test_flush_configs_apply_to_live_partitions_on_both_cores(broker, topic_name
 
 
 def test_internal_topics_cannot_be_deleted_or_repartitioned(broker):
-    """The group coordinator places groups by __consumer_offsets' partition count: deleting the
-    topic or changing that count is refused with POLICY_VIOLATION."""
+    """The group coordinator places groups by __consumer_offsets' partition count and replays its
+    records: deleting the topic or changing that count is refused with POLICY_VIOLATION, deleting
+    its records with INVALID_TOPIC_EXCEPTION (as Kafka's ReplicaManager.deleteRecords)."""
     admin = cf_admin(broker)
     if "__consumer_offsets" not in admin.list_topics(timeout=TIMEOUT_S).topics:
         pytest.skip("this build does not create __consumer_offsets at start")
@@ -465,3 +467,6 @@ def test_internal_topics_cannot_be_deleted_or_repartitioned(broker):
     assert error_code(fut) == confluent_kafka.KafkaError.POLICY_VIOLATION
     md = admin.list_topics(topic="__consumer_offsets", timeout=TIMEOUT_S)
     assert len(md.topics["__consumer_offsets"].partitions) == n
+    # Kafka refuses DeleteRecords on internal topics too (INVALID_TOPIC_EXCEPTION).
+    with kwire.connect(broker.addr) as s:
+        assert delete_records_v1(s, 1, "__consumer_offsets", [(0, -1)]) == [(0, -1, ERR_INVALID_TOPIC_EXCEPTION)]
