@@ -66,10 +66,14 @@ fn panel(svg: &mut String, y0: f64, title: &str, unit: &str, t_max: f64, series:
         let t = t_max * i as f64 / 6.0;
         let _ = writeln!(
             svg,
-            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{:.0}s</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}s</text>"#,
             x(t),
             y0 + PANEL_H + 16.0,
-            t
+            if t_max < 12.0 {
+                format!("{t:.1}")
+            } else {
+                format!("{t:.0}")
+            }
         );
     }
     let _ = writeln!(
@@ -118,7 +122,9 @@ fn panel(svg: &mut String, y0: f64, title: &str, unit: &str, t_max: f64, series:
 }
 
 fn fmt_val(v: f64) -> String {
-    if v >= 1_000_000.0 {
+    if v == 0.0 {
+        "0".to_string()
+    } else if v >= 1_000_000.0 {
         format!("{:.1}M", v / 1_000_000.0)
     } else if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
