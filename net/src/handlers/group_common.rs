@@ -22,6 +22,8 @@ pub struct GroupCtx<'a> {
     pub node_id: i32,
     pub host: &'a str,
     pub port: i32,
+    /// Partition count of a topic (`None`: no such topic), from this core's metadata.
+    pub topic_partitions: &'a dyn Fn(&str) -> Option<i32>,
 }
 
 impl<'a> GroupCtx<'a> {
@@ -31,6 +33,7 @@ impl<'a> GroupCtx<'a> {
         router: &'a dyn GroupRouter,
         host: &'a str,
         port: i32,
+        topic_partitions: &'a dyn Fn(&str) -> Option<i32>,
     ) -> Self {
         GroupCtx {
             router,
@@ -39,6 +42,7 @@ impl<'a> GroupCtx<'a> {
             node_id: ctx.shard().config().node_id,
             host,
             port,
+            topic_partitions,
         }
     }
 
@@ -78,7 +82,9 @@ macro_rules! group_entry {
                 let router = freshet_engine::group::wire::ShardRouter::new(ctx.shard().clone());
                 let (host, port) =
                     super::metadata::split_host_port(ctx.shard().config().advertised_addr());
-                let gctx = super::group_common::GroupCtx::new(&ctx, &router, &host, port);
+                let shard = ctx.shard().clone();
+                let lookup = move |t: &str| shard.metadata().topic(t).map(|m| m.partitions);
+                let gctx = super::group_common::GroupCtx::new(&ctx, &router, &host, port, &lookup);
                 let resp = serve(&gctx, ctx.api_version, req).await;
                 ctx.respond(&resp)
             })

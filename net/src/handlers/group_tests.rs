@@ -104,6 +104,7 @@ fn ctx(router: &OneCore) -> GroupCtx<'_> {
         node_id: 1,
         host: "127.0.0.1",
         port: 9092,
+        topic_partitions: &|t: &str| (t == "t").then_some(8),
     }
 }
 
@@ -314,4 +315,32 @@ fn find_coordinator_answers_this_broker_for_single_and_batched_keys() {
             assert_eq!((r.error_code, r.node_id.0, r.port), (0, 1, 9092));
         }
     }
+}
+
+#[test]
+fn commits_for_unknown_topics_or_partitions_are_refused_per_partition() {
+    let router = one_core();
+    let c = ctx(&router);
+    let mut cr = OffsetCommitRequest::default();
+    cr.group_id = GroupId(s("simple"));
+    cr.generation_id_or_member_epoch = -1;
+    for (topic, partition) in [("t", 1), ("t", 8), ("missing", 0)] {
+        let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+        t.name = TopicName(s(topic));
+        let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+        p.partition_index = partition;
+        p.committed_offset = 5;
+        t.partitions = vec![p];
+        cr.topics.push(t);
+    }
+    let r = block_on(super::offset_commit::serve(&c, 8, cr));
+    encodes(&r, 8);
+    let codes: Vec<i16> = r
+        .topics
+        .iter()
+        .map(|t| t.partitions[0].error_code)
+        .collect();
+    assert_eq!(codes, vec![0, 3, 3], "t-8 is past the topic's 8 partitions");
+    let all = router.svc.fetch_offsets("simple", None).unwrap();
+    assert_eq!(all.len(), 1, "only the known partition was stored");
 }
