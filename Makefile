@@ -14,10 +14,15 @@ release:
 build:
 	$(CARGO) build --workspace --all-targets
 
-# Installs what the tests need, then runs every test. lint stops the run; unit and itest both
-# run whatever the other's outcome, and the exit code reports any failure.
+# Installs what the tests need, then runs every test. lint stops the run; unit, sim-ci (the
+# deterministic Raft simulator, SIM_CI_SECS) and itest all run whatever the others' outcome, and
+# the exit code reports any failure. itest goes last: its pytest summary is the closing line.
 test: deps lint
-	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory itest || rc=1; exit $$rc
+	@rc=0; \
+	$(MAKE) --no-print-directory unit || rc=1; \
+	$(MAKE) --no-print-directory sim-ci || rc=1; \
+	$(MAKE) --no-print-directory itest || rc=1; \
+	exit $$rc
 
 deps:
 	bash tools/scripts/install-test-deps.sh
