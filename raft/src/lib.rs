@@ -19,6 +19,7 @@ pub mod meta;
 pub mod multiraft;
 pub mod rng;
 pub mod rpc;
+pub mod runtime;
 pub mod sim;
 pub mod store;
 pub mod tcp;

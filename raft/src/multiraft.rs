@@ -56,7 +56,7 @@ pub struct RaftConfig {
     pub cache_bytes_max: usize,
     /// Bytes read from the log per asynchronous fetch / recovery read.
     pub fetch_bytes_max: usize,
-    /// Seed of the election-timeout jitter (deterministic runs).
+    /// Seed of the election-timeout jitter (deterministic runs); mixed with the node id.
     pub seed: u64,
 }
 
@@ -71,7 +71,7 @@ impl RaftConfig {
             max_inflight_msgs: 256,
             cache_bytes_max: 4 << 20,
             fetch_bytes_max: 1 << 20,
-            seed: node_id,
+            seed: 0,
         }
     }
 }
@@ -223,6 +223,7 @@ pub struct MultiRaft<L: GroupLog, M: MetaStore, T: Transport> {
     stats: DriverStats,
     /// Node ticks so far.
     ticks: u64,
+    hw_changes: Vec<(GroupId, i64)>,
 }
 
 impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
@@ -233,7 +234,9 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             cfg.election_ticks > cfg.heartbeat_ticks,
             "election_ticks must exceed heartbeat_ticks"
         );
-        let rng = SimRng::new(cfg.seed ^ 0x5EED_0000_0000_0000 ^ cfg.node_id);
+        // Mixed so that equal seeds on different nodes still give different jitter streams
+        // (identical streams make every node time out together: endless split votes).
+        let rng = SimRng::new(SimRng::new(cfg.seed).next_u64() ^ cfg.node_id);
         Self {
             cfg,
             groups: BTreeMap::new(),
@@ -245,6 +248,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             outbox: BTreeMap::new(),
             stats: DriverStats::default(),
             ticks: 0,
+            hw_changes: Vec::new(),
         }
     }
 
@@ -361,8 +365,22 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             persisted_term_vote: (meta.hard_state.term, meta.hard_state.vote),
         };
         Self::jitter(&mut self.rng, e, &mut g);
+        // A group whose only voter is this node (replication factor 1) need not wait an
+        // election timeout: it campaigns at once and wins with its own vote.
+        let cs = g.st.borrow().conf_state.clone();
+        if cs.voters == [self.cfg.node_id] && cs.voters_outgoing.is_empty() {
+            g.raw
+                .campaign()
+                .map_err(|source| DriverError::Raft { group, source })?;
+        }
         self.groups.insert(group, g);
         Ok(())
+    }
+
+    /// The groups that changed their high watermark since the last call, with the new value
+    /// (for waking fetch waiters).
+    pub fn take_hw_changes(&mut self) -> Vec<(GroupId, i64)> {
+        std::mem::take(&mut self.hw_changes)
     }
 
     /// Re-draws the election timeout whenever raft-rs reset the timer (see `open_group`).
@@ -725,7 +743,11 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 }
             }
         }
-        g.high_watermark = st.kafka_end_at(st.applied);
+        let hw = st.kafka_end_at(st.applied);
+        if hw != g.high_watermark {
+            g.high_watermark = hw;
+            self.hw_changes.push((gid, hw));
+        }
         st.evict();
     }
 
