@@ -4,7 +4,8 @@
 //! Cases: 1 KiB records in 16 KiB / 256 KiB / 1 MiB batches, with a flush (fdatasync) after
 //! every batch and with a flush every 1 MiB. For each: throughput (MB/s) and its ratio to a
 //! raw sequential O_DIRECT write+fdatasync of the same bytes (one write per fdatasync interval), and for flush-per-batch the p50/p99/p99.9
-//! of append+flush against raw write+fdatasync. Then sequential read throughput: cold (a
+//! of append+flush against raw write+fdatasync. Log and raw run in 8 alternating slices so
+//! both see the same machine. Then sequential read throughput: cold (a
 //! freshly opened log, from disk) and from the recent-batch cache.
 //!
 //! Usage: storage-bench [--dir DIR] [--total-mib N]
@@ -93,89 +94,174 @@ fn log_cfg(cache_bytes_max: u64) -> LogConfig {
     }
 }
 
-async fn bench_log(dir: &Path, batch: &Bytes, total: usize, flush_every_bytes: usize) -> Run {
-    let _ = std::fs::remove_dir_all(dir);
-    let log = Log::open(
-        DmaDisk,
-        dir.to_path_buf(),
-        log_cfg(8 << 20),
-        Rc::new(SystemClock),
-    )
-    .await
-    .expect("open log");
-    let n = total / batch.len();
-    let mut h = hist();
-    let mut since_flush = 0usize;
-    let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        log.append(batch.clone(), 1, None).await.expect("append");
-        since_flush += batch.len();
-        if since_flush >= flush_every_bytes {
-            log.flush().await.expect("flush");
-            since_flush = 0;
-            h.record(t.elapsed().as_micros() as u64).expect("record");
+/// The log under test, fed in slices so it can be interleaved with the raw baseline.
+struct LogWriter {
+    log: Log<DmaDisk>,
+    batch: Bytes,
+    flush_every_bytes: usize,
+    since_flush: usize,
+    run: Run,
+}
+
+impl LogWriter {
+    async fn new(dir: &Path, batch: &Bytes, flush_every_bytes: usize) -> Self {
+        let _ = std::fs::remove_dir_all(dir);
+        let log = Log::open(
+            DmaDisk,
+            dir.to_path_buf(),
+            log_cfg(8 << 20),
+            Rc::new(SystemClock),
+        )
+        .await
+        .expect("open log");
+        LogWriter {
+            log,
+            batch: batch.clone(),
+            flush_every_bytes,
+            since_flush: 0,
+            run: Run {
+                bytes: 0,
+                elapsed: Duration::ZERO,
+                lat_us: (flush_every_bytes <= batch.len()).then(hist),
+            },
         }
     }
-    log.flush().await.expect("flush");
-    let elapsed = start.elapsed();
-    log.close().await.expect("close");
-    Run {
-        bytes: n * batch.len(),
-        elapsed,
-        lat_us: (flush_every_bytes <= batch.len()).then_some(h),
+
+    /// Appends about `bytes` (whole batches), flushing per the policy, and ends flushed.
+    async fn slice(&mut self, bytes: usize) {
+        let n = (bytes / self.batch.len()).max(1);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            self.log
+                .append(self.batch.clone(), 1, None)
+                .await
+                .expect("append");
+            self.since_flush += self.batch.len();
+            if self.since_flush >= self.flush_every_bytes {
+                self.log.flush().await.expect("flush");
+                self.since_flush = 0;
+                if let Some(h) = &mut self.run.lat_us {
+                    h.record(t.elapsed().as_micros() as u64).expect("record");
+                }
+            }
+        }
+        self.log.flush().await.expect("flush");
+        self.since_flush = 0;
+        self.run.elapsed += start.elapsed();
+        self.run.bytes += n * self.batch.len();
+    }
+
+    async fn finish(self) -> Run {
+        self.log.close().await.expect("close");
+        self.run
     }
 }
 
 /// Raw baseline: sequential O_DIRECT writes of `write_bytes` (rounded up to 4 KiB), each
-/// followed by fdatasync when `sync_every_bytes` have been written; the file is preallocated
+/// followed by fdatasync once `sync_every_bytes` have been written; the file is preallocated
 /// in the same 32 MiB steps the log uses.
-async fn bench_raw(dir: &Path, write_bytes: usize, total: usize, sync_every_bytes: usize) -> Run {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).expect("mkdir");
-    // glommio probes IOPOLL on the first DMA file of a device: make sure it is not empty
-    // (see freshet_storage::disk::dma).
-    let path = dir.join("raw.dat");
-    std::fs::write(&path, vec![0u8; 4096]).expect("seed raw file");
-    let f: DmaFile = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .dma_open(&path)
-        .await
-        .expect("open raw");
-    let size = write_bytes.div_ceil(4096) * 4096;
-    let n = total / write_bytes;
-    let step = 32u64 << 20;
-    let mut allocated = 0u64;
-    let mut h = hist();
-    let mut pos = 0u64;
-    let mut since_sync = 0usize;
-    let start = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        if pos + size as u64 > allocated {
-            allocated += step.max(size as u64);
-            f.pre_allocate(allocated, false).await.expect("fallocate");
-        }
-        let mut buf = f.alloc_dma_buffer(size);
-        buf.as_bytes_mut().fill(0x5a);
-        f.write_at(buf, pos).await.expect("write");
-        pos += size as u64;
-        since_sync += write_bytes;
-        if since_sync >= sync_every_bytes {
-            f.fdatasync().await.expect("fdatasync");
-            since_sync = 0;
-            h.record(t.elapsed().as_micros() as u64).expect("record");
+struct RawWriter {
+    f: DmaFile,
+    write_bytes: usize,
+    sync_every_bytes: usize,
+    pos: u64,
+    allocated: u64,
+    since_sync: usize,
+    run: Run,
+}
+
+impl RawWriter {
+    async fn new(dir: &Path, write_bytes: usize, sync_every_bytes: usize) -> Self {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("mkdir");
+        // glommio probes IOPOLL on the first DMA file of a device: make sure it is not
+        // empty (see freshet_storage::disk::dma).
+        let path = dir.join("raw.dat");
+        std::fs::write(&path, vec![0u8; 4096]).expect("seed raw file");
+        let f: DmaFile = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(&path)
+            .await
+            .expect("open raw");
+        RawWriter {
+            f,
+            write_bytes,
+            sync_every_bytes,
+            pos: 0,
+            allocated: 0,
+            since_sync: 0,
+            run: Run {
+                bytes: 0,
+                elapsed: Duration::ZERO,
+                lat_us: (sync_every_bytes <= write_bytes).then(hist),
+            },
         }
     }
-    f.fdatasync().await.expect("fdatasync");
-    let elapsed = start.elapsed();
-    f.close().await.expect("close");
-    Run {
-        bytes: n * write_bytes,
-        elapsed,
-        lat_us: (sync_every_bytes <= write_bytes).then_some(h),
+
+    async fn slice(&mut self, bytes: usize) {
+        let size = self.write_bytes.div_ceil(4096) * 4096;
+        let n = (bytes / self.write_bytes).max(1);
+        let step = 32u64 << 20;
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            if self.pos + size as u64 > self.allocated {
+                self.allocated += step.max(size as u64);
+                self.f
+                    .pre_allocate(self.allocated, false)
+                    .await
+                    .expect("fallocate");
+            }
+            let mut buf = self.f.alloc_dma_buffer(size);
+            buf.as_bytes_mut().fill(0x5a);
+            self.f.write_at(buf, self.pos).await.expect("write");
+            self.pos += size as u64;
+            self.since_sync += self.write_bytes;
+            if self.since_sync >= self.sync_every_bytes {
+                self.f.fdatasync().await.expect("fdatasync");
+                self.since_sync = 0;
+                if let Some(h) = &mut self.run.lat_us {
+                    h.record(t.elapsed().as_micros() as u64).expect("record");
+                }
+            }
+        }
+        self.f.fdatasync().await.expect("fdatasync");
+        self.since_sync = 0;
+        self.run.elapsed += start.elapsed();
+        self.run.bytes += n * self.write_bytes;
     }
+
+    async fn finish(self) -> Run {
+        self.f.close().await.expect("close");
+        self.run
+    }
+}
+
+/// Runs the log and the raw baseline over `total` bytes in `SLICES` alternating slices, so
+/// both see the same (shared, noisy) machine.
+async fn bench_pair(
+    base: &Path,
+    batch: &Bytes,
+    raw_write: usize,
+    flush_every: usize,
+    total: usize,
+) -> (Run, Run) {
+    const SLICES: usize = 8;
+    let mut raw = RawWriter::new(&base.join("raw"), raw_write, flush_every).await;
+    let mut log = LogWriter::new(&base.join("log"), batch, flush_every).await;
+    raw.slice(8 * MIB).await; // warm-up, not counted
+    raw.run = Run {
+        bytes: 0,
+        elapsed: Duration::ZERO,
+        lat_us: raw.run.lat_us.as_ref().map(|_| hist()),
+    };
+    for _ in 0..SLICES {
+        raw.slice(total / SLICES).await;
+        log.slice(total / SLICES).await;
+    }
+    (log.finish().await, raw.finish().await)
 }
 
 async fn read_all(log: &Log<DmaDisk>) -> (usize, Duration) {
@@ -227,9 +313,7 @@ fn main() {
                     let raw_write = flush_every.max(batch.len());
                     // at most 4096 fdatasyncs per case (16 KiB batches: 64 MiB)
                     let total = args.total_bytes.min(4096 * flush_every.max(batch.len()));
-                    let _ = bench_raw(&base.join("raw"), raw_write, 16 * MIB, flush_every).await;
-                    let raw = bench_raw(&base.join("raw"), raw_write, total, flush_every).await;
-                    let log = bench_log(&base.join("log"), &batch, total, flush_every).await;
+                    let (log, raw) = bench_pair(&base, &batch, raw_write, flush_every, total).await;
                     rows.push((batch_bytes, mode, log, raw));
                 }
             }
