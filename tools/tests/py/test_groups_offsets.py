@@ -104,3 +104,29 @@ def test_offsets_in_every_offsets_partition_parity_survive_restart(broker, topic
             assert k.committed(KpTopicPartition(topic_name, 0)) == 100 + n, (g, offsets_partition(g))
         finally:
             k.close()
+
+
+@pytest.mark.broker_args(*GROUP_BROKER_ARGS)
+def test_live_member_carries_on_across_a_broker_restart(broker, topic_name):
+    """The group's metadata (generation, members, assignment) is replayed from
+    __consumer_offsets: a member that stays up while the broker restarts keeps its generation
+    and partitions (no rebalance) and keeps consuming; with commits after processing no record
+    is lost."""
+    from groups_util import Member
+
+    create_topic(broker.bootstrap, topic_name, PARTITIONS)
+    produced = produce_spread(broker.bootstrap, topic_name, PARTITIONS, 10, "before")
+    m = Member("live", "confluent", broker.bootstrap, unique_group(), topic_name, session_ms=6000)
+    try:
+        m.start()
+        wait_until(lambda: produced <= m.records(), 30, "the member to consume everything")
+        broker.restart()
+        produced |= produce_spread(broker.bootstrap, topic_name, PARTITIONS, 10, "after")
+        wait_until(lambda: produced <= m.records(), 30,
+                   f"records produced after the restart; missing {sorted(produced - m.records())[:5]}")
+        # The restored group kept the member in its generation: no rejoin, so no new assignment.
+        rebalances = [e for e in m.events() if e["ev"] in ("assign", "revoke")]
+        assert [e["ev"] for e in rebalances] == ["assign"], rebalances
+        m.leave()
+    finally:
+        m.stop_quietly()
