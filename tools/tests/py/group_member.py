@@ -71,7 +71,8 @@ def run_confluent(args, emit):
     incremental = args.strategy == "cooperative-sticky"
 
     def on_assign(consumer, parts):
-        emit(ev="assign", parts=sorted(p.partition for p in parts), incremental=incremental)
+        emit(ev="assign", parts=sorted(p.partition for p in parts), incremental=incremental,
+             member=consumer.memberid())
 
     def on_revoke(consumer, parts):
         emit(ev="revoke", parts=sorted(p.partition for p in parts))

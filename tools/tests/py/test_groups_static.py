@@ -9,7 +9,9 @@ more than one session timeout has passed.
 
 import time
 
+import confluent_kafka
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from groups_util import GROUP_BROKER_ARGS, Member, create_topic, wait_until
 from kclients import unique_group
@@ -33,6 +35,7 @@ def test_static_member_restart_keeps_partitions_without_rebalance(broker, topic_
                    f"a and b to share the partitions: {a.assignment()} {b.assignment()}")
         a_events_before = len([e for e in a.events() if e["ev"] in ("assign", "revoke")])
         b_parts = b.assignment()
+        b_old_id = [e for e in b.events() if e["ev"] == "assign"][-1]["member"]
 
         b.kill()
         time.sleep(1)
@@ -45,6 +48,15 @@ def test_static_member_restart_keeps_partitions_without_rebalance(broker, topic_
         a_events_after = len([e for e in a.events() if e["ev"] in ("assign", "revoke")])
         assert a_events_after == a_events_before, f"a saw a rebalance: {a.events()[-4:]}"
         assert b.assignment() == b_parts
+        # The group is Stable with two members; b's entry now carries the new process's id.
+        b_new_id = [e for e in b.events() if e["ev"] == "assign"][-1]["member"]
+        assert b_new_id != b_old_id
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        d = admin.describe_consumer_groups([group])[group].result(10)
+        assert d.state == confluent_kafka.ConsumerGroupState.STABLE
+        assert sorted(m.group_instance_id for m in d.members) == ["inst-a", "inst-b"]
+        assert b_new_id in {m.member_id for m in d.members}
+        assert b_old_id not in {m.member_id for m in d.members}
     finally:
         a.stop_quietly()
         b.stop_quietly()
