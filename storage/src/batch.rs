@@ -261,48 +261,82 @@ fn read_varint(b: &[u8], at: &mut usize) -> Option<i64> {
     Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }
 
-/// For an uncompressed CreateTime batch, the first record with timestamp >= `ts_ms` as
-/// (offset, timestamp). For compressed batches (records not decoded by the broker) and
-/// LogAppendTime batches, the batch's (base offset, max timestamp), which is the batch-level
-/// answer Kafka gives for LogAppendTime. `None` if no record qualifies or records are
-/// malformed.
+/// The first record with timestamp >= `ts_ms` in a batch, as (offset, timestamp), like
+/// Kafka's `FileRecords.searchForTimestamp` (ListOffsets, KIP-79). Compressed batches are
+/// decompressed (gzip, snappy, lz4, zstd; only this one batch, only on this lookup path).
+/// LogAppendTime batches answer with (base offset, max timestamp): every record has that
+/// timestamp. Record bytes are the client's and were never validated by the broker, so
+/// malformed records fall back to the batch-level answer. `None` if no record qualifies.
 pub fn first_record_at_or_after(batch: &[u8], ts_ms: i64) -> Option<(i64, i64)> {
     let h = parse_header(batch);
     if h.max_timestamp < ts_ms {
         return None;
     }
-    if h.compression() != 0 || h.is_log_append_time() {
-        return Some((h.base_offset, h.max_timestamp));
-    }
-    // Records are client bytes the broker never validated: anything malformed falls back to
-    // the batch-level answer instead of failing or overflowing.
     let batch_level = Some((h.base_offset, h.max_timestamp));
+    if h.is_log_append_time() {
+        return batch_level;
+    }
     let end = h.size_bytes().min(batch.len());
-    let mut at = BATCH_HEADER_BYTES;
+    if end < BATCH_HEADER_BYTES {
+        return batch_level;
+    }
+    let raw = &batch[BATCH_HEADER_BYTES..end];
+    let decompressed;
+    let records: &[u8] = if h.compression() == 0 {
+        raw
+    } else {
+        match decompress_records(h.compression(), raw) {
+            Some(d) => {
+                decompressed = d;
+                &decompressed
+            }
+            None => return batch_level,
+        }
+    };
+    match walk_records(&h, records, ts_ms) {
+        Ok(found) => found,
+        Err(()) => batch_level,
+    }
+}
+
+fn decompress_records(codec: i16, data: &[u8]) -> Option<bytes::Bytes> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let mut b = bytes::Bytes::copy_from_slice(data);
+    let take = |o: &mut bytes::Bytes| Ok(o.clone());
+    let r = match codec {
+        1 => Gzip::decompress(&mut b, take),
+        2 => Snappy::decompress(&mut b, take),
+        3 => Lz4::decompress(&mut b, take),
+        4 => Zstd::decompress(&mut b, take),
+        _ => return None,
+    };
+    r.ok()
+}
+
+/// Walks v2 records (length varint, attributes, timestampDelta varlong, offsetDelta varint,
+/// ...). `Err` on malformed records.
+fn walk_records(h: &BatchHeader, records: &[u8], ts_ms: i64) -> Result<Option<(i64, i64)>, ()> {
+    let end = records.len();
+    let mut at = 0usize;
     for _ in 0..h.records_count.max(0) {
-        let Some(len) = read_varint(batch, &mut at) else {
-            return batch_level;
-        };
+        let len = read_varint(records, &mut at).ok_or(())?;
         let start = at;
         if len < 0 || start > end || len as u64 > (end - start) as u64 {
-            return batch_level;
+            return Err(());
         }
         let mut p = start + 1; // attributes int8
-        let (Some(ts_delta), Some(off_delta)) =
-            (read_varint(batch, &mut p), read_varint(batch, &mut p))
-        else {
-            return batch_level;
-        };
+        let ts_delta = read_varint(records, &mut p).ok_or(())?;
+        let off_delta = read_varint(records, &mut p).ok_or(())?;
         if !(0..=h.last_offset_delta as i64).contains(&off_delta) {
-            return batch_level;
+            return Err(());
         }
         let ts = h.base_timestamp.wrapping_add(ts_delta);
         if ts >= ts_ms {
-            return Some((h.base_offset.saturating_add(off_delta), ts));
+            return Ok(Some((h.base_offset.saturating_add(off_delta), ts)));
         }
         at = start + len as usize;
     }
-    None
+    Ok(None)
 }
 
 /// Builds a valid uncompressed v2 batch of `records` records, each with `value_bytes` of
@@ -451,6 +485,48 @@ mod tests {
         head2.copy_from_slice(&b[..BATCH_HEADER_BYTES]);
         stamp_header(&mut head2, 9, 9, None, &b[BATCH_HEADER_BYTES..]);
         assert_eq!(head2[OFF_CRC..OFF_CRC + 4], b[OFF_CRC..OFF_CRC + 4]);
+    }
+
+    /// KIP-79 / Kafka FileRecords.searchForTimestamp: inside a compressed batch the exact
+    /// record is found, not the batch.
+    #[test]
+    fn record_timestamps_are_found_inside_compressed_batches() {
+        use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+        let plain = build_batch(5, 10, 100, 0);
+        let recs = &plain[BATCH_HEADER_BYTES..];
+        for codec in 1i16..=4 {
+            let mut out = bytes::BytesMut::new();
+            let put = |tmp: &mut bytes::BytesMut| {
+                tmp.extend_from_slice(recs);
+                Ok(())
+            };
+            match codec {
+                1 => Gzip::compress(&mut out, put),
+                2 => Snappy::compress(&mut out, put),
+                3 => Lz4::compress(&mut out, put),
+                _ => Zstd::compress(&mut out, put),
+            }
+            .expect("compress");
+            let mut b = plain[..BATCH_HEADER_BYTES].to_vec();
+            b.extend_from_slice(&out);
+            let len = (b.len() - LOG_OVERHEAD_BYTES) as i32;
+            b[OFF_BATCH_LENGTH..OFF_BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+            b[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&codec.to_be_bytes());
+            b[..8].copy_from_slice(&50i64.to_be_bytes());
+            let crc = batch_crc(&b);
+            b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+            validate_batch(&b).expect("valid compressed batch");
+            assert_eq!(
+                first_record_at_or_after(&b, 103),
+                Some((53, 103)),
+                "codec {codec}"
+            );
+            assert_eq!(
+                first_record_at_or_after(&b, 0),
+                Some((50, 100)),
+                "codec {codec}"
+            );
+        }
     }
 
     #[test]
