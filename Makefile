@@ -58,7 +58,7 @@ itest:
 #   make sim-long          SIM_SEEDS seeds from SEED
 #   make sim-ci            as many seeds from 1 as fit in SIM_CI_SECS seconds (for make test)
 SIM_BACKEND ?= storage
-SIM_CI_BACKEND ?= mem
+SIM_CI_BACKEND ?= storage
 SIM_SEEDS ?= 5000
 SIM_CI_SECS ?= 100
 sim:

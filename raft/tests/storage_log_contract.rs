@@ -66,9 +66,9 @@ async fn read_range(
 }
 
 #[test]
-#[ignore = "storage bug reported in /work/notes/findings.md (read after recovery); run with --ignored"]
 fn batches_read_back_after_crash_recovery_with_raft_like_flushes() {
-    for seed in 0..300u64 {
+    // Seed 13 failed before storage 48b233a (stale read-ahead after reopen).
+    for seed in 0..150u64 {
         block_on(async {
             let mut rng = SimRng::new(seed);
             let disk = SimDisk::new(seed);
@@ -93,14 +93,9 @@ fn batches_read_back_after_crash_recovery_with_raft_like_flushes() {
                         }
                     }
                 }
-                if std::env::var_os("NO_REOPEN").is_some() {
-                    continue;
-                }
                 drop(log);
                 let torn = rng.chance(500_000);
-                if std::env::var_os("NO_CRASH").is_some() {
-                    GroupLog::flush(&open(&disk).await).await.ok();
-                } else if torn {
+                if torn {
                     disk.crash();
                 } else {
                     disk.lose_unflushed();
@@ -116,7 +111,6 @@ fn batches_read_back_after_crash_recovery_with_raft_like_flushes() {
 }
 
 #[test]
-#[ignore = "storage bug reported in /work/notes/findings.md (read after recovery); run with --ignored"]
 fn batches_read_back_after_torn_crash_recovery_and_further_appends() {
     for seed in 0..200u64 {
         block_on(async {
@@ -136,9 +130,6 @@ fn batches_read_back_after_torn_crash_recovery_and_further_appends() {
                     if rng.chance(100_000) {
                         GroupLog::flush(&log).await.expect("flush");
                     }
-                }
-                if std::env::var_os("FLUSH_FIRST").is_some() {
-                    GroupLog::flush(&log).await.expect("flush");
                 }
                 if let Err(e) = read_all(&log).await {
                     panic!("seed {seed} round {round} before crash: {e}");
