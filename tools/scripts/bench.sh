@@ -81,6 +81,7 @@ run_suite() {
   done
 }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 run_suite freshet "127.0.0.1:$PORT"
 if [ -n "$PEER" ]; then
   run_suite peer "$PEER"
@@ -96,9 +97,10 @@ for size in 1024 100; do
     --duration "$(( DURATION < 10 ? DURATION : 10 ))" "${COMMON[@]}" --json "$OUT/sink-$size.json" >&2
 done
 
-python3 - "$OUT" "$PEER" "$DURATION" <<'PY' >"$OUT/broker-section.md"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$OUT" "$PEER" "$DURATION" "$LOAD_START" "$LOAD_END" <<'PY' >"$OUT/broker-section.md"
 import json, os, platform, subprocess, sys
-out, peer, duration = sys.argv[1], sys.argv[2], sys.argv[3]
+out, peer, duration, load_start, load_end = sys.argv[1:6]
 def load(name):
     p = os.path.join(out, name)
     return json.load(open(p)) if os.path.exists(p) else None
@@ -118,7 +120,7 @@ rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=Tru
 rows = [("1 KiB, max rate", "1kb-max"), ("1 KiB, 50% of max rate", "1kb-50pct"), ("100 B, max rate", "100b-max"),
         ("1 KiB, publish only, 2 producers", "produce2-1024"), ("100 B, publish only, 2 producers", "produce2-100")]
 targets = [("Freshet", "freshet")] + ([("peer " + peer, "peer")] if peer else [])
-print("Machine: %d cores (%s), %.0f GiB RAM, shared VM; commit %s; release build; broker and client on the same machine over loopback." % (os.cpu_count(), cpu(), mem_gib, rev))
+print("Machine: %d cores (%s), %.0f GiB RAM, shared VM; commit %s; release build; broker and client on the same machine over loopback. Load average (1/5/15 min) of the machine from other jobs: %s at the start, %s at the end of the suite; figures scale with it." % (os.cpu_count(), cpu(), mem_gib, rev, load_start, load_end))
 print()
 print("Workloads (OMB format, `benches/workloads/`): 1 topic x 16 partitions, 1 producer, 1 consumer (end-to-end), acks=all, linger 1 ms, 1 MiB batches, %s s each; the publish-only rows use `freshet bench produce --producers 2 --producer-threads 2`. MB = 2^20 bytes. Latency in ms; publish = send() to acknowledgement, end-to-end = send() to consumer receipt (timestamp in the record). At max rate the producer's 32 MiB buffer is full by design, so publish latency there is queueing in the client; read latency from the 50%% row." % duration)
 print()
