@@ -9,8 +9,7 @@
 //! let b2 = common::Broker::start_with_args(&["--cores", "2"]);
 //! ```
 //! Dropping the `Broker` kills it. If the test is panicking, the tail of the broker's log is
-//! printed and its directory kept (path printed) for inspection; `FRESHET_KEEP_DATA=1` keeps it
-//! always. The broker process is owned by the test thread that started it (not shared).
+//! printed and its log kept (path printed); `FRESHET_KEEP_DATA=1` keeps the data dir too. The broker process is owned by the test thread that started it (not shared).
 #![allow(dead_code)]
 
 use std::fs;
@@ -211,18 +210,20 @@ impl Drop for Broker {
             None => None,
         };
         self.kill();
-        let keep = std::thread::panicking()
-            || died.is_some()
-            || std::env::var_os("FRESHET_KEEP_DATA").is_some();
-        if std::thread::panicking() || died.is_some() {
+        let failed = std::thread::panicking() || died.is_some();
+        if failed {
             eprintln!(
                 "----- broker log tail ({}) -----\n{}",
                 self.log_path.display(),
                 self.log_tail(80)
             );
         }
-        if keep {
+        if std::env::var_os("FRESHET_KEEP_DATA").is_some() {
             eprintln!("broker data kept in {}", self.root.display());
+        } else if failed {
+            // Keep the log, not the (large, preallocated) data.
+            let _ = fs::remove_dir_all(&self.data_dir);
+            eprintln!("broker log kept in {}", self.log_path.display());
         } else {
             let _ = fs::remove_dir_all(&self.root);
         }

@@ -20,7 +20,8 @@ printed in the report ("Captured stdout teardown").
 Environment:
   FRESHET_BIN            broker binary (default: $CARGO_TARGET_DIR or ./target, then debug/freshet)
   FRESHET_READY_TIMEOUT  seconds to wait for the `freshet ready` line (default 30)
-  FRESHET_KEEP_DATA=1    keep the temp data dirs and logs (their paths are printed)
+  FRESHET_KEEP_DATA=1    keep the temp data dirs and logs (their paths are printed); by default
+                         only a failed test's broker log is kept
   FRESHET_ITEST_BUDGET_S wall-clock budget of the whole suite (default 900); later tests then fail
 """
 
@@ -240,8 +241,13 @@ def broker(request):
     if failed or died:
         print(f"----- broker log tail ({b.log_path}) -----\n{b.log_tail(80)}")
     b.stop()
-    if os.environ.get("FRESHET_KEEP_DATA") or failed or died:
+    if os.environ.get("FRESHET_KEEP_DATA"):
         print(f"broker data kept in {root}")
+    elif failed or died:
+        # Keep the log, not the data: preallocated segments are large and a broken broker fails
+        # many tests (FRESHET_KEEP_DATA=1 keeps everything).
+        shutil.rmtree(data_dir, ignore_errors=True)
+        print(f"broker log kept in {b.log_path}")
     else:
         shutil.rmtree(root, ignore_errors=True)
     if died:
