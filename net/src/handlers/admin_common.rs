@@ -590,6 +590,57 @@ pub(crate) async fn alter_topic_config(
         .map_err(|e| (e.kafka_code(), e.to_string()))
 }
 
+/// Why broker configs cannot be altered.
+const BROKER_CONFIGS_STATIC: &str =
+    "Freshet broker configs are static: set them with `freshet start` flags or its config file.";
+
+/// The outcome for one resource of AlterConfigs or IncrementalAlterConfigs (the two differ
+/// only in how a TOPIC resource's configs become a change): a resource named twice in the
+/// request is INVALID_REQUEST; a TOPIC gets `topic_change()` validated and applied
+/// ([`alter_topic_config`]); this BROKER accepts only an empty change (its configs are
+/// static: INVALID_CONFIG); another broker id or another resource type is INVALID_REQUEST.
+/// Err is (Kafka error code, message).
+pub(crate) async fn alter_config_resource(
+    shard: &Rc<Shard>,
+    resource_type: i8,
+    name: &str,
+    duplicate: bool,
+    configs_empty: bool,
+    validate_only: bool,
+    topic_change: impl FnOnce() -> Result<freshet_engine::TopicConfigChange, (i16, String)>,
+) -> Result<(), (i16, String)> {
+    use freshet_engine::code;
+    let node_id = shard.config().node_id;
+    if duplicate {
+        return Err((
+            code::INVALID_REQUEST,
+            format!("Resource {name} appears more than once in the request."),
+        ));
+    }
+    match resource_type {
+        resource_type::TOPIC => {
+            alter_topic_config(shard, name, topic_change()?, validate_only).await
+        }
+        resource_type::BROKER if is_this_broker(name, node_id) => {
+            if configs_empty {
+                Ok(())
+            } else {
+                Err((code::INVALID_CONFIG, BROKER_CONFIGS_STATIC.to_string()))
+            }
+        }
+        resource_type::BROKER => Err((
+            code::INVALID_REQUEST,
+            format!(
+                "Unexpected broker id, expected {node_id} or empty string, but received {name}."
+            ),
+        )),
+        other => Err((
+            code::INVALID_REQUEST,
+            format!("Unsupported resource type {other}."),
+        )),
+    }
+}
+
 /// Kafka refuses a request that names the same resource twice: the duplicates get
 /// INVALID_REQUEST. Returns, per entry, whether it is such a duplicate.
 pub(crate) fn duplicate_flags<K: Eq + std::hash::Hash>(keys: &[K]) -> Vec<bool> {

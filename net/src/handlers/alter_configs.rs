@@ -11,23 +11,16 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
 use kafka_protocol::protocol::VersionRange;
 
-use super::admin_common::{
-    alter_topic_config, duplicate_flags, is_this_broker, normalize_config_value, resource_type, sb,
-};
+use super::admin_common::{alter_config_resource, duplicate_flags, normalize_config_value, sb};
 use super::{HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::AlterConfigs;
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
-/// Why broker configs cannot be altered.
-pub(crate) const BROKER_CONFIGS_STATIC: &str =
-    "Freshet broker configs are static: set them with `freshet start` flags or its config file.";
-
 pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
     Box::pin(async move {
         let req: AlterConfigsRequest = ctx.decode(body)?;
         let shard = ctx.shard().clone();
-        let node_id = shard.config().node_id;
         let keys: Vec<(i8, String)> = req
             .resources
             .iter()
@@ -36,43 +29,16 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         let dup = duplicate_flags(&keys);
         let mut responses = Vec::with_capacity(req.resources.len());
         for (res, dup) in req.resources.iter().zip(dup) {
-            let name = res.resource_name.as_str();
-            let outcome: Result<(), (i16, String)> = if dup {
-                Err((
-                    code::INVALID_REQUEST,
-                    format!("Resource {name} appears more than once in the request."),
-                ))
-            } else {
-                match res.resource_type {
-                    resource_type::TOPIC => match topic_pairs(&res.configs) {
-                        Ok(pairs) => {
-                            alter_topic_config(
-                                &shard,
-                                name,
-                                TopicConfigChange::Replace(pairs),
-                                req.validate_only,
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    },
-                    resource_type::BROKER if is_this_broker(name, node_id) => {
-                        if res.configs.is_empty() {
-                            Ok(())
-                        } else {
-                            Err((code::INVALID_CONFIG, BROKER_CONFIGS_STATIC.to_string()))
-                        }
-                    }
-                    resource_type::BROKER => Err((
-                        code::INVALID_REQUEST,
-                        format!("Unexpected broker id, expected {node_id} or empty string, but received {name}."),
-                    )),
-                    other => Err((
-                        code::INVALID_REQUEST,
-                        format!("Unsupported resource type {other}."),
-                    )),
-                }
-            };
+            let outcome = alter_config_resource(
+                &shard,
+                res.resource_type,
+                res.resource_name.as_str(),
+                dup,
+                res.configs.is_empty(),
+                req.validate_only,
+                || topic_pairs(&res.configs).map(TopicConfigChange::Replace),
+            )
+            .await;
             let mut r = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());

@@ -15,10 +15,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::VersionRange;
 
 use super::admin_common::{
-    alter_topic_config, apply_list_op, duplicate_flags, is_this_broker, normalize_config_value,
-    resource_type, sb,
+    alter_config_resource, apply_list_op, duplicate_flags, normalize_config_value, sb,
 };
-use super::alter_configs::BROKER_CONFIGS_STATIC;
 use super::{HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::IncrementalAlterConfigs;
@@ -34,7 +32,6 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
     Box::pin(async move {
         let req: IncrementalAlterConfigsRequest = ctx.decode(body)?;
         let shard = ctx.shard().clone();
-        let node_id = shard.config().node_id;
         let keys: Vec<(i8, String)> = req
             .resources
             .iter()
@@ -43,43 +40,19 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         let dup = duplicate_flags(&keys);
         let mut responses = Vec::with_capacity(req.resources.len());
         for (res, dup) in req.resources.iter().zip(dup) {
-            let name = res.resource_name.as_str();
-            let outcome: Result<(), (i16, String)> = if dup {
-                Err((
-                    code::INVALID_REQUEST,
-                    format!("Resource {name} appears more than once in the request."),
-                ))
-            } else {
-                match res.resource_type {
-                    resource_type::TOPIC => match topic_ops(&shard, name, &res.configs) {
-                        Ok(ops) => {
-                            alter_topic_config(
-                                &shard,
-                                name,
-                                TopicConfigChange::Incremental(ops),
-                                req.validate_only,
-                            )
-                            .await
-                        }
-                        Err(e) => Err(e),
-                    },
-                    resource_type::BROKER if is_this_broker(name, node_id) => {
-                        if res.configs.is_empty() {
-                            Ok(())
-                        } else {
-                            Err((code::INVALID_CONFIG, BROKER_CONFIGS_STATIC.to_string()))
-                        }
-                    }
-                    resource_type::BROKER => Err((
-                        code::INVALID_REQUEST,
-                        format!("Unexpected broker id, expected {node_id} or empty string, but received {name}."),
-                    )),
-                    other => Err((
-                        code::INVALID_REQUEST,
-                        format!("Unsupported resource type {other}."),
-                    )),
-                }
-            };
+            let outcome = alter_config_resource(
+                &shard,
+                res.resource_type,
+                res.resource_name.as_str(),
+                dup,
+                res.configs.is_empty(),
+                req.validate_only,
+                || {
+                    topic_ops(&shard, res.resource_name.as_str(), &res.configs)
+                        .map(TopicConfigChange::Incremental)
+                },
+            )
+            .await;
             let mut r = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
