@@ -1669,18 +1669,8 @@ impl<D: Disk> Log<D> {
         }
         {
             let mut st = self.st.borrow_mut();
-            st.log_start_offset = offset;
-            // epochs: keep the one covering `offset`, starting there
-            let i = st.epochs.partition_point(|(_, o)| *o <= offset);
-            if i > 0 {
-                st.epochs.drain(..i - 1);
-                st.epochs[0].1 = offset;
-            }
+            Self::advance_log_start(&mut st, offset);
             st.epochs_dirty = true;
-            while st.cache.front().is_some_and(|e| e.last_offset < offset) {
-                let e = st.cache.pop_front().expect("entry");
-                st.cache_bytes -= e.size_bytes() as u64;
-            }
         }
         index::write_small_file(
             &self.disk,
@@ -1695,6 +1685,33 @@ impl<D: Disk> Log<D> {
         Ok(())
     }
 
+    /// Takes the first `k` segments out of the layout (cached read positions go stale) and
+    /// returns their base offsets; their files are still to be removed.
+    fn drain_leading_segments(st: &mut State<D>, k: usize) -> Vec<i64> {
+        if k > 0 {
+            st.layout_gen += 1;
+            st.read_ahead = None;
+        }
+        st.segments.drain(..k).map(|s| s.base_offset).collect()
+    }
+
+    /// Moves the log start offset up to `offset` in memory: the leader epoch covering
+    /// `offset` now starts there (earlier epochs go) and cached entries wholly below it are
+    /// dropped. Returns whether the epoch list changed (nothing here persists it).
+    fn advance_log_start(st: &mut State<D>, offset: i64) -> bool {
+        st.log_start_offset = offset;
+        let i = st.epochs.partition_point(|(_, o)| *o <= offset);
+        if i > 0 {
+            st.epochs.drain(..i - 1);
+            st.epochs[0].1 = offset;
+        }
+        while st.cache.front().is_some_and(|e| e.last_offset < offset) {
+            let e = st.cache.pop_front().expect("entry");
+            st.cache_bytes -= e.size_bytes() as u64;
+        }
+        i > 0
+    }
+
     /// Deletes leading segments that hold no offset >= log_start_offset (never the active).
     async fn delete_segments_below_start(&self) -> Result<u64> {
         let doomed: Vec<i64> = {
@@ -1705,11 +1722,7 @@ impl<D: Disk> Log<D> {
                 .iter()
                 .take_while(|s| s.next_offset <= lso)
                 .count();
-            if k > 0 {
-                st.layout_gen += 1;
-                st.read_ahead = None;
-            }
-            st.segments.drain(..k).map(|s| s.base_offset).collect()
+            Self::drain_leading_segments(&mut st, k)
         };
         for b in &doomed {
             Self::remove_segment_files(&self.disk, &self.dir, *b).await?;
@@ -1750,24 +1763,10 @@ impl<D: Disk> Log<D> {
                 total -= s.size_bytes;
                 k += 1;
             }
-            if k > 0 {
-                st.layout_gen += 1;
-                st.read_ahead = None;
-            }
-            let doomed: Vec<i64> = st.segments.drain(..k).map(|s| s.base_offset).collect();
+            let doomed = Self::drain_leading_segments(st, k);
             let first = st.segments[0].base_offset;
-            if first > st.log_start_offset {
-                st.log_start_offset = first;
-                let i = st.epochs.partition_point(|(_, o)| *o <= first);
-                if i > 0 {
-                    st.epochs.drain(..i - 1);
-                    st.epochs[0].1 = first;
-                    st.epochs_dirty = true;
-                }
-                while st.cache.front().is_some_and(|e| e.last_offset < first) {
-                    let e = st.cache.pop_front().expect("entry");
-                    st.cache_bytes -= e.size_bytes() as u64;
-                }
+            if first > st.log_start_offset && Self::advance_log_start(st, first) {
+                st.epochs_dirty = true;
             }
             doomed
         };
