@@ -76,6 +76,23 @@ struct Segment<D: Disk> {
 }
 
 impl<D: Disk> Segment<D> {
+    /// A new segment with nothing in it yet, starting at `base_offset` in `file` (already
+    /// created and cut to length 0).
+    fn empty(base_offset: i64, file: Rc<D::File>, created_ms: i64) -> Self {
+        Segment {
+            base_offset,
+            file,
+            size_bytes: 0,
+            written_bytes: 0,
+            next_offset: base_offset,
+            index: SegmentIndex::new(),
+            max_ts: None,
+            created_ms,
+            allocated_bytes: 0,
+            index_persisted: false,
+        }
+    }
+
     fn summary(&self) -> SegmentSummary {
         let (ts, off) = self.max_ts.unwrap_or((i64::MIN, -1));
         SegmentSummary {
@@ -518,18 +535,7 @@ impl<D: Disk> Log<D> {
             let file = Rc::new(disk.open(&path, true).await?);
             file.truncate(0).await?;
             dir_dirty = true;
-            segments.push(Segment {
-                base_offset: base,
-                file,
-                size_bytes: 0,
-                written_bytes: 0,
-                next_offset: base,
-                index: SegmentIndex::new(),
-                max_ts: None,
-                created_ms: now,
-                allocated_bytes: 0,
-                index_persisted: false,
-            });
+            segments.push(Segment::empty(base, file, now));
         }
         let next_offset = segments.last().expect("one segment").next_offset;
         epochs.retain(|(_, o)| *o < next_offset);
@@ -808,18 +814,7 @@ impl<D: Disk> Log<D> {
         file.truncate(0).await?;
         let mut st = self.st.borrow_mut();
         st.dir_dirty = true;
-        st.segments.push(Segment {
-            base_offset: base,
-            file,
-            size_bytes: 0,
-            written_bytes: 0,
-            next_offset: base,
-            index: SegmentIndex::new(),
-            max_ts: None,
-            created_ms: now,
-            allocated_bytes: 0,
-            index_persisted: false,
-        });
+        st.segments.push(Segment::empty(base, file, now));
         Ok(())
     }
 
@@ -1649,18 +1644,7 @@ impl<D: Disk> Log<D> {
             self.disk.sync_dir(&self.dir).await?;
             let now = self.clock.now_ms();
             let mut st = self.st.borrow_mut();
-            st.segments.push(Segment {
-                base_offset: offset,
-                file,
-                size_bytes: 0,
-                written_bytes: 0,
-                next_offset: offset,
-                index: SegmentIndex::new(),
-                max_ts: None,
-                created_ms: now,
-                allocated_bytes: 0,
-                index_persisted: false,
-            });
+            st.segments.push(Segment::empty(offset, file, now));
             st.chunks.clear();
             st.next_offset = offset;
             st.durable_offset = offset;
