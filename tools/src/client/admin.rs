@@ -29,6 +29,13 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
+/// The error for Kafka error `code` in `context`, with the broker's error message appended
+/// when it sent one.
+fn kafka_error_with_message(context: String, code: i16, message: Option<StrBytes>) -> ClientError {
+    let msg = message.map(|m| format!(" ({m})")).unwrap_or_default();
+    ClientError::kafka(format!("{context}{msg}"), code)
+}
+
 /// Creates a topic. `configs` are topic-level overrides.
 pub async fn create_topic(
     client: &Client,
@@ -54,13 +61,10 @@ pub async fn create_topic(
     let (resp, _) = conn.call(&req).await?;
     for r in resp.topics {
         if r.error_code != 0 {
-            let msg = r
-                .error_message
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
-            return Err(ClientError::kafka(
-                format!("create topic {name}{msg}"),
+            return Err(kafka_error_with_message(
+                format!("create topic {name}"),
                 r.error_code,
+                r.error_message,
             ));
         }
     }
@@ -181,13 +185,10 @@ pub async fn alter_topic_configs(
     let (resp, _) = conn.call(&req).await?;
     for r in resp.responses {
         if r.error_code != 0 {
-            let msg = r
-                .error_message
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
-            return Err(ClientError::kafka(
-                format!("alter configs of topic {name}{msg}"),
+            return Err(kafka_error_with_message(
+                format!("alter configs of topic {name}"),
                 r.error_code,
+                r.error_message,
             ));
         }
     }
