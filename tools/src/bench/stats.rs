@@ -58,6 +58,20 @@ impl Default for Histograms {
     }
 }
 
+/// Records each sample (microseconds, clamped to 1..=LATENCY_US_MAX) in both the whole-run
+/// histogram and the current interval's.
+fn record_clamped(
+    total: &mut Histogram<u64>,
+    interval: &mut Histogram<u64>,
+    samples_us: impl Iterator<Item = u64>,
+) {
+    for v in samples_us {
+        let v = v.clamp(1, LATENCY_US_MAX);
+        total.record(v).expect("value within bounds");
+        interval.record(v).expect("value within bounds");
+    }
+}
+
 /// Shared latency recorder.
 #[derive(Default)]
 pub struct Recorder {
@@ -67,22 +81,16 @@ pub struct Recorder {
 impl Recorder {
     /// Records publish latencies (microseconds).
     pub fn publish(&self, samples_us: impl Iterator<Item = u64>) {
-        let mut h = self.hists.lock().expect("recorder lock poisoned");
-        for v in samples_us {
-            let v = v.clamp(1, LATENCY_US_MAX);
-            h.publish.record(v).expect("value within bounds");
-            h.publish_interval.record(v).expect("value within bounds");
-        }
+        let mut guard = self.hists.lock().expect("recorder lock poisoned");
+        let h = &mut *guard;
+        record_clamped(&mut h.publish, &mut h.publish_interval, samples_us);
     }
 
     /// Records end-to-end latencies (microseconds).
     pub fn e2e(&self, samples_us: impl Iterator<Item = u64>) {
-        let mut h = self.hists.lock().expect("recorder lock poisoned");
-        for v in samples_us {
-            let v = v.clamp(1, LATENCY_US_MAX);
-            h.e2e.record(v).expect("value within bounds");
-            h.e2e_interval.record(v).expect("value within bounds");
-        }
+        let mut guard = self.hists.lock().expect("recorder lock poisoned");
+        let h = &mut *guard;
+        record_clamped(&mut h.e2e, &mut h.e2e_interval, samples_us);
     }
 
     /// Takes the interval histograms' percentiles and resets them.
