@@ -651,6 +651,13 @@ pub(crate) fn duplicate_flags<K: Eq + std::hash::Hash>(keys: &[K]) -> Vec<bool> 
     keys.iter().map(|k| count[k] > 1).collect()
 }
 
+/// The first of `keys` that is given more than once, if any.
+pub(crate) fn first_duplicate<'a>(keys: &[&'a str]) -> Option<&'a str> {
+    keys.iter()
+        .zip(duplicate_flags(keys))
+        .find_map(|(k, d)| d.then_some(*k))
+}
+
 /// The future of a step run on a partition's owning core (local to that core).
 pub(crate) type StepFuture<R> = Pin<Box<dyn Future<Output = R>>>;
 /// A step run on a partition's owning core: (shard there, topic, partition, argument).
@@ -879,6 +886,14 @@ mod tests {
             duplicate_flags(&["a", "b", "a", "c"]),
             vec![true, false, true, false]
         );
+    }
+
+    /// AlterConfigs / IncrementalAlterConfigs: a config key given twice for one resource is
+    /// INVALID_REQUEST, naming the key (Kafka's AdminManager duplicate-key check).
+    #[test]
+    fn first_repeated_config_key_is_named() {
+        assert_eq!(first_duplicate(&["a", "b", "c"]), None);
+        assert_eq!(first_duplicate(&["a", "b", "b", "a"]), Some("a"));
     }
 
     #[test]

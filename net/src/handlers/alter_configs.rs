@@ -11,7 +11,9 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
 use kafka_protocol::protocol::VersionRange;
 
-use super::admin_common::{alter_config_resource, duplicate_flags, normalize_config_value, sb};
+use super::admin_common::{
+    alter_config_resource, duplicate_flags, first_duplicate, normalize_config_value, sb,
+};
 use super::{HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::AlterConfigs;
@@ -58,11 +60,7 @@ fn topic_pairs(
     configs: &[kafka_protocol::messages::alter_configs_request::AlterableConfig],
 ) -> Result<Vec<(String, String)>, (i16, String)> {
     let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
-    if let Some(d) = names
-        .iter()
-        .zip(duplicate_flags(&names))
-        .find_map(|(n, d)| d.then_some(n))
-    {
+    if let Some(d) = first_duplicate(&names) {
         return Err((
             code::INVALID_REQUEST,
             format!("Config {d} is given more than once."),

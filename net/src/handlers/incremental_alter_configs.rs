@@ -15,7 +15,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::VersionRange;
 
 use super::admin_common::{
-    alter_config_resource, apply_list_op, duplicate_flags, normalize_config_value, sb,
+    alter_config_resource, apply_list_op, duplicate_flags, first_duplicate, normalize_config_value,
+    sb,
 };
 use super::{HandlerFuture, RequestContext};
 
@@ -77,11 +78,7 @@ fn topic_ops(
     configs: &[AlterableConfig],
 ) -> Result<Vec<ConfigOp>, (i16, String)> {
     let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
-    if let Some(d) = names
-        .iter()
-        .zip(duplicate_flags(&names))
-        .find_map(|(n, d)| d.then_some(n))
-    {
+    if let Some(d) = first_duplicate(&names) {
         return Err((
             code::INVALID_REQUEST,
             format!("Error due to duplicate config keys: {d}"),
