@@ -152,6 +152,23 @@ impl FetchSession {
         }
     }
 
+    /// KIP-227 fairness: moves the partitions that returned records in the last response to
+    /// the end of the session's order (keeping the relative order of both groups), so the
+    /// next response reads the partitions that got nothing first and a tight total max_bytes
+    /// cannot starve partitions late in the list. `returned_data` holds (topic, partition).
+    pub fn rotate_to_end(&mut self, returned_data: &[(String, i32)]) {
+        if returned_data.is_empty() {
+            return;
+        }
+        let (moved, kept): (Vec<_>, Vec<_>) = self.partitions.drain(..).partition(|p| {
+            returned_data
+                .iter()
+                .any(|(t, i)| *t == p.topic && *i == p.partition)
+        });
+        self.partitions = kept;
+        self.partitions.extend(moved);
+    }
+
     /// Removes a partition the client forgot.
     pub fn forget(&mut self, topic: &str, partition: i32) {
         self.partitions
@@ -232,5 +249,37 @@ mod tests {
             .map(|p| (p.topic.as_str(), p.partition, p.fetch_offset))
             .collect();
         assert_eq!(offs, vec![("t", 0, 6), ("u", 0, 0)]);
+    }
+
+    fn order(s: &FetchSession) -> Vec<i32> {
+        s.partitions.iter().map(|p| p.partition).collect()
+    }
+
+    /// KIP-227 (as Kafka's IncrementalFetchContext does): partitions that returned data move
+    /// to the end of the session order, so under a total max_bytes that fits one partition's
+    /// data per response every partition is served in turn instead of the first one forever.
+    #[test]
+    fn kip_227_partitions_that_returned_data_rotate_to_the_end() {
+        let mut c = FetchSessionCache::new(1, 0);
+        let id = c.create((0..4).map(|i| sp("t", i, 0)).collect());
+        let mut served = Vec::new();
+        for epoch in 1..=8 {
+            let s = c.begin_incremental(id, epoch).unwrap();
+            // Every partition has data; the budget takes only the first one in order.
+            let first = s.partitions[0].partition;
+            served.push(first);
+            s.rotate_to_end(&[("t".to_string(), first)]);
+        }
+        assert_eq!(served, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+
+        // Several partitions returning data keep their relative order behind the others.
+        let s = c.get_mut(id).unwrap();
+        assert_eq!(order(s), vec![0, 1, 2, 3]);
+        s.rotate_to_end(&[("t".to_string(), 2), ("t".to_string(), 0)]);
+        assert_eq!(order(s), vec![1, 3, 0, 2]);
+        // Nothing returned (or an unknown partition): the order stays.
+        s.rotate_to_end(&[]);
+        s.rotate_to_end(&[("u".to_string(), 1)]);
+        assert_eq!(order(s), vec![1, 3, 0, 2]);
     }
 }

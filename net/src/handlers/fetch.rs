@@ -142,7 +142,8 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             results = read_all(&shard, &plan).await;
         }
 
-        // Assemble: request order, total max_bytes (at least one batch overall, KIP-74).
+        // Assemble in plan order (the request's for a full fetch, the session's for an
+        // incremental one), total max_bytes (at least one batch overall, KIP-74).
         let mut budget = if req.max_bytes <= 0 {
             usize::MAX
         } else {
@@ -151,6 +152,8 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         let mut first_data = true;
         let mut topics: Vec<FetchableTopicResponse> = Vec::new();
         let mut sent: Vec<(usize, i64, i64)> = Vec::new();
+        // Session partitions whose records went into this response (KIP-227 rotation).
+        let mut returned_data: Vec<(String, i32)> = Vec::new();
         for (i, (sp, r)) in plan.iter().zip(results).enumerate() {
             let mut pd = PartitionData::default()
                 .with_partition_index(sp.partition)
@@ -166,16 +169,17 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                     pd.high_watermark = o.high_watermark;
                     pd.last_stable_offset = o.last_stable_offset;
                     pd.log_start_offset = o.log_start_offset;
-                    let len = d.records.len();
-                    let records = if len == 0 {
-                        Bytes::new()
-                    } else if len <= budget || first_data {
-                        budget = budget.saturating_sub(len);
+                    // Whole batches that fit the remaining total budget; the first partition
+                    // with data gets at least one batch (KIP-74), as Kafka's
+                    // min(partition max, remaining total) read limit does.
+                    let records = trim_to_budget(d.records, budget, first_data);
+                    if !records.is_empty() {
+                        budget = budget.saturating_sub(records.len());
                         first_data = false;
-                        d.records
-                    } else {
-                        Bytes::new()
-                    };
+                    }
+                    if !records.is_empty() {
+                        returned_data.push((sp.topic.clone(), sp.partition));
+                    }
                     changed = !records.is_empty()
                         || o.high_watermark != sp.last_high_watermark
                         || o.log_start_offset != sp.last_log_start_offset;
@@ -226,6 +230,8 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                         p.last_log_start_offset = lso;
                     }
                 }
+                // Fairness: the next response starts with the partitions that got nothing.
+                s.rotate_to_end(&returned_data);
             }
         }
         ctx.respond(
@@ -235,6 +241,31 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                 .with_responses(topics),
         )
     })
+}
+
+/// Byte offset of batchLength in a record batch header (v0-v2 message formats alike).
+const BATCH_LENGTH_END: usize = 12;
+
+/// The longest prefix of whole record batches in `records` not larger than `budget`; with
+/// `at_least_one`, the first batch even when it is larger (KIP-74). A trailing partial batch
+/// (storage may cut one at the partition limit) is kept only when everything before it fits.
+fn trim_to_budget(records: Bytes, budget: usize, at_least_one: bool) -> Bytes {
+    if records.len() <= budget {
+        return records;
+    }
+    let mut end = 0;
+    while end + BATCH_LENGTH_END <= records.len() {
+        let len_bytes: [u8; 4] = records[end + 8..end + BATCH_LENGTH_END]
+            .try_into()
+            .expect("a 4-byte slice");
+        let batch_bytes = BATCH_LENGTH_END + i32::from_be_bytes(len_bytes).max(0) as usize;
+        let next = (end + batch_bytes).min(records.len());
+        if next > budget && !(end == 0 && at_least_one) {
+            break;
+        }
+        end = next;
+    }
+    records.slice(..end)
 }
 
 fn push_partition(
@@ -349,4 +380,41 @@ async fn wait_for_data(
         .detach();
     }
     let _ = rx.recv().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake batch of `total` bytes whose header carries batchLength = total - 12.
+    fn batch(total: usize) -> Vec<u8> {
+        let mut b = vec![0u8; total];
+        b[8..12].copy_from_slice(&((total - 12) as i32).to_be_bytes());
+        b
+    }
+
+    /// KIP-74: the total max_bytes bounds the response in whole batches, except that the
+    /// first partition with data always gets its first batch.
+    #[test]
+    fn kip_74_total_budget_cuts_at_batch_boundaries_with_at_least_one_batch() {
+        let mut all = batch(100);
+        all.extend(batch(50));
+        all.extend(batch(200));
+        let all = Bytes::from(all);
+        assert_eq!(trim_to_budget(all.clone(), 1000, false).len(), 350);
+        assert_eq!(trim_to_budget(all.clone(), 349, false).len(), 150);
+        assert_eq!(trim_to_budget(all.clone(), 150, false).len(), 150);
+        assert_eq!(trim_to_budget(all.clone(), 149, false).len(), 100);
+        assert_eq!(trim_to_budget(all.clone(), 99, false).len(), 0);
+        assert_eq!(trim_to_budget(all.clone(), 1, true).len(), 100);
+        assert_eq!(trim_to_budget(all.clone(), 0, true).len(), 100);
+        // A partial trailing batch (cut by the partition limit) stays when everything fits.
+        let cut = all.slice(..300);
+        assert_eq!(trim_to_budget(cut.clone(), 300, false).len(), 300);
+        assert_eq!(trim_to_budget(cut.clone(), 299, false).len(), 150);
+        // Garbage lengths cannot overrun: a negative length counts as a bare header.
+        let mut bad = batch(40);
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert_eq!(trim_to_budget(Bytes::from(bad), 10, true).len(), 12);
+    }
 }
