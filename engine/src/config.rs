@@ -52,6 +52,11 @@ pub struct BrokerConfig {
     pub fetch_session_cache_slots: usize,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
+    /// Bytes of each partition's log tail (newest segments, at least the active one) whose
+    /// batch headers are scanned on open to rebuild idempotent producers' sequence state
+    /// (KIP-98). Producers whose batches all lie before it are unknown after a restart: their
+    /// next batch is accepted at any sequence (KIP-360).
+    pub producer_state_scan_bytes: u64,
     /// Defaults applied to every topic unless the topic overrides them.
     pub topic_defaults: TopicConfig,
     /// Consumer group coordinator settings (group.*, offsets.*).
@@ -77,6 +82,7 @@ impl BrokerConfig {
             mesh_channel_capacity: 1024,
             fetch_session_cache_slots: 1000,
             retention_check_interval_ms: 300_000,
+            producer_state_scan_bytes: 64 * 1024 * 1024,
             topic_defaults: TopicConfig::default(),
             groups: crate::group::GroupConfig::default(),
         }

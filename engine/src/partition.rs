@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::config::{EffectiveTopicConfig, TimestampType, KAFKA_LONG_MAX};
 use crate::error::code;
 use crate::notify::Notify;
-use crate::producer_state::{ProducerBatch, ProducerStates, SequenceCheck};
+use crate::producer_state::{replay_start_offset, ProducerBatch, ProducerStates, SequenceCheck};
 
 /// Errors of partition operations; each maps to one Kafka error code.
 #[derive(Debug, Error)]
@@ -182,7 +182,9 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Opens the log under `dir` and starts the partition's background flusher.
+    /// Opens the log under `dir`, rebuilds idempotent producers' state from the last
+    /// `producer_state_scan_bytes` of it (see [`replay_producer_states`]) and starts the
+    /// partition's background flusher.
     pub async fn open(
         topic: String,
         index: i32,
@@ -190,10 +192,15 @@ impl Partition {
         dir: PathBuf,
         config: EffectiveTopicConfig,
         clock: Rc<dyn Clock>,
+        producer_state_scan_bytes: u64,
     ) -> Result<Rc<Partition>, PartitionError> {
         let log = Log::open(DmaDisk, dir.clone(), log_config_for(&config), clock.clone())
             .await
             .map_err(PartitionError::from_storage)?;
+        let producers = replay_producer_states(&log, producer_state_scan_bytes).await;
+        if !producers.is_empty() {
+            tracing::debug!(%topic, partition = index, producers = producers.len(), "producer state rebuilt from the log");
+        }
         let p = Rc::new(Partition {
             topic,
             index,
@@ -207,7 +214,7 @@ impl Partition {
             unflushed_messages: Cell::new(0),
             unflushed_since: Cell::new(None),
             closed: Cell::new(false),
-            producers: RefCell::new(ProducerStates::default()),
+            producers: RefCell::new(producers),
             dir,
             flusher: RefCell::new(None),
         });
@@ -550,6 +557,46 @@ impl Partition {
     pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
         epoch_end_offset(&self.log.epochs(), self.log.next_offset(), requested)
     }
+}
+
+/// Bytes asked of the log per read while replaying producer state.
+const REPLAY_READ_BYTES: usize = 1024 * 1024;
+
+/// Rebuilds idempotent producers' state (KIP-98) from the batch headers of the log tail: the
+/// newest segments adding up to `scan_bytes` (see [`replay_start_offset`]). Producers whose
+/// batches all lie before that tail stay unknown (their next batch is accepted, KIP-360). A
+/// read error stops the scan with what was replayed so far (logged): the partition still
+/// opens, and the producers not yet seen are treated as unknown.
+async fn replay_producer_states(log: &Log<DmaDisk>, scan_bytes: u64) -> ProducerStates {
+    let mut states = ProducerStates::default();
+    let end = log.next_offset();
+    let mut offset = replay_start_offset(&log.segments(), log.log_start_offset(), scan_bytes);
+    while offset < end {
+        let data = match log.read(offset, REPLAY_READ_BYTES, end).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(dir = %log.dir().display(), offset, error = %e, "producer state replay stopped early");
+                break;
+            }
+        };
+        let Some(batches) = ProducerBatch::parse_with_offsets(&data) else {
+            tracing::warn!(dir = %log.dir().display(), offset, "producer state replay: unparsable batches; stopped early");
+            break;
+        };
+        let Some(&(base, last)) = batches.last() else {
+            break;
+        };
+        for (base_offset, b) in &batches {
+            states.replay(*base_offset, b);
+        }
+        let next = base + last.last_offset_delta as i64 + 1;
+        if next <= offset {
+            tracing::warn!(dir = %log.dir().display(), offset, next, "producer state replay: read did not advance; stopped early");
+            break;
+        }
+        offset = next;
+    }
+    states
 }
 
 #[cfg(test)]

@@ -560,6 +560,7 @@ impl Shard {
                     dir,
                     eff.clone(),
                     self.clock.clone(),
+                    self.config.producer_state_scan_bytes,
                 )
                 .await
                 {
