@@ -113,6 +113,14 @@ impl Future for ChangedWait<'_> {
     }
 }
 
+/// What replaying one `__consumer_offsets` partition found (for the per-core start-up
+/// summary). Plain data, returned to the core that loaded the partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadedPartition {
+    pub records: usize,
+    pub skipped: usize,
+}
+
 /// The group coordinator of one core, wired to its clock and offsets log. See module doc.
 pub struct GroupService {
     coord: RefCell<GroupCoordinator>,
@@ -211,9 +219,10 @@ impl GroupService {
     /// groups get COORDINATOR_LOAD_IN_PROGRESS meanwhile), then serves it. If the log cannot
     /// be read the partition stays loading (never served empty: that would lose committed
     /// offsets) and the error is returned for the caller to retry.
-    pub async fn load_partition(&self, partition: i32) -> Result<(), GroupError> {
+    pub async fn load_partition(&self, partition: i32) -> Result<LoadedPartition, GroupError> {
         self.coord.borrow_mut().begin_load(partition);
         let records = self.log.read_all(partition).await?;
+        let loaded;
         {
             let mut c = self.coord.borrow_mut();
             let mut skipped = 0usize;
@@ -223,17 +232,21 @@ impl GroupService {
                     tracing::warn!(partition, %err, "skipping undecodable __consumer_offsets record");
                 }
             }
-            tracing::info!(
+            tracing::debug!(
                 partition,
                 records = records.len(),
                 skipped,
                 "loaded __consumer_offsets partition"
             );
+            loaded = LoadedPartition {
+                records: records.len(),
+                skipped,
+            };
         }
         let now = self.now();
         self.coord.borrow_mut().finish_load(partition, now);
         self.changed.notify();
-        Ok(())
+        Ok(loaded)
     }
 
     /// This core stops coordinating `partition`.

@@ -4,6 +4,7 @@
 //! Everything here is per core (`Rc`/`Weak` of that core's `Shard`); only [`GroupCall`] /
 //! [`GroupReply`] values cross cores, inside `Shard::invoke_on`.
 
+use std::cell::Cell;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use super::call::{GroupCall, GroupReply, GroupRouter};
 use super::coordinator::GroupCoordinator;
 use super::error::GroupError;
-use super::service::{GroupService, KeyValue, LocalFuture, OffsetsLog};
+use super::service::{GroupService, KeyValue, LoadedPartition, LocalFuture, OffsetsLog};
 use super::{partition_for_group, OffsetsRecord, OFFSETS_TOPIC};
 use crate::partition::Acks;
 use crate::shard::Shard;
@@ -172,16 +173,44 @@ pub async fn start_core(shard: &Rc<Shard>) {
     while shard.metadata().topic(OFFSETS_TOPIC).is_none() && !shard.stopping() {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    // One INFO summary per core once all its partitions are loaded (per partition: debug).
+    let core = shard.core();
+    let partitions = owned.len();
+    let remaining = Rc::new(Cell::new(partitions));
+    let total = Rc::new(Cell::new(LoadedPartition::default()));
     for p in owned {
         let svc = svc.clone();
         let weak = Rc::downgrade(shard);
+        let remaining = remaining.clone();
+        let total = total.clone();
         glommio::spawn_local(async move {
-            while let Err(e) = svc.load_partition(p).await {
-                if weak.upgrade().is_none_or(|s| s.stopping()) {
-                    return;
+            let loaded = loop {
+                match svc.load_partition(p).await {
+                    Ok(loaded) => break loaded,
+                    Err(e) => {
+                        if weak.upgrade().is_none_or(|s| s.stopping()) {
+                            return;
+                        }
+                        tracing::error!(partition = p, error = %e, "loading __consumer_offsets failed; retrying");
+                        glommio::timer::sleep(Duration::from_millis(500)).await;
+                    }
                 }
-                tracing::error!(partition = p, error = %e, "loading __consumer_offsets failed; retrying");
-                glommio::timer::sleep(Duration::from_millis(500)).await;
+            };
+            let sum = total.get();
+            total.set(LoadedPartition {
+                records: sum.records + loaded.records,
+                skipped: sum.skipped + loaded.skipped,
+            });
+            remaining.set(remaining.get() - 1);
+            if remaining.get() == 0 {
+                let sum = total.get();
+                tracing::info!(
+                    core,
+                    partitions,
+                    records = sum.records,
+                    skipped = sum.skipped,
+                    "loaded this core's __consumer_offsets partitions"
+                );
             }
         })
         .detach();
