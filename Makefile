@@ -56,7 +56,8 @@ itest:
 # seed. SIM_BACKEND=storage runs the storage crate's Log on its SimDisk, mem the in-memory log.
 #   make sim SEED=n        replay one seed (verbose)
 #   make sim-long          SIM_SEEDS seeds from SEED
-#   make sim-ci            as many seeds from 1 as fit in SIM_CI_SECS seconds (for make test)
+#   make sim-ci            as many seeds from 1 as fit in SIM_CI_SECS seconds (for make test; dev
+#                          profile, so it reuses the test build instead of a cold release build)
 SIM_BACKEND ?= storage
 SIM_CI_BACKEND ?= storage
 SIM_SEEDS ?= 5000
@@ -68,7 +69,7 @@ sim-long:
 	$(CARGO) run -p freshet-raft --release --bin sim -- --seed $(SEED) --count $(SIM_SEEDS) --quiet --backend $(SIM_BACKEND)
 
 sim-ci:
-	$(CARGO) run -p freshet-raft --release --bin sim -- --seed 1 --budget-secs $(SIM_CI_SECS) --quiet --backend $(SIM_CI_BACKEND)
+	$(CARGO) run -p freshet-raft --bin sim -- --seed 1 --budget-secs $(SIM_CI_SECS) --quiet --backend $(SIM_CI_BACKEND)
 
 # Storage benchmark (release): freshet-storage Log vs raw O_DIRECT writes of the same bytes
 # in the same run (benches/src/bin/storage-bench.rs); figures go in docs/benchmarks.md "Storage".
