@@ -73,6 +73,7 @@ struct FileConfig {
     mesh_channel_capacity: Option<usize>,
     fetch_session_cache_slots: Option<usize>,
     retention_check_interval_ms: Option<u64>,
+    producer_state_scan_bytes: Option<u64>,
     group_initial_rebalance_delay_ms: Option<i64>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
@@ -128,7 +129,8 @@ fn broker_config(args: &StartArgs) -> Result<BrokerConfig, String> {
         mesh_in_flight_per_peer,
         mesh_channel_capacity,
         fetch_session_cache_slots,
-        retention_check_interval_ms
+        retention_check_interval_ms,
+        producer_state_scan_bytes
     );
     let g = &mut cfg.groups;
     if let Some(v) = args
