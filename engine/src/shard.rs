@@ -383,30 +383,17 @@ impl Shard {
         name: String,
         total_partitions: i32,
     ) -> Result<TopicMeta, TopicError> {
-        self.invoke_on(0, move |s| async move {
-            s.change_metadata(
-                move |snap| {
-                    let t = snap
-                        .topic(&name)
-                        .ok_or_else(|| TopicError::Unknown(name.clone()))?;
-                    if total_partitions <= t.partitions {
-                        return Err(TopicError::InvalidPartitions(format!(
-                            "topic {name} has {} partitions; new count {total_partitions} must be larger",
-                            t.partitions
-                        )));
-                    }
-                    let mut t = t.clone();
-                    t.partitions = total_partitions;
-                    t.revision = snap.revision + 1;
-                    Ok(Some(t))
-                },
-                None,
-            )
-            .await
+        self.edit_topic(name, move |t| {
+            if total_partitions <= t.partitions {
+                return Err(TopicError::InvalidPartitions(format!(
+                    "topic {} has {} partitions; new count {total_partitions} must be larger",
+                    t.name, t.partitions
+                )));
+            }
+            t.partitions = total_partitions;
+            Ok(())
         })
         .await
-        .map_err(|_| TopicError::ShuttingDown)?
-        .map(|t| t.expect("add_partitions yields a topic"))
     }
 
     /// Changes a topic's config (forwarded to core 0).
@@ -415,26 +402,40 @@ impl Shard {
         name: String,
         change: TopicConfigChange,
     ) -> Result<TopicMeta, TopicError> {
+        self.edit_topic(name, move |t| {
+            match change {
+                TopicConfigChange::Replace(pairs) => {
+                    t.config = TopicConfig::from_pairs(pairs)?;
+                }
+                TopicConfigChange::Incremental(ops) => {
+                    for (k, v) in ops {
+                        match v {
+                            Some(v) => t.config.set(k, v)?,
+                            None => t.config.unset(&k),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Edits an existing topic on core 0 (forwarded there): `edit` changes a copy of the
+    /// topic's metadata, which then gets the next revision and is persisted and broadcast by
+    /// `change_metadata`. Unknown topic: `TopicError::Unknown`.
+    async fn edit_topic<F>(self: &Rc<Self>, name: String, edit: F) -> Result<TopicMeta, TopicError>
+    where
+        F: FnOnce(&mut TopicMeta) -> Result<(), TopicError> + Send + 'static,
+    {
         self.invoke_on(0, move |s| async move {
             s.change_metadata(
                 move |snap| {
-                    let t = snap
+                    let mut t = snap
                         .topic(&name)
-                        .ok_or_else(|| TopicError::Unknown(name.clone()))?;
-                    let mut t = t.clone();
-                    match change {
-                        TopicConfigChange::Replace(pairs) => {
-                            t.config = TopicConfig::from_pairs(pairs)?;
-                        }
-                        TopicConfigChange::Incremental(ops) => {
-                            for (k, v) in ops {
-                                match v {
-                                    Some(v) => t.config.set(k, v)?,
-                                    None => t.config.unset(&k),
-                                }
-                            }
-                        }
-                    }
+                        .ok_or_else(|| TopicError::Unknown(name.clone()))?
+                        .clone();
+                    edit(&mut t)?;
                     t.revision = snap.revision + 1;
                     Ok(Some(t))
                 },
@@ -444,7 +445,7 @@ impl Shard {
         })
         .await
         .map_err(|_| TopicError::ShuttingDown)?
-        .map(|t| t.expect("set_topic_config yields a topic"))
+        .map(|t| t.expect("editing an existing topic yields that topic"))
     }
 
     /// Core 0: applies one change under the change lock, persists it, broadcasts the new
