@@ -5,37 +5,15 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use freshet_engine::{new_mesh, Acks, BrokerConfig, Shard};
+use freshet_storage::batch::build_batch;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-/// One uncompressed v2 batch with `n` records (no keys, 1-byte values), CRC32C filled in.
+/// One valid uncompressed v2 batch with `n` records of 1-byte values (the storage crate's
+/// test builder).
 fn batch(n: i32) -> Bytes {
-    let mut records = BytesMut::new();
-    for i in 0..n {
-        // length, attributes, ts delta, offset delta, key len -1, value len 1, value, 0 headers
-        let body = [0u8, 0, (i as u8) << 1, 1, 2, b'x', 0];
-        records.put_u8((body.len() as u8) << 1);
-        records.put_slice(&body);
-    }
-    let mut b = BytesMut::new();
-    b.put_i64(0); // base offset
-    b.put_i32((49 + records.len()) as i32); // batch length
-    b.put_i32(0); // leader epoch
-    b.put_i8(2); // magic
-    b.put_u32(0); // crc placeholder
-    b.put_i16(0); // attributes
-    b.put_i32(n - 1); // last offset delta
-    b.put_i64(1_700_000_000_000); // base timestamp
-    b.put_i64(1_700_000_000_000); // max timestamp
-    b.put_i64(-1); // producer id
-    b.put_i16(-1); // producer epoch
-    b.put_i32(-1); // base sequence
-    b.put_i32(n); // records count
-    b.put_slice(&records);
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b.freeze()
+    Bytes::from(build_batch(n as usize, 1, 1_700_000_000_000, b'x'))
 }
 
 fn run_cores<F, Fut>(cores: usize, data_dir: std::path::PathBuf, body: F)
