@@ -61,6 +61,59 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicConfig,
     /// Consumer group coordinator settings (group.*, offsets.*).
     pub groups: crate::group::GroupConfig,
+    /// Cluster membership and replication settings (`--rpc-addr`, `--seeds`, Raft timing).
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster membership and replication settings. Cloned into each core at start.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Internal RPC listener (`--rpc-addr`): Raft traffic and node-to-node requests.
+    pub rpc_addr: String,
+    /// RPC address other nodes are told to use; defaults to `rpc_addr`.
+    pub advertise_rpc_addr: Option<String>,
+    /// RPC addresses of the founding nodes (`--seeds`); empty = a cluster of one.
+    pub seeds: Vec<String>,
+    /// Raft logical clock period.
+    pub raft_tick_ms: u64,
+    /// Leader heartbeat interval, in ticks.
+    pub raft_heartbeat_ticks: usize,
+    /// Base election timeout E in ticks (a follower campaigns after (E, 2E] ticks).
+    pub raft_election_ticks: usize,
+    /// `default.replication.factor`: replicas of auto-created topics and of CreateTopics
+    /// requests that leave it at -1 (capped at the number of brokers).
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas` default: acks=all produce fails with NOT_ENOUGH_REPLICAS when
+    /// fewer replicas (leader included) are in sync.
+    pub min_insync_replicas: i32,
+    /// Largest internal RPC frame accepted (bigger ones close the connection).
+    pub rpc_frame_bytes_max: usize,
+    /// Frames queued per peer connection before new ones are dropped (Raft retransmits).
+    pub rpc_send_queue_frames_max: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            rpc_addr: "127.0.0.1:33145".to_string(),
+            advertise_rpc_addr: None,
+            seeds: Vec::new(),
+            raft_tick_ms: 10,
+            raft_heartbeat_ticks: 15,
+            raft_election_ticks: 150,
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            rpc_frame_bytes_max: 64 * 1024 * 1024,
+            rpc_send_queue_frames_max: 1024,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The RPC address other nodes are told to connect to.
+    pub fn advertised_rpc_addr(&self) -> &str {
+        self.advertise_rpc_addr.as_deref().unwrap_or(&self.rpc_addr)
+    }
 }
 
 impl BrokerConfig {
@@ -85,6 +138,7 @@ impl BrokerConfig {
             producer_state_scan_bytes: 64 * 1024 * 1024,
             topic_defaults: TopicConfig::default(),
             groups: crate::group::GroupConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 

@@ -35,6 +35,58 @@ pub enum MetadataError {
 /// A 16-byte topic id (Kafka `Uuid`), persisted with the topic.
 pub type TopicId = [u8; 16];
 
+/// Raft group id of the controller group; partition groups are numbered from 1.
+pub const CONTROLLER_GROUP: u64 = 0;
+
+/// The Raft node id of a Kafka broker id: raft-rs reserves 0, so node N is Raft peer N + 1.
+pub fn raft_node_id(broker_id: i32) -> u64 {
+    assert!(broker_id >= 0, "broker id {broker_id} must be >= 0");
+    broker_id as u64 + 1
+}
+
+/// The Kafka broker id of a Raft node id (inverse of [`raft_node_id`]).
+pub fn broker_id_of(raft_node: u64) -> i32 {
+    assert!(raft_node >= 1, "raft node id 0 is reserved");
+    (raft_node - 1) as i32
+}
+
+/// One broker (node) of the cluster. Crosses cores by value inside `MetadataSnapshot`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// Kafka broker id (`--node-id`).
+    pub id: i32,
+    /// Advertised Kafka listener host and port (what Metadata returns).
+    pub host: String,
+    pub port: i32,
+    /// Internal RPC address (`--rpc-addr`) other nodes connect to.
+    pub rpc_addr: String,
+    pub rack: Option<String>,
+}
+
+/// Where one partition lives: its Raft group (the same id on every node) and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionAssignment {
+    /// Raft group id, unique in the cluster, never reused (≥ 1; 0 is the controller).
+    pub group: u64,
+    /// Broker ids holding a replica; `replicas[0]` is the preferred leader.
+    pub replicas: Vec<i32>,
+}
+
+/// Assignments of `partitions` partitions with one replica each on `broker`, Raft groups
+/// numbered from `first_group` (a cluster of one; the controller places replicas otherwise).
+pub fn single_replica_assignments(
+    first_group: u64,
+    partitions: i32,
+    broker: i32,
+) -> Vec<PartitionAssignment> {
+    (0..partitions.max(0) as u64)
+        .map(|p| PartitionAssignment {
+            group: first_group + p,
+            replicas: vec![broker],
+        })
+        .collect()
+}
+
 /// One topic. Crosses cores by value inside `MetadataSnapshot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
@@ -44,18 +96,49 @@ pub struct TopicMeta {
     pub config: TopicConfig,
     /// Snapshot revision at which this topic last changed.
     pub revision: u64,
+    /// One entry per partition (`assignments.len() == partitions`).
+    pub assignments: Vec<PartitionAssignment>,
 }
 
-/// All topics at one revision. Built on core 0, sent (cloned) to every core; read-only there.
+impl TopicMeta {
+    /// Partition `p`'s assignment, if `p` exists.
+    pub fn assignment(&self, p: i32) -> Option<&PartitionAssignment> {
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.assignments.get(i))
+    }
+
+    /// Replication factor (replicas of partition 0).
+    pub fn replication_factor(&self) -> usize {
+        self.assignments.first().map_or(0, |a| a.replicas.len())
+    }
+}
+
+/// All topics and brokers at one revision. Built on core 0, sent (cloned) to every core;
+/// read-only there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataSnapshot {
     pub revision: u64,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Every registered broker, by id.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Next unused partition Raft group id (≥ 1).
+    pub next_group: u64,
 }
 
 impl MetadataSnapshot {
     pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
         self.topics.get(name)
+    }
+
+    /// (topic, partition) of a partition Raft group.
+    pub fn partition_of_group(&self, group: u64) -> Option<(&TopicMeta, i32)> {
+        self.topics.values().find_map(|t| {
+            t.assignments
+                .iter()
+                .position(|a| a.group == group)
+                .map(|i| (t, i as i32))
+        })
     }
 
     pub fn topic_by_id(&self, id: &TopicId) -> Option<&TopicMeta> {
@@ -107,6 +190,10 @@ pub fn encode_topic(t: &TopicMeta) -> String {
     writeln!(s, "id={}", hex(&t.id)).unwrap();
     writeln!(s, "partitions={}", t.partitions).unwrap();
     writeln!(s, "revision={}", t.revision).unwrap();
+    for (p, a) in t.assignments.iter().enumerate() {
+        let replicas: Vec<String> = a.replicas.iter().map(|r| r.to_string()).collect();
+        writeln!(s, "assignment.{p}={}:{}", a.group, replicas.join(",")).unwrap();
+    }
     for (k, v) in &t.config.entries {
         writeln!(s, "config.{k}={v}").unwrap();
     }
@@ -132,6 +219,7 @@ pub fn decode_topic(text: &str) -> Result<TopicMeta, String> {
     }
     let (mut name, mut id, mut partitions, mut revision) = (None, None, None, None);
     let mut config = TopicConfig::default();
+    let mut assignments: BTreeMap<usize, PartitionAssignment> = BTreeMap::new();
     for line in lines {
         let (k, v) = line
             .split_once('=')
@@ -141,6 +229,21 @@ pub fn decode_topic(text: &str) -> Result<TopicMeta, String> {
             "id" => id = Some(unhex(v).ok_or_else(|| "bad id".to_string())?),
             "partitions" => partitions = Some(v.parse().map_err(|_| "bad partitions")?),
             "revision" => revision = Some(v.parse().map_err(|_| "bad revision")?),
+            _ if k.starts_with("assignment.") => {
+                let p: usize = k["assignment.".len()..]
+                    .parse()
+                    .map_err(|_| format!("bad assignment key {k:?}"))?;
+                let (group, replicas) = v
+                    .split_once(':')
+                    .ok_or_else(|| format!("bad assignment {v:?}"))?;
+                let group = group.parse().map_err(|_| format!("bad group in {v:?}"))?;
+                let replicas = replicas
+                    .split(',')
+                    .map(|r| r.parse::<i32>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| format!("bad replicas in {v:?}"))?;
+                assignments.insert(p, PartitionAssignment { group, replicas });
+            }
             _ => {
                 let key = k
                     .strip_prefix("config.")
@@ -151,12 +254,22 @@ pub fn decode_topic(text: &str) -> Result<TopicMeta, String> {
             }
         }
     }
+    let partitions: i32 = partitions.ok_or("missing partitions")?;
+    if assignments.len() != partitions as usize
+        || assignments.keys().enumerate().any(|(i, p)| i != *p)
+    {
+        return Err(format!(
+            "{} partition assignments for {partitions} partitions",
+            assignments.len()
+        ));
+    }
     Ok(TopicMeta {
         name: name.ok_or("missing name")?,
         id: id.ok_or("missing id")?,
-        partitions: partitions.ok_or("missing partitions")?,
+        partitions,
         config,
         revision: revision.ok_or("missing revision")?,
+        assignments: assignments.into_values().collect(),
     })
 }
 
@@ -202,7 +315,10 @@ impl MetadataStore {
             path: self.dir.clone(),
             source,
         };
-        let mut snap = MetadataSnapshot::default();
+        let mut snap = MetadataSnapshot {
+            next_group: CONTROLLER_GROUP + 1,
+            ..Default::default()
+        };
         for entry in std::fs::read_dir(&self.dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
             let fname = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
@@ -222,6 +338,9 @@ impl MetadataStore {
                 reason,
             })?;
             snap.revision = snap.revision.max(t.revision);
+            for a in &t.assignments {
+                snap.next_group = snap.next_group.max(a.group + 1);
+            }
             snap.topics.insert(t.name.clone(), t);
         }
         Ok(snap)
@@ -283,6 +402,12 @@ mod tests {
             partitions,
             config: TopicConfig::from_pairs([("retention.ms", "1000")]).unwrap(),
             revision,
+            assignments: (0..partitions)
+                .map(|p| PartitionAssignment {
+                    group: 10 + p as u64,
+                    replicas: vec![0, 1],
+                })
+                .collect(),
         }
     }
 

@@ -335,6 +335,7 @@ impl Shard {
         configs: Vec<(String, String)>,
     ) -> Result<TopicMeta, TopicError> {
         self.invoke_on(0, move |s| async move {
+            let node_id = s.config.node_id;
             s.change_metadata(
                 move |snap| {
                     validate_new_topic(snap, &name, partitions, &configs)?;
@@ -345,6 +346,11 @@ impl Shard {
                         partitions,
                         config,
                         revision: snap.revision + 1,
+                        assignments: crate::metadata::single_replica_assignments(
+                            snap.next_group,
+                            partitions,
+                            node_id,
+                        ),
                     };
                     Ok(Some(t))
                 },
@@ -383,13 +389,26 @@ impl Shard {
         name: String,
         total_partitions: i32,
     ) -> Result<TopicMeta, TopicError> {
-        self.edit_topic(name, move |t| {
+        self.edit_topic(name, move |t, next_group| {
             if total_partitions <= t.partitions {
                 return Err(TopicError::InvalidPartitions(format!(
                     "topic {} has {} partitions; new count {total_partitions} must be larger",
                     t.name, t.partitions
                 )));
             }
+            let first_group = next_group;
+            let broker = t
+                .assignments
+                .first()
+                .and_then(|a| a.replicas.first())
+                .copied()
+                .unwrap_or(0);
+            let mut added = crate::metadata::single_replica_assignments(
+                first_group,
+                total_partitions - t.partitions,
+                broker,
+            );
+            t.assignments.append(&mut added);
             t.partitions = total_partitions;
             Ok(())
         })
@@ -402,7 +421,7 @@ impl Shard {
         name: String,
         change: TopicConfigChange,
     ) -> Result<TopicMeta, TopicError> {
-        self.edit_topic(name, move |t| {
+        self.edit_topic(name, move |t, _| {
             match change {
                 TopicConfigChange::Replace(pairs) => {
                     t.config = TopicConfig::from_pairs(pairs)?;
@@ -422,11 +441,11 @@ impl Shard {
     }
 
     /// Edits an existing topic on core 0 (forwarded there): `edit` changes a copy of the
-    /// topic's metadata, which then gets the next revision and is persisted and broadcast by
+    /// topic's metadata (its second argument is the next unused Raft group id), which then gets the next revision and is persisted and broadcast by
     /// `change_metadata`. Unknown topic: `TopicError::Unknown`.
     async fn edit_topic<F>(self: &Rc<Self>, name: String, edit: F) -> Result<TopicMeta, TopicError>
     where
-        F: FnOnce(&mut TopicMeta) -> Result<(), TopicError> + Send + 'static,
+        F: FnOnce(&mut TopicMeta, u64) -> Result<(), TopicError> + Send + 'static,
     {
         self.invoke_on(0, move |s| async move {
             s.change_metadata(
@@ -435,7 +454,7 @@ impl Shard {
                         .topic(&name)
                         .ok_or_else(|| TopicError::Unknown(name.clone()))?
                         .clone();
-                    edit(&mut t)?;
+                    edit(&mut t, snap.next_group)?;
                     t.revision = snap.revision + 1;
                     Ok(Some(t))
                 },
@@ -479,6 +498,9 @@ impl Shard {
             tracing::info!(topic = %name, revision = next.revision, "topic deleted");
         }
         if let Some(t) = &changed {
+            for a in &t.assignments {
+                next.next_group = next.next_group.max(a.group + 1);
+            }
             assert_eq!(
                 t.revision, next.revision,
                 "topic revision must be the new one"

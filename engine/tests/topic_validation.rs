@@ -122,6 +122,7 @@ fn snapshot_with(name: &str) -> MetadataSnapshot {
             partitions: 2,
             config: TopicConfig::default(),
             revision: 1,
+            assignments: freshet_engine::metadata::single_replica_assignments(1, 2, 0),
         },
     );
     s

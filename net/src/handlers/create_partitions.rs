@@ -150,6 +150,7 @@ mod tests {
                     partitions: p,
                     config: TopicConfig::default(),
                     revision: 1,
+                    assignments: freshet_engine::metadata::single_replica_assignments(1, p, 0),
                 },
             );
         }

@@ -241,6 +241,7 @@ mod tests {
                     partitions: 1,
                     config: TopicConfig::default(),
                     revision: 1,
+                    assignments: freshet_engine::metadata::single_replica_assignments(1, 1, 0),
                 },
             );
         }
