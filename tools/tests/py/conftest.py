@@ -106,6 +106,13 @@ class Broker:
         ]
 
     def start(self):
+        """Starts the process and waits for its `freshet ready` line (spawn + wait_ready)."""
+        self.spawn()
+        return self.wait_ready()
+
+    def spawn(self):
+        """Starts the process without waiting (cluster nodes on first start wait for each other
+        before they print `freshet ready`, so a cluster spawns every node, then waits)."""
         assert self.proc is None, "broker already running"
         binary = freshet_bin()
         if not os.path.exists(binary):
@@ -121,6 +128,11 @@ class Broker:
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
         log.close()
+        self._ready_offset = start_offset
+
+    def wait_ready(self):
+        """Waits for this start's `freshet ready` line, then for the Kafka listener to accept."""
+        start_offset = self._ready_offset
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
             with open(self.log_path, "rb") as f:
@@ -200,6 +212,9 @@ _SESSION_START = time.monotonic()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "broker_args(*args): extra command-line flags for `freshet start`")
+    config.addinivalue_line("markers", "cluster: multi-node replication tests (clusterlib.py; select with -m cluster)")
+    config.addinivalue_line("markers", "cluster_nodes(n): node count of the `cluster` fixture (default 3)")
+    config.addinivalue_line("markers", "cluster_args(*args): extra `freshet start` flags for every cluster node")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -259,3 +274,29 @@ def topic_name(request):
     """A unique, valid topic name for this test."""
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def cluster(request):
+    """N (default 3) `freshet start` processes forming one cluster; see clusterlib.py."""
+    import clusterlib  # imports this module; kept out of module scope to avoid the cycle
+
+    nodes = request.node.get_closest_marker("cluster_nodes")
+    args = request.node.get_closest_marker("cluster_args")
+    try:
+        c = clusterlib.make_cluster(nodes.args[0] if nodes else 3, args.args if args else ())
+    except BrokerDied as e:
+        pytest.fail(f"cluster did not start: {e}")
+    yield c
+    crashed = c.crashed()
+    failed = any(getattr(request.node, "rep_" + w, None) is not None and getattr(request.node, "rep_" + w).failed
+                 for w in ("setup", "call"))
+    if failed or crashed:
+        print(c.log_tails())
+    panics = c.panics()
+    clusterlib.cleanup(c, failed or bool(crashed) or bool(panics))
+    problems = [f"node {i} died during the test (exit code {code})" for i, code in crashed]
+    problems += [f"node {i}: {line}" for i, line in panics]
+    problems += c.unclean_stops
+    if problems:
+        pytest.fail("cluster teardown: " + "; ".join(problems))

@@ -1,0 +1,546 @@
+"""Freshet as a replicated cluster, proven with real processes: three `freshet start` nodes on
+127.0.0.1 (the `cluster` fixture, clusterlib.py), real Kafka clients (confluent-kafka /
+librdkafka 2.16), and real failures: SIGKILL (crash, no flush), SIGSTOP/SIGCONT (a node that
+stops answering while keeping its sockets), restart on the same data dir.
+
+What is checked, and where the rule comes from:
+- Every partition is a Raft group (Raft paper, Ongaro & Ousterhout 2014): acks=all answers only
+  once a majority has the records (§5.3 commit), so an acknowledged record survives the loss of
+  any minority (§5.4 Leader Completeness); a node that comes back catches up through
+  AppendEntries' consistency check (§5.3) and only an up-to-date node can be elected (§5.4.1).
+- Kafka semantics on top: offsets dense and ordered per partition; acks=all with fewer in-sync
+  replicas than min.insync.replicas → NOT_ENOUGH_REPLICAS; idempotent producers see no duplicates
+  and no reordering across leader changes (KIP-98); a returning replica truncates a divergent
+  suffix instead of serving it (KIP-101 leader epochs, KIP-320 fencing: the Raft §5.3 rule here);
+  Metadata shows every broker and each partition's leader, replicas and ISR; the preferred
+  replica (replicas[0]) gets leadership back (Kafka's auto.leader.rebalance).
+
+Run only these: `.venv/bin/pytest tools/tests/py -m cluster` (debug build of `freshet`).
+"""
+
+import collections
+import threading
+import time
+
+import confluent_kafka
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from clusterlib import ERR_NOT_ENOUGH_REPLICAS, ERR_NOT_LEADER_OR_FOLLOWER, Cluster
+from kclients import cf_consumer, cf_produce, rdkafka_conf
+
+pytestmark = pytest.mark.cluster
+
+TIMEOUT_S = 30
+NODES = {0, 1, 2}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def admin(cluster):
+    """An AdminClient on the cluster (keep a reference until its futures resolve: a collected
+    client fails them with _DESTROY). Harness self-test mode: node 0 only."""
+    return AdminClient(rdkafka_conf(cluster[0].bootstrap if cluster.selftest else cluster.bootstrap))
+
+
+def create_topic(cluster, name, partitions, rf, config=None):
+    a = admin(cluster)
+    futs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf, config=config or {})],
+                           operation_timeout=TIMEOUT_S)
+    futs[name].result(TIMEOUT_S)
+
+
+def topic_view(cluster, i, topic):
+    """Node i's Metadata for `topic`: {p: {"error", "leader", "replicas", "isr"}} or None."""
+    t = cluster.metadata(via=i)["topics"].get(topic)
+    return None if t is None or t["error"] != 0 else t["partitions"]
+
+
+def wait_topic_ready(cluster, topic, partitions, rf, nodes=None, timeout_s=TIMEOUT_S):
+    """Waits until every live node (or `nodes`) reports `partitions` partitions, each with `rf`
+    distinct replicas, a leader among them, the full ISR, and the same leaders on every node.
+    Returns that view."""
+    nodes = cluster.alive() if nodes is None else nodes
+
+    def ready():
+        views = [topic_view(cluster, i, topic) for i in nodes]
+        for v in views:
+            if v is None or sorted(v) != list(range(partitions)):
+                return False
+            for p in v.values():
+                if p["error"] != 0 or len(set(p["replicas"])) != rf or p["leader"] not in p["replicas"]:
+                    return False
+                if sorted(p["isr"]) != sorted(p["replicas"]):
+                    return False
+        leaders = [{p: v[p]["leader"] for p in v} for v in views]
+        return views[0] if all(lv == leaders[0] for lv in leaders) else False
+
+    return cluster.wait_for(ready, f"{topic}: {partitions} partitions x RF{rf}, leaders and full ISR on nodes {nodes}",
+                            timeout_s)
+
+
+def leaders(cluster, topic, via=None):
+    v = topic_view(cluster, via if via is not None else cluster.alive()[0], topic)
+    return {p: v[p]["leader"] for p in v}
+
+
+def consume_all(bootstrap, topic, partitions, timeout_s=60):
+    """Reads every partition from its beginning up to the high watermark the leader reports.
+    Returns {p: [(offset, key, value)]} in the order consumed, and {p: (low, high)}."""
+    c = cf_consumer(bootstrap)
+    try:
+        marks = {}
+        for p in partitions:
+            marks[p] = Cluster.wait_for(
+                lambda p=p: c.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=5),
+                f"watermarks of {topic}-{p}", timeout_s=TIMEOUT_S)
+        got = {p: [] for p in partitions}
+        c.assign([confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in partitions])
+        errs = []
+        deadline = time.monotonic() + timeout_s
+
+        def done():
+            return all(marks[p][1] == 0 or (got[p] and got[p][-1][0] >= marks[p][1] - 1) for p in partitions)
+
+        while not done() and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                errs.append(m.error())
+                continue
+            got[m.partition()].append((m.offset(), m.key(), m.value()))
+        assert done(), (f"consumed {({p: len(got[p]) for p in partitions})} of high watermarks {marks} "
+                        f"within {timeout_s}s; errors={errs[:5]}")
+        return got, marks
+    finally:
+        c.close()
+
+
+class ContinuousProducer:
+    """One confluent-kafka producer, never restarted, sending keyed records with a global sequence
+    number (value b"<seq>:<key>") to partition key % partitions, ~rate_per_s, from its own thread.
+    Delivery reports: acked {seq: (partition, offset)}, errors [(seq, KafkaError)]."""
+
+    def __init__(self, cluster, topic, partitions, conf, keys=12, rate_per_s=800):
+        self.topic, self.partitions, self.keys, self.rate_per_s = topic, partitions, keys, rate_per_s
+        self.producer = confluent_kafka.Producer(rdkafka_conf(cluster.bootstrap, **conf))
+        self.sent = {}  # seq -> (partition, key, value)
+        self.acked = {}
+        self.errors = []
+        self.acked_per_partition = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_delivery(self, seq):
+        def cb(err, msg):
+            if err is not None:
+                self.errors.append((seq, err))
+            else:
+                self.acked[seq] = (msg.partition(), msg.offset())
+                self.acked_per_partition[msg.partition()] += 1
+        return cb
+
+    def _run(self):
+        seq = 0
+        tick_s = 0.01
+        per_tick = max(1, int(self.rate_per_s * tick_s))
+        while not self._stop.is_set():
+            for _ in range(per_tick):
+                k = seq % self.keys
+                key = f"key-{k}".encode()
+                value = f"{seq}:{k}".encode()
+                p = k % self.partitions
+                self.sent[seq] = (p, key, value)
+                while True:
+                    try:
+                        self.producer.produce(self.topic, key=key, value=value, partition=p,
+                                              on_delivery=self._on_delivery(seq))
+                        break
+                    except BufferError:
+                        self.producer.poll(0.05)
+                seq += 1
+            self.producer.poll(tick_s)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop_and_flush(self, timeout_s=60):
+        """Stops sending, then waits for every delivery report. Returns the count still undelivered."""
+        self._stop.set()
+        self._thread.join(10)
+        return self.producer.flush(timeout_s)
+
+    def wait_progress(self, cluster, what, per_partition=50, partitions=None, timeout_s=TIMEOUT_S):
+        """Waits until each partition (default: all) got `per_partition` more acknowledgements."""
+        partitions = range(self.partitions) if partitions is None else partitions
+        base = {p: self.acked_per_partition[p] for p in partitions}
+        cluster.wait_for(lambda: all(self.acked_per_partition[p] >= base[p] + per_partition for p in partitions),
+                         f"{what}: {per_partition} more acks on partitions {list(partitions)} "
+                         f"(errors so far: {self.errors[:3]})", timeout_s)
+
+
+def produce_one(cluster, topic, partition, value, conf, timeout_s=15):
+    """Produces one record with a fresh producer; returns (error or None, offset or None)."""
+    p = confluent_kafka.Producer(rdkafka_conf(cluster.bootstrap, **conf))
+    out = []
+    p.produce(topic, value=value, partition=partition, on_delivery=lambda err, msg: out.append((err, msg.offset())))
+    p.flush(timeout_s)
+    p.purge()
+    p.flush(1)
+    return out[0] if out else ("no delivery report", None)
+
+
+# ---------------------------------------------------------------- (a) metadata
+
+
+def test_rf3_topic_metadata_shows_three_brokers_replicas_leaders_and_isr(cluster, topic_name):
+    """(a) 3 nodes, CreateTopics 6 partitions x RF3 through AdminClient: every node's Metadata lists
+    the 3 brokers with their Kafka addresses; each partition has 3 distinct replicas, a leader among
+    them and the full ISR; every node reports the same leaders; preferred leaders (replicas[0]) are
+    spread evenly (Kafka's assignReplicasToBrokers: each broker first for 6/3 = 2 partitions);
+    DescribeCluster (KIP-700) shows the 3 nodes and a controller; records round-trip."""
+    create_topic(cluster, topic_name, 6, 3)
+    view = wait_topic_ready(cluster, topic_name, 6, 3)
+    for i in range(3):
+        md = cluster.metadata(via=i)
+        assert md["brokers"] == {n.node_id: ("127.0.0.1", n.port) for n in cluster.nodes}, md["brokers"]
+        assert md["controller"] in NODES, md["controller"]
+    for p, part in view.items():
+        assert set(part["replicas"]) == NODES, (p, part)
+    preferred = collections.Counter(part["replicas"][0] for part in view.values())
+    assert preferred == {0: 2, 1: 2, 2: 2}, f"preferred leaders not spread: {dict(preferred)}"
+
+    # The client's own view (librdkafka) agrees.
+    a = admin(cluster)
+    md = a.list_topics(topic=topic_name, timeout=TIMEOUT_S)
+    assert sorted(md.brokers) == [0, 1, 2]
+    for p, pm in md.topics[topic_name].partitions.items():
+        assert sorted(pm.replicas) == [0, 1, 2], (p, pm.replicas)
+        assert pm.leader in NODES
+    desc = a.describe_cluster(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
+    assert sorted(n.id for n in desc.nodes) == [0, 1, 2]
+    assert desc.controller is not None and desc.controller.id in NODES
+
+    recs = [(p, f"a-{p}-{j}".encode()) for p in range(6) for j in range(5)]
+    p = confluent_kafka.Producer(rdkafka_conf(cluster.bootstrap, acks="all"))
+    acked = {}
+    for part, v in recs:
+        p.produce(topic_name, value=v, partition=part,
+                  on_delivery=lambda err, msg: acked.__setitem__(msg.value(), (err, msg.offset())))
+    assert p.flush(TIMEOUT_S) == 0
+    assert all(err is None for err, _ in acked.values()), acked
+    got, marks = consume_all(cluster.bootstrap, topic_name, range(6))
+    for part in range(6):
+        assert [o for o, _, _ in got[part]] == [0, 1, 2, 3, 4]
+        assert [v for _, _, v in got[part]] == [f"a-{part}-{j}".encode() for j in range(5)]
+
+
+# ---------------------------------------------------------------- (b) acks=all through failures
+
+
+@pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "not-idempotent"])
+def test_every_acked_record_survives_leader_kill_pause_and_restart(cluster, topic_name, idempotent):
+    """(b) One producer (acks=all, never restarted) sends keyed, numbered records to 6 RF3
+    partitions while: the leader of partition 0 is SIGKILLed; then the new leader of partition 0
+    is SIGSTOPped for 3 s (with one node dead, the cluster has no quorum meanwhile) and resumed;
+    then the killed node is restarted on its data dir. Afterwards every acknowledged record is
+    consumed at the offset it was acknowledged at, offsets are dense from 0 to the high watermark,
+    acknowledged records are in send order per partition, and the log holds only records that
+    were sent (Raft §5.3 commit + §5.4 Leader Completeness: acknowledged = committed = kept).
+    Idempotent (KIP-98): every record acked exactly once and the log has no duplicate and no
+    reordering across leader changes. Not idempotent: max.in.flight=1 (Kafka's ordering condition
+    without idempotence); retries may duplicate records, never lose or reorder acknowledged ones.
+    A resumed ex-leader must not serve its uncommitted suffix (KIP-101/KIP-320, Raft §5.3)."""
+    partitions = 6
+    create_topic(cluster, topic_name, partitions, 3)
+    wait_topic_ready(cluster, topic_name, partitions, 3)
+    conf = {"acks": "all", "linger.ms": 5, "enable.idempotence": idempotent}
+    if not idempotent:
+        conf["max.in.flight.requests.per.connection"] = 1
+    prod = ContinuousProducer(cluster, topic_name, partitions, conf).start()
+    try:
+        prod.wait_progress(cluster, "before any failure", per_partition=30)
+
+        killed = leaders(cluster, topic_name)[0]
+        cluster.kill(killed)
+        prod.wait_progress(cluster, f"after SIGKILL of node {killed} (leader of partition 0)", per_partition=50)
+
+        paused_leader = cluster.wait_for(
+            lambda: [l for l in [leaders(cluster, topic_name)[0]] if l in cluster.alive()],
+            "a live leader of partition 0")[0]
+        cluster.pause(paused_leader)
+        time.sleep(3)
+        cluster.resume(paused_leader)
+        prod.wait_progress(cluster, f"after SIGSTOP/SIGCONT of node {paused_leader}", per_partition=50)
+
+        cluster.restart(killed)
+        prod.wait_progress(cluster, f"after restarting node {killed}", per_partition=50)
+    finally:
+        undelivered = prod.stop_and_flush(60)
+    assert undelivered == 0, f"{undelivered} records without a delivery report after 60 s; errors={prod.errors[:5]}"
+    assert not prod.errors, f"{len(prod.errors)} delivery errors, first: {prod.errors[:5]}"
+    assert len(prod.acked) == len(prod.sent)
+
+    got, marks = consume_all(cluster.bootstrap, topic_name, range(partitions))
+    for p in range(partitions):
+        low, high = marks[p]
+        log = got[p]
+        offsets = [o for o, _, _ in log]
+        assert low == 0, f"partition {p}: log start {low}"
+        assert offsets == list(range(high)), f"partition {p}: offsets not dense 0..{high - 1}: " \
+                                             f"first gap near {next((i for i, o in enumerate(offsets) if o != i), None)}"
+        by_offset = {o: (k, v) for o, k, v in log}
+        acked_here = sorted((off, seq) for seq, (part, off) in prod.acked.items() if part == p)
+        for off, seq in acked_here:
+            _, key, value = prod.sent[seq]
+            assert by_offset.get(off) == (key, value), \
+                f"partition {p}: record seq {seq} acked at offset {off}, log has {by_offset.get(off)}"
+        seqs_acked_order = [seq for _, seq in acked_here]
+        assert seqs_acked_order == sorted(seqs_acked_order), f"partition {p}: acknowledged records out of send order"
+        log_seqs = []
+        for o, k, v in log:
+            seq = int(v.split(b":")[0])
+            assert prod.sent.get(seq, (None, None, None))[1:] == (k, v), f"partition {p} offset {o}: never sent {v!r}"
+            assert prod.sent[seq][0] == p, f"partition {p} offset {o}: record of partition {prod.sent[seq][0]}"
+            log_seqs.append(seq)
+        if idempotent:
+            dups = [s for s, c in collections.Counter(log_seqs).items() if c > 1]
+            assert not dups, f"partition {p}: duplicates with an idempotent producer (KIP-98): {dups[:10]}"
+            assert log_seqs == sorted(log_seqs), f"partition {p}: log out of send order with an idempotent producer"
+            assert len(log_seqs) == len(acked_here), f"partition {p}: {len(log_seqs)} in log, {len(acked_here)} acked"
+
+
+# ---------------------------------------------------------------- (c) catch-up after restart
+
+
+def test_restarted_node_catches_up_and_alone_holds_the_latest_records(cluster, topic_name):
+    """(c) Node 2 is killed; N1 records are produced (acks=all, committed by nodes 0 and 1);
+    node 2 restarts on its data dir and the leaders' ISR takes it back (it matched the commit
+    index). Then node 1 is killed and N2 more records are produced: with only nodes 0 and 2 up,
+    acks=all can only succeed if node 2 appended them after a log matching the leader's through
+    N1 (AppendEntries consistency check, Raft §5.3). Then node 0 is killed and node 1 (which has
+    N1 but not N2) restarted: node 2 is the only up-to-date node, so it must lead every partition
+    (election restriction, §5.4.1), and every acknowledged record of N1 and N2 must be readable,
+    dense and in order, from its log. The follower answers ListOffsets with
+    NOT_LEADER_OR_FOLLOWER; the leader reports the full high watermark."""
+    partitions = 3
+    create_topic(cluster, topic_name, partitions, 3)
+    wait_topic_ready(cluster, topic_name, partitions, 3)
+    conf = {"acks": "all", "linger.ms": 5}
+
+    def produce(tag, n):
+        recs = [(p, f"{tag}-{p}-{j}".encode()) for j in range(n) for p in range(partitions)]
+        pr = confluent_kafka.Producer(rdkafka_conf(cluster.bootstrap, **conf))
+        out = {}
+        for p, v in recs:
+            while True:
+                try:
+                    pr.produce(topic_name, value=v, partition=p,
+                               on_delivery=lambda err, msg, v=v: out.__setitem__(v, (err, msg.partition(),
+                                                                                      msg.offset())))
+                    break
+                except BufferError:
+                    pr.poll(0.1)
+        assert pr.flush(TIMEOUT_S) == 0, f"{tag}: not all delivered within {TIMEOUT_S}s"
+        errs = [(v, e) for v, (e, _, _) in out.items() if e is not None]
+        assert not errs, f"{tag}: delivery errors {errs[:5]}"
+        return {v: (p, o) for v, (_, p, o) in out.items()}
+
+    cluster.kill(2)
+    n1 = produce("n1", 200)
+    cluster.restart(2)
+    cluster.wait_for(lambda: all(2 in part["isr"] for part in topic_view(cluster, 0, topic_name).values()),
+                     "node 2 back in every partition's ISR (caught up to the commit index)")
+    cluster.kill(1)
+    n2 = produce("n2", 200)
+    cluster.kill(0)
+    cluster.restart(1)
+    cluster.wait_for(lambda: all(l == 2 for l in leaders(cluster, topic_name, via=2).values()),
+                     "node 2 (the only up-to-date node) leading every partition", timeout_s=TIMEOUT_S)
+
+    expected = {**n1, **n2}
+    got, marks = consume_all(cluster.bootstrap, topic_name, range(partitions))
+    for p in range(partitions):
+        log = got[p]
+        assert [o for o, _, _ in log] == list(range(marks[p][1])), f"partition {p}: offsets not dense"
+        by_offset = {o: v for o, _, v in log}
+        mine = sorted((o, v) for v, (pp, o) in expected.items() if pp == p)
+        assert len(mine) == 400
+        for o, v in mine:
+            assert by_offset.get(o) == v, f"partition {p}: acked {v!r} at {o}, node 2 serves {by_offset.get(o)!r}"
+        assert [v for _, v in mine] == [f"n1-{p}-{j}".encode() for j in range(200)] + \
+               [f"n2-{p}-{j}".encode() for j in range(200)], f"partition {p}: acknowledged order differs"
+        err, end = cluster.list_offset(2, topic_name, p)
+        assert (err, end) == (0, marks[p][1]), f"partition {p}: leader ListOffsets {err, end}"
+        err, _ = cluster.list_offset(1, topic_name, p)
+        assert err == ERR_NOT_LEADER_OR_FOLLOWER, f"partition {p}: follower ListOffsets error {err}"
+
+
+# ---------------------------------------------------------------- (d) not enough replicas
+
+
+def test_acks_all_below_min_insync_replicas_gets_not_enough_replicas(cluster, topic_name):
+    """(d1) Topic RF3 with min.insync.replicas=3: with a follower SIGKILLed the leader's ISR
+    shrinks to 2 and acks=all is refused with NOT_ENOUGH_REPLICAS (19) (Kafka: min.insync.replicas
+    applies to acks=all only, so acks=1 still succeeds); once the node is back and caught up,
+    acks=all succeeds again."""
+    create_topic(cluster, topic_name, 1, 3, {"min.insync.replicas": "3"})
+    wait_topic_ready(cluster, topic_name, 1, 3)
+    all_conf = {"acks": "all", "enable.idempotence": False, "message.send.max.retries": 0}
+    err, off = produce_one(cluster, topic_name, 0, b"before", all_conf)
+    assert err is None, f"acks=all with the full ISR: {err}"
+    leader = leaders(cluster, topic_name)[0]
+    follower = min(NODES - {leader})
+    cluster.kill(follower)
+    cluster.wait_for(lambda: follower not in topic_view(cluster, leader, topic_name)[0]["isr"],
+                     f"ISR without the killed node {follower}")
+    seen = []
+
+    def refused():
+        e, _ = produce_one(cluster, topic_name, 0, b"short", all_conf)
+        seen.append(e)
+        return e is not None and e.code() == ERR_NOT_ENOUGH_REPLICAS
+
+    cluster.wait_for(refused, "acks=all refused with NOT_ENOUGH_REPLICAS", timeout_s=20, interval_s=0.5)
+    err, _ = produce_one(cluster, topic_name, 0, b"short-again", all_conf)
+    assert err is not None and err.code() == ERR_NOT_ENOUGH_REPLICAS, f"second acks=all with ISR 2 < 3: {err}"
+    err, _ = produce_one(cluster, topic_name, 0, b"acks-1", {"acks": "1", "enable.idempotence": False})
+    assert err is None, f"acks=1 is not subject to min.insync.replicas: {err}"
+    cluster.restart(follower)
+    cluster.wait_for(lambda: produce_one(cluster, topic_name, 0, b"after", all_conf)[0] is None,
+                     "acks=all accepted again after the node returned", timeout_s=TIMEOUT_S, interval_s=0.5)
+
+
+def test_acks_all_is_not_acknowledged_without_a_majority(cluster, topic_name):
+    """(d2) Topic RF3 (min.insync.replicas 1): with both followers SIGKILLed the leader cannot
+    commit (Raft §5.3: committed = stored on a majority), so an acks=all record gets no successful
+    acknowledgement (an error or the client's timeout). After both nodes restart, acks=all succeeds
+    again and the earlier acknowledged record is still there (§5.4)."""
+    create_topic(cluster, topic_name, 1, 3)
+    wait_topic_ready(cluster, topic_name, 1, 3)
+    err, first_off = produce_one(cluster, topic_name, 0, b"first", {"acks": "all"})
+    assert err is None, err
+    leader = leaders(cluster, topic_name)[0]
+    for n in sorted(NODES - {leader}):
+        cluster.kill(n)
+    err, off = produce_one(cluster, topic_name, 0, b"no-quorum",
+                           {"acks": "all", "message.timeout.ms": 6000, "enable.idempotence": False}, timeout_s=10)
+    assert err is not None, f"acks=all acknowledged at offset {off} with 2 of 3 replicas down"
+    for n in sorted(NODES - {leader}):
+        cluster.restart(n)
+    err, off = produce_one(cluster, topic_name, 0, b"after", {"acks": "all"}, timeout_s=TIMEOUT_S)
+    assert err is None, f"acks=all after the nodes returned: {err}"
+    got, marks = consume_all(cluster.bootstrap, topic_name, [0])
+    values = {o: v for o, _, v in got[0]}
+    assert values[first_off] == b"first"
+    assert values[off] == b"after"
+    assert [o for o, _, _ in got[0]] == list(range(marks[0][1]))
+
+
+# ---------------------------------------------------------------- (e) admin
+
+
+def test_replication_factor_above_node_count_is_invalid(cluster, topic_name):
+    """(e1) CreateTopics with replication factor 4 on 3 nodes → INVALID_REPLICATION_FACTOR (38),
+    nothing created on any node (Kafka's CreateTopics contract)."""
+    a = admin(cluster)
+    futs = a.create_topics([NewTopic(topic_name, num_partitions=2, replication_factor=4)],
+                           operation_timeout=TIMEOUT_S)
+    with pytest.raises(confluent_kafka.KafkaException) as e:
+        futs[topic_name].result(TIMEOUT_S)
+    assert e.value.args[0].code() == confluent_kafka.KafkaError.INVALID_REPLICATION_FACTOR, e.value
+    time.sleep(1)
+    for i in range(3):
+        assert topic_name not in cluster.metadata(via=i)["topics"]
+        assert cluster.topic_dirs(i, topic_name) == []
+
+
+def test_delete_topic_removes_its_replicas_on_every_node(cluster, topic_name):
+    """(e2) DeleteTopics of an RF3 topic removes its partition directories on every node, including
+    node 2 which was down during the delete and learns it from the controller log when it returns;
+    the name can then be created again, empty."""
+    create_topic(cluster, topic_name, 3, 3)
+    wait_topic_ready(cluster, topic_name, 3, 3)
+    cf_produce(cluster.bootstrap, topic_name, [_rec(p, b"x") for p in range(3)])
+    for i in range(3):
+        assert cluster.topic_dirs(i, topic_name) == [f"{topic_name}-{p}" for p in range(3)], i
+    cluster.kill(2)
+    a = admin(cluster)
+    a.delete_topics([topic_name], operation_timeout=TIMEOUT_S)[topic_name].result(TIMEOUT_S)
+    for i in (0, 1):
+        cluster.wait_for(lambda i=i: topic_name not in cluster.metadata(via=i)["topics"]
+                         and cluster.topic_dirs(i, topic_name) == [],
+                         f"topic gone from node {i}'s metadata and data dir")
+    cluster.restart(2)
+    cluster.wait_for(lambda: topic_name not in cluster.metadata(via=2)["topics"]
+                     and cluster.topic_dirs(2, topic_name) == [],
+                     "topic gone from node 2 (down during the delete) after its restart")
+    create_topic(cluster, topic_name, 1, 3)
+    wait_topic_ready(cluster, topic_name, 1, 3)
+    offs = cf_produce(cluster.bootstrap, topic_name, [_rec(0, b"again")])
+    assert offs == [(0, 0)], f"re-created topic not empty: {offs}"
+
+
+def _rec(partition, value):
+    from kclients import Rec
+    return Rec(None, value, [], None, partition)
+
+
+# ---------------------------------------------------------------- (f) preferred leader
+
+
+def test_leadership_returns_to_the_preferred_replica(cluster, topic_name):
+    """(f) 6 partitions x RF3: leaders settle on the preferred replica (replicas[0]); node 0 is
+    SIGKILLed and its partitions move to others; after node 0 restarts and catches up, leadership
+    of its preferred partitions returns to it within 20 s (Kafka's preferred-leader rebalance,
+    done with Raft leadership transfer)."""
+    create_topic(cluster, topic_name, 6, 3)
+    view = wait_topic_ready(cluster, topic_name, 6, 3)
+    preferred = {p: part["replicas"][0] for p, part in view.items()}
+
+    def on_preferred():
+        ls = leaders(cluster, topic_name)
+        return ls == preferred or False
+
+    cluster.wait_for(on_preferred, f"every partition led by its preferred replica {preferred}", timeout_s=20)
+    mine = [p for p, n in preferred.items() if n == 0]
+    assert mine, preferred
+    cluster.kill(0)
+    cluster.wait_for(lambda: all(leaders(cluster, topic_name, via=1)[p] in (1, 2) for p in mine),
+                     f"partitions {mine} led by node 1 or 2 while node 0 is down")
+    t0 = time.monotonic()
+    cluster.restart(0)
+    cluster.wait_for(on_preferred, f"leadership back on preferred replicas {preferred}", timeout_s=20)
+    print(f"preferred leadership restored {time.monotonic() - t0:.1f}s after node 0 restarted")
+
+
+# ---------------------------------------------------------------- the harness itself
+
+
+def test_harness_pause_stops_answers_and_restart_keeps_data(cluster, topic_name):
+    """The fixture's failure tools do what the scenarios assume: a SIGSTOPped node accepts no
+    request until SIGCONT (its listen backlog may still complete the TCP handshake); a SIGKILLed
+    node refuses connections; restart(i) brings node i back on the same ports and data dir with
+    its acknowledged records (durability across a crash)."""
+    import clusterlib
+    create_topic(cluster, topic_name, 1, 1 if cluster.selftest else 3)
+    offs = cf_produce(cluster[0].bootstrap if cluster.selftest else cluster.bootstrap, topic_name,
+                      [_rec(0, b"kept")])
+    cluster.pause(1)
+    with pytest.raises(OSError):
+        clusterlib.metadata_of(cluster[1].addr, timeout_s=1)
+    cluster.resume(1)
+    assert cluster.metadata(via=1)["brokers"]
+    cluster.kill(2)
+    assert not clusterlib.port_open(cluster[2].addr)
+    cluster.restart(2)
+    assert cluster.metadata(via=2)["brokers"]
+    cluster.kill(0)
+    cluster.restart(0)
+    boot = cluster[0].bootstrap if cluster.selftest else cluster.bootstrap
+    got, marks = consume_all(boot, topic_name, [0])
+    assert got[0][0][2] == b"kept" and offs == [(0, 0)]
+
