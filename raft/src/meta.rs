@@ -189,6 +189,8 @@ pub trait MetaStore {
     fn write(&self, group: u64, record: Bytes) -> impl Future<Output = Result<(), MetaError>>;
     /// The record of `group`, if any was written.
     fn read(&self, group: u64) -> impl Future<Output = Result<Option<Bytes>, MetaError>>;
+    /// Deletes the record of `group` (durable when it returns); no record is not an error.
+    fn remove(&self, group: u64) -> impl Future<Output = Result<(), MetaError>>;
 }
 
 /// In-memory [`MetaStore`] for the simulator (writes are durable at once; clones share it).
@@ -215,6 +217,10 @@ impl MetaStore for MemMetaStore {
     }
     async fn read(&self, group: u64) -> Result<Option<Bytes>, MetaError> {
         Ok(self.records.borrow().get(&group).cloned())
+    }
+    async fn remove(&self, group: u64) -> Result<(), MetaError> {
+        self.records.borrow_mut().remove(&group);
+        Ok(())
     }
 }
 
@@ -292,6 +298,22 @@ impl<D: freshet_storage::Disk> MetaStore for DiskMetaStore<D> {
         }
         Ok(Some(b.slice(4..4 + len)))
     }
+
+    async fn remove(&self, group: u64) -> Result<(), MetaError> {
+        let path = self.path(group);
+        let tmp = path.with_extension("state.tmp");
+        for p in [&tmp, &path] {
+            match self.disk.remove_file(p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(MetaError::Io(e.to_string())),
+            }
+        }
+        self.disk
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| MetaError::Io(e.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -350,6 +372,29 @@ mod tests {
             let store = DiskMetaStore::open(disk.clone(), dir).await.unwrap();
             let back = GroupMeta::decode(&store.read(3).await.unwrap().unwrap()).unwrap();
             assert_eq!(back.hard_state.term, 5, "a completed write is durable");
+        });
+    }
+
+    #[test]
+    fn a_removed_group_state_file_stays_gone_after_a_crash() {
+        futures_lite::future::block_on(async {
+            let disk = freshet_storage::SimDisk::new(6);
+            let dir = std::path::PathBuf::from("/node1/raft");
+            let store = DiskMetaStore::open(disk.clone(), dir.clone())
+                .await
+                .unwrap();
+            store.write(3, GroupMeta::default().encode()).await.unwrap();
+            store.write(4, GroupMeta::default().encode()).await.unwrap();
+            store.remove(3).await.unwrap();
+            store.remove(9).await.unwrap(); // never written: not an error
+            disk.crash();
+            let store = DiskMetaStore::open(disk.clone(), dir).await.unwrap();
+            assert_eq!(store.read(3).await.unwrap(), None, "removal is durable");
+            assert!(store.read(4).await.unwrap().is_some(), "other groups kept");
+            let mem = MemMetaStore::default();
+            mem.write(3, GroupMeta::default().encode()).await.unwrap();
+            mem.remove(3).await.unwrap();
+            assert_eq!(mem.read(3).await.unwrap(), None);
         });
     }
 }

@@ -58,6 +58,10 @@ pub struct RaftConfig {
     pub fetch_bytes_max: usize,
     /// Seed of the election-timeout jitter (deterministic runs); mixed with the node id.
     pub seed: u64,
+    /// A leader counts a follower in sync ([`GroupStatus::in_sync`]) while it heard from it
+    /// within this many ticks and the follower matched the commit index within this many
+    /// ticks (Kafka's `replica.lag.time.max.ms`, in ticks).
+    pub in_sync_lag_ticks: u64,
 }
 
 impl RaftConfig {
@@ -72,6 +76,7 @@ impl RaftConfig {
             cache_bytes_max: 4 << 20,
             fetch_bytes_max: 1 << 20,
             seed: 0,
+            in_sync_lag_ticks: 150,
         }
     }
 }
@@ -136,6 +141,10 @@ pub enum DriverError {
     /// The group is already open.
     #[error("group {0} already open")]
     AlreadyOpen(GroupId),
+    /// The runtime loop that owned the driver has stopped (`RaftHandle::stop` or an
+    /// earlier fatal error, given here).
+    #[error("raft runtime stopped: {0}")]
+    Stopped(String),
 }
 
 /// Outcome of a proposal, reported by [`MultiRaft::take_events`].
@@ -162,6 +171,48 @@ pub enum Event {
         /// Why.
         error: ProposeError,
     },
+}
+
+/// A proposal made with `report_append` reached the leader's own log and was flushed
+/// (Kafka acks=1: "the leader has it"); it is not committed yet and may still be superseded.
+/// Reported by [`MultiRaft::take_appended`]; its [`Event`] still follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The group.
+    pub group: GroupId,
+    /// The caller's token.
+    pub token: u64,
+    /// Kafka base offset the batch got.
+    pub kafka_offset: i64,
+    /// High watermark at that moment (the batch is not below it yet).
+    pub high_watermark: i64,
+}
+
+/// A group's replication state as this node sees it ([`MultiRaft::status`]).
+///
+/// Ownership: a plain value, cloned freely (`Send`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupStatus {
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Current term (the Kafka leader epoch).
+    pub term: u64,
+    /// Raft commit index.
+    pub commit_index: u64,
+    /// Kafka offset one past the last applied (committed) record.
+    pub high_watermark: i64,
+    /// Kafka offset after the last entry held, committed or not (log end offset).
+    pub log_end_kafka: i64,
+    /// Kafka offset of the first record held (the log anchor).
+    pub log_start_kafka: i64,
+    /// Voters of the group, ascending.
+    pub voters: Vec<NodeId>,
+    /// Leader only: voters (itself included) heard from and caught up to the commit index
+    /// within `in_sync_lag_ticks`, ascending; empty on followers.
+    pub in_sync: Vec<NodeId>,
+    /// Leader only: a majority of voters (itself included) heard from within
+    /// `in_sync_lag_ticks`; false on followers.
+    pub quorum_active: bool,
 }
 
 /// Counters of one driver (tests, the simulator's report, metrics later).
@@ -194,6 +245,10 @@ struct Pending {
     index: u64,
     term: u64,
     token: u64,
+    /// Report an [`Appended`] once the leader's own write is flushed.
+    report_append: bool,
+    /// The entry was written and flushed to this node's log (true for a prefix of `pending`).
+    written: bool,
 }
 
 struct Group<L> {
@@ -206,6 +261,10 @@ struct Group<L> {
     last_elapsed: usize,
     /// (term, vote, conf) last written to the state file.
     persisted_term_vote: (u64, u64),
+    /// Leader bookkeeping for [`GroupStatus`]: node tick at which each peer was last heard
+    /// from, and last seen with `matched >= commit`.
+    last_heard: BTreeMap<NodeId, u64>,
+    caught_up: BTreeMap<NodeId, u64>,
 }
 
 /// Many Raft groups driven by one core. See the module docs for one pass.
@@ -224,6 +283,7 @@ pub struct MultiRaft<L: GroupLog, M: MetaStore, T: Transport> {
     /// Node ticks so far.
     ticks: u64,
     hw_changes: Vec<(GroupId, i64)>,
+    appended: Vec<Appended>,
 }
 
 impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
@@ -249,6 +309,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             stats: DriverStats::default(),
             ticks: 0,
             hw_changes: Vec::new(),
+            appended: Vec::new(),
         }
     }
 
@@ -363,6 +424,8 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             high_watermark,
             last_elapsed: usize::MAX,
             persisted_term_vote: (meta.hard_state.term, meta.hard_state.vote),
+            last_heard: BTreeMap::new(),
+            caught_up: BTreeMap::new(),
         };
         Self::jitter(&mut self.rng, e, &mut g);
         // A group whose only voter is this node (replication factor 1) need not wait an
@@ -375,6 +438,127 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         }
         self.groups.insert(group, g);
         Ok(())
+    }
+
+    /// Closes the group: it leaves this driver (its state file stays, so it can be opened
+    /// again) and its log is handed back. Proposals still waiting fail with `NotLeader`
+    /// (reported by [`MultiRaft::take_events`]). None if the group is not open.
+    pub fn close_group(&mut self, group: GroupId) -> Option<L> {
+        let g = self.groups.remove(&group)?;
+        for p in g.pending {
+            self.events.push(Event::Failed {
+                group,
+                token: p.token,
+                error: ProposeError::NotLeader { leader: None },
+            });
+        }
+        self.appended.retain(|a| a.group != group);
+        for env in self.outbox.values_mut() {
+            env.messages.retain(|(gid, _)| *gid != group);
+            env.heartbeats.retain(|b| b.group != group);
+            env.heartbeat_responses.retain(|b| b.group != group);
+        }
+        Some(g.log)
+    }
+
+    /// Closes the group (see [`MultiRaft::close_group`]) and deletes its state file: the
+    /// replica is gone from this node (a later `open_group` starts a new, empty member).
+    pub async fn remove_group(&mut self, group: GroupId) -> Result<Option<L>, DriverError> {
+        let log = self.close_group(group);
+        self.meta
+            .remove(group)
+            .await
+            .map_err(|source| DriverError::Meta { group, source })?;
+        Ok(log)
+    }
+
+    /// Asks the leader of `group` to hand leadership to `to` (Raft thesis §3.10: the leader
+    /// brings `to` up to date, then sends it TimeoutNow). Ignored when this node does not
+    /// lead the group or `to` is not a voter; leadership may not move (check `status`).
+    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            if g.raw.raft.state == StateRole::Leader && g.raw.raft.prs().get(to).is_some() {
+                g.raw.transfer_leader(to);
+            }
+        }
+    }
+
+    /// The group's replication state as of now (see [`GroupStatus`]). On the leader a voter
+    /// is in sync when it was heard from and had matched the commit index within
+    /// `in_sync_lag_ticks` node ticks (raft-rs's own `recent_active` is cleared at every
+    /// check-quorum round, so the driver keeps the times itself); the leader always is.
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        let g = self.groups.get(&group)?;
+        let r = &g.raw.raft;
+        let st = g.st.borrow();
+        let mut voters = st.conf_state.voters.clone();
+        voters.sort_unstable();
+        let mut in_sync = Vec::new();
+        let mut quorum_active = false;
+        if r.state == StateRole::Leader {
+            let me = self.cfg.node_id;
+            let commit = r.raft_log.committed;
+            let lag = self.cfg.in_sync_lag_ticks;
+            let recent = |m: &BTreeMap<NodeId, u64>, id: NodeId| {
+                m.get(&id).is_some_and(|t| self.ticks - t <= lag)
+            };
+            let mut active = 0;
+            for &id in &voters {
+                let heard = id == me || recent(&g.last_heard, id);
+                if heard {
+                    active += 1;
+                }
+                let matched = r.prs().get(id).is_some_and(|p| p.matched >= commit);
+                if id == me || (heard && (matched || recent(&g.caught_up, id))) {
+                    in_sync.push(id);
+                }
+            }
+            quorum_active = active > voters.len() / 2;
+        }
+        Some(GroupStatus {
+            leader: (r.leader_id != 0).then_some(r.leader_id),
+            term: r.term,
+            commit_index: r.raft_log.committed,
+            high_watermark: g.high_watermark,
+            log_end_kafka: st.kafka_end_offset(),
+            log_start_kafka: st.anchor.kafka_offset,
+            voters,
+            in_sync,
+            quorum_active,
+        })
+    }
+
+    /// Proposals made with `report_append` whose entry the leader has appended and flushed
+    /// since the last call (Kafka acks=1).
+    pub fn take_appended(&mut self) -> Vec<Appended> {
+        std::mem::take(&mut self.appended)
+    }
+
+    /// After the pass's flush: reports the flushed entries of proposals that asked for it.
+    fn report_appends(&mut self, written: &[GroupId]) {
+        for gid in written {
+            let g = self.groups.get_mut(gid).expect("written group exists");
+            let st = g.st.borrow();
+            // Written proposals form a prefix of `pending` (entries are written in order).
+            for p in g.pending.iter_mut().rev() {
+                if p.index > st.last_index() {
+                    continue;
+                }
+                if p.written {
+                    break;
+                }
+                p.written = true;
+                let m = st.meta(p.index).expect("written entry held");
+                if p.report_append && m.term == p.term {
+                    self.appended.push(Appended {
+                        group: *gid,
+                        token: p.token,
+                        kafka_offset: m.kafka_offset,
+                        high_watermark: g.high_watermark,
+                    });
+                }
+            }
+        }
     }
 
     /// The groups that changed their high watermark since the last call, with the new value
@@ -426,6 +610,18 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         batch: Bytes,
         token: u64,
     ) -> Result<(), ProposeError> {
+        self.propose_with(group, batch, token, false)
+    }
+
+    /// [`MultiRaft::propose`]; with `report_append`, also reports an [`Appended`]
+    /// ([`MultiRaft::take_appended`]) once the leader's own write of the entry is flushed.
+    pub fn propose_with(
+        &mut self,
+        group: GroupId,
+        batch: Bytes,
+        token: u64,
+        report_append: bool,
+    ) -> Result<(), ProposeError> {
         let g = self
             .groups
             .get_mut(&group)
@@ -462,7 +658,13 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         if let Some(last) = g.pending.back() {
             assert!(last.index < index, "proposal indexes must grow");
         }
-        g.pending.push_back(Pending { index, term, token });
+        g.pending.push_back(Pending {
+            index,
+            term,
+            token,
+            report_append,
+            written: false,
+        });
         Ok(())
     }
 
@@ -472,12 +674,23 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             return;
         }
         let e = self.cfg.election_ticks;
+        let now = self.ticks;
         for (group, m) in env.into_messages() {
             if let Some(g) = self.groups.get_mut(&group) {
+                let from = m.from;
                 // Errors are for messages from unknown peers or stale local messages; Raft
                 // treats them as lost.
                 let _ = g.raw.step(m);
                 Self::jitter(&mut self.rng, e, g);
+                let r = &g.raw.raft;
+                if r.state == StateRole::Leader {
+                    if let Some(p) = r.prs().get(from) {
+                        g.last_heard.insert(from, now);
+                        if p.matched >= r.raft_log.committed {
+                            g.caught_up.insert(from, now);
+                        }
+                    }
+                }
             }
         }
     }
@@ -621,6 +834,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 })?;
                 self.stats.flushes += 1;
             }
+            self.report_appends(&written);
             for (gid, _) in work.iter() {
                 self.persist_meta_if_needed(*gid).await?;
             }

@@ -1,15 +1,28 @@
 //! The per-core Raft runtime on glommio: one task owns the core's [`MultiRaft`] and runs its
-//! loop (deliver envelopes from the inbox, tick on a timer, propose queued batches, one driver
-//! pass, complete proposals); the engine talks to it through a cheap handle whose
-//! [`RaftHandle::replicate`] is a future that resolves when the batch is committed.
+//! loop; the engine talks to it through a cheap, cloneable [`RaftHandle`].
 //!
-//! This is the entry point for the engine's `Partition::replicate()` (see
-//! docs/design/replication.md, "Engine integration").
+//! One loop iteration: wait for an envelope, a timer tick, a command or a proposal; deliver
+//! every envelope already in the inbox (up to [`INBOX_BATCH_MAX`]); tick the driver for the
+//! time that passed; run queued commands (open / close / remove a group, transfer
+//! leadership, stop); propose queued batches; one driver pass ([`MultiRaft::process_ready`]);
+//! complete waiters; refresh the published [`GroupStatus`]es and call the `on_change`
+//! callbacks for the ones that changed.
 //!
-//! Ownership: per core, `!Send`; the handle is cloned freely inside the core.
+//! - [`RaftHandle::replicate`] resolves, depending on [`WaitFor`], when the leader's own write
+//!   of the batch is flushed (Kafka acks=1) or when it is committed, i.e. durable on a
+//!   majority (acks=all, Raft §8).
+//! - Groups are opened, closed and removed while the loop runs: the commands are queued and
+//!   executed between passes.
+//! - The driver flushes the logs itself (one fdatasync per written log per pass); the engine
+//!   must not flush a replicated log.
+//!
+//! This is the engine's entry point (docs/design/replication.md, "Engine integration").
+//!
+//! Ownership: per core, `!Send`; the handle is cloned freely inside the core. Callbacks run on
+//! the runtime's task, between passes.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -17,40 +30,80 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_lite::Stream;
 use glommio::channels::local_channel::LocalReceiver;
 
 use crate::log::GroupLog;
 use crate::meta::MetaStore;
+pub use crate::multiraft::GroupStatus;
 use crate::multiraft::{DriverError, Event, MultiRaft, ProposeError};
+use crate::store::GroupState;
 use crate::transport::{Envelope, GroupId, NodeId, Transport};
 
-/// What a committed batch got.
+/// Envelopes delivered to the driver before one pass (the rest wait for the next pass).
+pub const INBOX_BATCH_MAX: usize = 256;
+
+/// What a proposal waits for before [`RaftHandle::replicate`] resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The leader's own append of the entry is flushed (Kafka acks=1: the leader has it; it
+    /// may still be lost if the leader fails before a majority has it).
+    Leader,
+    /// The entry is committed: durable on a majority, never lost (Kafka acks=all, Raft §8).
+    Majority,
+}
+
+/// What a replicated batch got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
     /// Kafka base offset of the batch.
     pub kafka_offset: i64,
-    /// High watermark right after it.
+    /// High watermark right after it (with [`WaitFor::Leader`]: at the leader's append, so
+    /// possibly not past the batch yet).
     pub high_watermark: i64,
 }
 
 type Outcome = Result<Committed, ProposeError>;
 
-#[derive(Default)]
-struct Slot {
-    outcome: Option<Outcome>,
+/// A one-shot value the loop fills and a future awaits.
+struct Slot<T> {
+    value: Option<T>,
     waker: Option<Waker>,
 }
 
-/// Resolves when the proposal is decided.
-struct Completion {
-    slot: Rc<RefCell<Slot>>,
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            value: None,
+            waker: None,
+        }
+    }
 }
 
-impl Future for Completion {
-    type Output = Outcome;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+type SlotRef<T> = Rc<RefCell<Slot<T>>>;
+
+fn new_slot<T>() -> SlotRef<T> {
+    Rc::new(RefCell::new(Slot::default()))
+}
+
+fn complete<T>(slot: &SlotRef<T>, v: T) {
+    let mut s = slot.borrow_mut();
+    s.value = Some(v);
+    if let Some(w) = s.waker.take() {
+        w.wake();
+    }
+}
+
+/// Resolves when the loop fills the slot.
+struct Completion<T> {
+    slot: SlotRef<T>,
+}
+
+impl<T> Future for Completion<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let mut s = self.slot.borrow_mut();
-        match s.outcome.take() {
+        match s.value.take() {
             Some(o) => Poll::Ready(o),
             None => {
                 s.waker = Some(cx.waker().clone());
@@ -60,204 +113,523 @@ impl Future for Completion {
     }
 }
 
-#[derive(Default)]
-struct Shared {
-    queue: VecDeque<(GroupId, Bytes, u64)>,
-    waiters: BTreeMap<u64, Rc<RefCell<Slot>>>,
-    next_token: u64,
-    loop_waker: Option<Waker>,
-    high_watermarks: BTreeMap<GroupId, i64>,
-    leaders: BTreeMap<GroupId, bool>,
-    stopped: Option<String>,
+enum Command<L> {
+    Open {
+        group: GroupId,
+        voters: Vec<NodeId>,
+        log: L,
+        reply: SlotRef<Result<Rc<RefCell<GroupState>>, DriverError>>,
+    },
+    Close {
+        group: GroupId,
+        remove: bool,
+        reply: SlotRef<Option<L>>,
+    },
+    TransferLeader {
+        group: GroupId,
+        to: NodeId,
+    },
+    Stop,
 }
 
-fn complete(slot: &Rc<RefCell<Slot>>, o: Outcome) {
-    let mut s = slot.borrow_mut();
-    s.outcome = Some(o);
-    if let Some(w) = s.waker.take() {
-        w.wake();
+/// A status-change callback ([`RaftHandle::on_change`]).
+pub type StatusCallback = Box<dyn Fn(GroupId, &GroupStatus)>;
+
+type Callback = Rc<dyn Fn(GroupId, &GroupStatus)>;
+
+struct Shared<L> {
+    node_id: NodeId,
+    commands: VecDeque<Command<L>>,
+    proposals: VecDeque<(GroupId, Bytes, WaitFor, u64)>,
+    waiters: HashMap<u64, (WaitFor, SlotRef<Outcome>)>,
+    next_token: u64,
+    loop_waker: Option<Waker>,
+    statuses: BTreeMap<GroupId, GroupStatus>,
+    callbacks: Vec<Callback>,
+    /// Set once the loop has ended (why).
+    stopped: Option<String>,
+    stop_waiters: Vec<SlotRef<()>>,
+}
+
+impl<L> Shared<L> {
+    fn wake_loop(&mut self) {
+        if let Some(w) = self.loop_waker.take() {
+            w.wake();
+        }
     }
+}
+
+fn stopped_error() -> ProposeError {
+    // Retriable for a Kafka client (NOT_LEADER_OR_FOLLOWER): it refreshes metadata.
+    ProposeError::NotLeader { leader: None }
 }
 
 /// The engine's handle on the core's Raft runtime.
 ///
 /// Ownership: per core, `!Send`; clones share the runtime.
-#[derive(Clone)]
-pub struct RaftHandle {
-    shared: Rc<RefCell<Shared>>,
+pub struct RaftHandle<L: GroupLog + 'static> {
+    shared: Rc<RefCell<Shared<L>>>,
 }
 
-impl RaftHandle {
-    /// Proposes one Kafka v2 batch to `group` and resolves when it is committed (durable on a
-    /// majority, §8) or will never be (not leader, superseded, invalid batch).
-    pub fn replicate(&self, group: GroupId, batch: Bytes) -> impl Future<Output = Outcome> {
-        let slot = Rc::new(RefCell::new(Slot::default()));
+impl<L: GroupLog + 'static> Clone for RaftHandle<L> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<L: GroupLog + 'static> RaftHandle<L> {
+    fn command<T>(
+        &self,
+        cmd: Command<L>,
+        reply: SlotRef<T>,
+        if_stopped: impl FnOnce() -> T,
+    ) -> Completion<T> {
         let mut sh = self.shared.borrow_mut();
-        if let Some(why) = &sh.stopped {
-            slot.borrow_mut().outcome = Some(Err(ProposeError::InvalidBatch(format!(
-                "raft runtime stopped: {why}"
-            ))));
+        if sh.stopped.is_some() {
+            drop(cmd);
+            complete(&reply, if_stopped());
+        } else {
+            sh.commands.push_back(cmd);
+            sh.wake_loop();
+        }
+        Completion { slot: reply }
+    }
+
+    /// Opens (or creates, with `voters` as its membership) `group` on this core with `log`
+    /// and recovers it from the log (see [`MultiRaft::open_group`]). Returns the group's
+    /// entry table / offset translator for the read path. Executed between passes.
+    pub async fn open_group(
+        &self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        log: L,
+    ) -> Result<Rc<RefCell<GroupState>>, DriverError> {
+        let reply = new_slot();
+        let why = self.shared.borrow().stopped.clone();
+        let cmd = Command::Open {
+            group,
+            voters,
+            log,
+            reply: reply.clone(),
+        };
+        self.command(cmd, reply, || {
+            Err(DriverError::Stopped(why.unwrap_or_default()))
+        })
+        .await
+    }
+
+    /// Closes `group` and hands its log back (its state file stays: it can be opened again).
+    /// Proposals still waiting fail with `NotLeader`. None if it was not open.
+    pub async fn close_group(&self, group: GroupId) -> Option<L> {
+        let reply = new_slot();
+        let cmd = Command::Close {
+            group,
+            remove: false,
+            reply: reply.clone(),
+        };
+        self.command(cmd, reply, || None).await
+    }
+
+    /// Closes `group` (as [`RaftHandle::close_group`]) and deletes its state file: this node
+    /// no longer holds a replica (the caller deletes the log). A failure to delete the state
+    /// file is an I/O failure of the node's state directory and stops the runtime, like any
+    /// other state-file failure.
+    pub async fn remove_group(&self, group: GroupId) -> Option<L> {
+        let reply = new_slot();
+        let cmd = Command::Close {
+            group,
+            remove: true,
+            reply: reply.clone(),
+        };
+        self.command(cmd, reply, || None).await
+    }
+
+    /// Proposes one Kafka v2 batch to `group` and resolves once `wait` is satisfied, or with
+    /// the reason it never will be (not leader, superseded, invalid batch, unknown group,
+    /// group closed, runtime stopped).
+    pub fn replicate(
+        &self,
+        group: GroupId,
+        batch: Bytes,
+        wait: WaitFor,
+    ) -> impl Future<Output = Outcome> {
+        let slot = new_slot();
+        let mut sh = self.shared.borrow_mut();
+        if sh.stopped.is_some() {
+            complete(&slot, Err(stopped_error()));
         } else {
             sh.next_token += 1;
             let token = sh.next_token;
-            sh.queue.push_back((group, batch, token));
-            sh.waiters.insert(token, slot.clone());
-            if let Some(w) = sh.loop_waker.take() {
-                w.wake();
-            }
+            sh.proposals.push_back((group, batch, wait, token));
+            sh.waiters.insert(token, (wait, slot.clone()));
+            sh.wake_loop();
         }
         Completion { slot }
     }
 
+    /// The group's status as of the last pass; None if the group is not open (or the
+    /// runtime stopped).
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        self.shared.borrow().statuses.get(&group).cloned()
+    }
+
+    /// Registers `f`, called on the runtime's task after a pass for every group whose status
+    /// changed (any field: leader, term, commit, high watermark, log end, in-sync set,
+    /// quorum), and once for a newly opened group. Closed groups are not reported.
+    pub fn on_change(&self, f: StatusCallback) {
+        self.shared.borrow_mut().callbacks.push(Rc::from(f));
+    }
+
+    /// Asks this node, if it leads `group`, to hand leadership to `to` (Raft thesis §3.10).
+    /// Best effort: watch `status` / `on_change` for the outcome.
+    pub fn transfer_leader(&self, group: GroupId, to: NodeId) {
+        let mut sh = self.shared.borrow_mut();
+        if sh.stopped.is_none() {
+            sh.commands.push_back(Command::TransferLeader { group, to });
+            sh.wake_loop();
+        }
+    }
+
+    /// Stops the loop after the current pass and returns once it has stopped. Waiting
+    /// proposals fail with `NotLeader`; the driver (and its references to the logs) is
+    /// dropped.
+    pub async fn stop(&self) {
+        let reply = new_slot();
+        let waiter = {
+            let mut sh = self.shared.borrow_mut();
+            if sh.stopped.is_some() {
+                return;
+            }
+            sh.stop_waiters.push(reply.clone());
+            sh.commands.push_back(Command::Stop);
+            sh.wake_loop();
+            Completion { slot: reply }
+        };
+        waiter.await
+    }
+
+    /// Why the loop ended (stop or a fatal driver error), if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.shared.borrow().stopped.clone()
+    }
+
     /// The group's high watermark as of the last pass.
     pub fn high_watermark(&self, group: GroupId) -> Option<i64> {
-        self.shared.borrow().high_watermarks.get(&group).copied()
+        self.shared
+            .borrow()
+            .statuses
+            .get(&group)
+            .map(|s| s.high_watermark)
     }
 
     /// Whether this node led the group as of the last pass.
     pub fn is_leader(&self, group: GroupId) -> bool {
-        self.shared
-            .borrow()
-            .leaders
+        let sh = self.shared.borrow();
+        sh.statuses
             .get(&group)
-            .copied()
-            .unwrap_or(false)
+            .is_some_and(|s| s.leader == Some(sh.node_id))
     }
 }
 
-/// Waits until `deadline`, a new envelope, or a wake-up from [`RaftHandle::replicate`].
-struct Wait<'a> {
-    shared: &'a Rc<RefCell<Shared>>,
-    inbox: Pin<Box<dyn Future<Output = Option<Envelope>> + 'a>>,
-    timer: Pin<Box<dyn Future<Output = ()> + 'a>>,
+/// What woke the loop.
+#[derive(Default)]
+struct Woke {
+    envelopes: Vec<Envelope>,
+    inbox_closed: bool,
 }
 
-enum Woke {
-    Envelope(Envelope),
-    InboxClosed,
-    Timer,
-    Proposals,
+/// Waits until the timer fires, envelopes arrive, or a command or proposal is queued.
+struct Wait<'a, L, S> {
+    shared: &'a Rc<RefCell<Shared<L>>>,
+    inbox: Option<Pin<&'a mut S>>,
+    timer: Pin<Box<glommio::timer::Timer>>,
 }
 
-impl Future for Wait<'_> {
+impl<L, S: Stream<Item = Envelope>> Future for Wait<'_, L, S> {
     type Output = Woke;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Woke> {
-        if !self.shared.borrow().queue.is_empty() {
-            return Poll::Ready(Woke::Proposals);
+        let mut woke = Woke::default();
+        if let Some(inbox) = self.inbox.as_mut() {
+            while woke.envelopes.len() < INBOX_BATCH_MAX {
+                match inbox.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(e)) => woke.envelopes.push(e),
+                    Poll::Ready(None) => {
+                        woke.inbox_closed = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
         }
-        if let Poll::Ready(e) = self.inbox.as_mut().poll(cx) {
-            return Poll::Ready(match e {
-                Some(e) => Woke::Envelope(e),
-                None => Woke::InboxClosed,
-            });
+        if !woke.envelopes.is_empty() || woke.inbox_closed {
+            return Poll::Ready(woke);
+        }
+        {
+            let sh = self.shared.borrow();
+            if !sh.commands.is_empty() || !sh.proposals.is_empty() {
+                return Poll::Ready(woke);
+            }
         }
         if self.timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Woke::Timer);
+            return Poll::Ready(woke);
         }
         self.shared.borrow_mut().loop_waker = Some(cx.waker().clone());
         Poll::Pending
     }
 }
 
-/// Starts the runtime loop as a glommio task on the current executor. The driver must
-/// already hold its groups (`open_group`). Ticks every `tick_ms`.
+/// Groups an envelope touches.
+fn envelope_groups(env: &Envelope, out: &mut BTreeSet<GroupId>) {
+    out.extend(env.messages.iter().map(|(g, _)| *g));
+    out.extend(env.heartbeats.iter().map(|b| b.group));
+    out.extend(env.heartbeat_responses.iter().map(|b| b.group));
+}
+
+/// Starts the runtime loop as a glommio task on the current executor. The driver may already
+/// hold groups (`MultiRaft::open_group` before spawning) or get them through
+/// [`RaftHandle::open_group`]. Ticks every `tick_ms`. Envelopes from other nodes arrive on
+/// `inbox` (the engine / RPC listener owns its sender); when the inbox closes the loop goes on
+/// without it until [`RaftHandle::stop`].
 pub fn spawn<L, M, T>(
-    mut driver: MultiRaft<L, M, T>,
+    driver: MultiRaft<L, M, T>,
     inbox: LocalReceiver<Envelope>,
     tick_ms: u64,
-) -> RaftHandle
+) -> RaftHandle<L>
 where
     L: GroupLog + 'static,
     M: MetaStore + 'static,
     T: Transport + 'static,
 {
-    let shared: Rc<RefCell<Shared>> = Rc::default();
+    assert!(tick_ms > 0, "tick_ms must be positive");
+    let shared = Rc::new(RefCell::new(Shared {
+        node_id: driver.node_id(),
+        commands: VecDeque::new(),
+        proposals: VecDeque::new(),
+        waiters: HashMap::new(),
+        next_token: 0,
+        loop_waker: None,
+        statuses: BTreeMap::new(),
+        callbacks: Vec::new(),
+        stopped: None,
+        stop_waiters: Vec::new(),
+    }));
     let handle = RaftHandle {
         shared: shared.clone(),
     };
     glommio::spawn_local(async move {
-        let tick = Duration::from_millis(tick_ms);
-        let mut next_tick = Instant::now() + tick;
-        let result: Result<(), DriverError> = async {
-            loop {
-                let woke = {
-                    let wait = Wait {
-                        shared: &shared,
-                        inbox: Box::pin(inbox.recv()),
-                        timer: Box::pin(glommio::timer::sleep(
-                            next_tick.saturating_duration_since(Instant::now()),
-                        )),
-                    };
-                    wait.await
-                };
-                match woke {
-                    Woke::Envelope(env) => driver.step(env),
-                    Woke::InboxClosed => return Ok(()),
-                    Woke::Timer => {}
-                    Woke::Proposals => {}
-                }
-                while Instant::now() >= next_tick {
-                    driver.tick();
-                    next_tick += tick;
-                }
-                let queued = std::mem::take(&mut shared.borrow_mut().queue);
-                for (group, batch, token) in queued {
-                    if let Err(e) = driver.propose(group, batch, token) {
-                        let slot = shared.borrow_mut().waiters.remove(&token);
-                        if let Some(slot) = slot {
-                            complete(&slot, Err(e));
-                        }
-                    }
-                }
-                driver.process_ready().await?;
-                for ev in driver.take_events() {
-                    let (token, outcome) = match ev {
-                        Event::Committed {
-                            token,
-                            kafka_offset,
-                            high_watermark,
-                            ..
-                        } => (
-                            token,
-                            Ok(Committed {
-                                kafka_offset,
-                                high_watermark,
-                            }),
-                        ),
-                        Event::Failed { token, error, .. } => (token, Err(error)),
-                    };
-                    let slot = shared.borrow_mut().waiters.remove(&token);
-                    if let Some(slot) = slot {
-                        complete(&slot, outcome);
-                    }
-                }
-                let mut sh = shared.borrow_mut();
-                for (g, hw) in driver.take_hw_changes() {
-                    sh.high_watermarks.insert(g, hw);
-                }
-                for g in driver.group_ids() {
-                    sh.leaders.insert(g, driver.is_leader(g));
-                }
-            }
-        }
-        .await;
+        let result = run_loop(driver, inbox, tick_ms, &shared).await;
         let why = match result {
-            Ok(()) => "inbox closed".to_string(),
+            Ok(()) => "stopped".to_string(),
             Err(e) => e.to_string(),
         };
-        let mut sh = shared.borrow_mut();
-        sh.stopped = Some(why.clone());
-        for (_, slot) in std::mem::take(&mut sh.waiters) {
-            complete(
-                &slot,
-                Err(ProposeError::InvalidBatch(format!(
-                    "raft runtime stopped: {why}"
-                ))),
-            );
+        let (waiters, commands, stop_waiters) = {
+            let mut sh = shared.borrow_mut();
+            sh.stopped = Some(why.clone());
+            sh.statuses.clear();
+            sh.proposals.clear();
+            (
+                std::mem::take(&mut sh.waiters),
+                std::mem::take(&mut sh.commands),
+                std::mem::take(&mut sh.stop_waiters),
+            )
+        };
+        for (_, (_, slot)) in waiters {
+            complete(&slot, Err(stopped_error()));
+        }
+        for cmd in commands {
+            match cmd {
+                Command::Open { reply, .. } => {
+                    complete(&reply, Err(DriverError::Stopped(why.clone())))
+                }
+                Command::Close { reply, .. } => complete(&reply, None),
+                Command::TransferLeader { .. } | Command::Stop => {}
+            }
+        }
+        for w in stop_waiters {
+            complete(&w, ());
         }
     })
     .detach();
     handle
+}
+
+async fn run_loop<L, M, T>(
+    mut driver: MultiRaft<L, M, T>,
+    inbox: LocalReceiver<Envelope>,
+    tick_ms: u64,
+    shared: &Rc<RefCell<Shared<L>>>,
+) -> Result<(), DriverError>
+where
+    L: GroupLog + 'static,
+    M: MetaStore + 'static,
+    T: Transport + 'static,
+{
+    let tick = Duration::from_millis(tick_ms);
+    let mut next_tick = Instant::now() + tick;
+    let mut stream = Box::pin(inbox.stream());
+    let mut inbox_open = true;
+    let mut dirty: BTreeSet<GroupId> = driver.group_ids().into_iter().collect();
+    loop {
+        let woke = Wait {
+            shared,
+            inbox: inbox_open.then_some(stream.as_mut()),
+            timer: Box::pin(glommio::timer::Timer::new(
+                next_tick.saturating_duration_since(Instant::now()),
+            )),
+        }
+        .await;
+        inbox_open &= !woke.inbox_closed;
+        for env in woke.envelopes {
+            envelope_groups(&env, &mut dirty);
+            driver.step(env);
+        }
+        let mut ticked = false;
+        while Instant::now() >= next_tick {
+            driver.tick();
+            next_tick += tick;
+            ticked = true;
+        }
+        // Commands, in the order they were queued.
+        let mut stop = false;
+        loop {
+            let cmd = shared.borrow_mut().commands.pop_front();
+            let Some(cmd) = cmd else { break };
+            match cmd {
+                Command::Open {
+                    group,
+                    voters,
+                    log,
+                    reply,
+                } => {
+                    let r = driver
+                        .open_group(group, &voters, log)
+                        .await
+                        .map(|()| driver.group_state(group).expect("group just opened"));
+                    dirty.insert(group);
+                    complete(&reply, r);
+                }
+                Command::Close {
+                    group,
+                    remove,
+                    reply,
+                } => {
+                    let log = if remove {
+                        match driver.remove_group(group).await {
+                            Ok(log) => log,
+                            Err(e) => {
+                                complete(&reply, None);
+                                return Err(e);
+                            }
+                        }
+                    } else {
+                        driver.close_group(group)
+                    };
+                    dirty.remove(&group);
+                    shared.borrow_mut().statuses.remove(&group);
+                    complete(&reply, log);
+                }
+                Command::TransferLeader { group, to } => {
+                    driver.transfer_leader(group, to);
+                    dirty.insert(group);
+                }
+                Command::Stop => stop = true,
+            }
+        }
+        // Proposals.
+        let queued = std::mem::take(&mut shared.borrow_mut().proposals);
+        for (group, batch, wait, token) in queued {
+            dirty.insert(group);
+            if let Err(e) = driver.propose_with(group, batch, token, wait == WaitFor::Leader) {
+                let w = shared.borrow_mut().waiters.remove(&token);
+                if let Some((_, slot)) = w {
+                    complete(&slot, Err(e));
+                }
+            }
+        }
+        driver.process_ready().await?;
+        // Waiters: acks=1 at the leader's flushed append, acks=all at commit.
+        for a in driver.take_appended() {
+            dirty.insert(a.group);
+            let w = {
+                let mut sh = shared.borrow_mut();
+                match sh.waiters.get(&a.token) {
+                    Some((WaitFor::Leader, _)) => sh.waiters.remove(&a.token),
+                    _ => None,
+                }
+            };
+            if let Some((_, slot)) = w {
+                complete(
+                    &slot,
+                    Ok(Committed {
+                        kafka_offset: a.kafka_offset,
+                        high_watermark: a.high_watermark,
+                    }),
+                );
+            }
+        }
+        for ev in driver.take_events() {
+            let (group, token, outcome) = match ev {
+                Event::Committed {
+                    group,
+                    token,
+                    kafka_offset,
+                    high_watermark,
+                } => (
+                    group,
+                    token,
+                    Ok(Committed {
+                        kafka_offset,
+                        high_watermark,
+                    }),
+                ),
+                Event::Failed {
+                    group,
+                    token,
+                    error,
+                } => (group, token, Err(error)),
+            };
+            dirty.insert(group);
+            let w = shared.borrow_mut().waiters.remove(&token);
+            if let Some((_, slot)) = w {
+                complete(&slot, outcome);
+            }
+        }
+        for (g, _) in driver.take_hw_changes() {
+            dirty.insert(g);
+        }
+        // Statuses: every group after a tick (in-sync windows expire with time), otherwise
+        // the groups this iteration touched.
+        let refresh: Vec<GroupId> = if ticked {
+            driver.group_ids()
+        } else {
+            std::mem::take(&mut dirty).into_iter().collect()
+        };
+        dirty.clear();
+        let mut changed = Vec::new();
+        {
+            let mut sh = shared.borrow_mut();
+            for g in refresh {
+                let Some(st) = driver.status(g) else { continue };
+                if sh.statuses.get(&g) != Some(&st) {
+                    sh.statuses.insert(g, st.clone());
+                    changed.push((g, st));
+                }
+            }
+        }
+        if !changed.is_empty() {
+            let callbacks = shared.borrow().callbacks.clone();
+            for (g, st) in &changed {
+                for f in &callbacks {
+                    f(*g, st);
+                }
+            }
+        }
+        if stop {
+            return Ok(());
+        }
+    }
 }
 
 /// Node id → address book entry for tests and the engine's cluster config.
@@ -304,8 +676,8 @@ mod tests {
             assert!(d.is_leader(0), "single voter campaigns on open");
             let h = spawn(d, rx, 10);
             let t = Instant::now();
-            let a = h.replicate(0, batch(3)).await.unwrap();
-            let b = h.replicate(0, batch(2)).await.unwrap();
+            let a = h.replicate(0, batch(3), WaitFor::Majority).await.unwrap();
+            let b = h.replicate(0, batch(2), WaitFor::Majority).await.unwrap();
             assert_eq!((a.kafka_offset, a.high_watermark), (0, 3));
             assert_eq!((b.kafka_offset, b.high_watermark), (3, 5));
             assert!(
@@ -315,7 +687,7 @@ mod tests {
             );
             assert_eq!(h.high_watermark(0), Some(5));
             assert!(matches!(
-                h.replicate(7, batch(1)).await,
+                h.replicate(7, batch(1), WaitFor::Majority).await,
                 Err(ProposeError::UnknownGroup(7))
             ));
         });
@@ -358,7 +730,10 @@ mod tests {
                 );
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             };
-            let c = leader.replicate(0, batch(4)).await.unwrap();
+            let c = leader
+                .replicate(0, batch(4), WaitFor::Majority)
+                .await
+                .unwrap();
             assert_eq!((c.kafka_offset, c.high_watermark), (0, 4));
             // Followers learn the commit from the next append/heartbeat.
             let start = Instant::now();

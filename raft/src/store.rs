@@ -170,6 +170,18 @@ impl GroupState {
         (m.log_offset == log_offset && m.kafka_count > 0).then_some(m.kafka_offset)
     }
 
+    /// Kafka offset of the record at `log_offset`, which may lie anywhere inside a data
+    /// batch (not only at its base; e.g. a timestamp index hit). None for internal entries
+    /// and offsets outside the entries held.
+    pub fn log_to_kafka_record(&self, log_offset: i64) -> Option<i64> {
+        let i = self
+            .metas
+            .partition_point(|m| m.log_offset + i64::from(m.log_count) <= log_offset);
+        let m = self.metas.get(i)?;
+        (m.log_offset <= log_offset && m.kafka_count > 0)
+            .then(|| m.kafka_offset + (log_offset - m.log_offset))
+    }
+
     /// Drops every entry with index >= `index` (a conflicting suffix, §5.3).
     pub fn truncate_from(&mut self, index: u64) {
         assert!(
@@ -446,6 +458,39 @@ mod tests {
         );
         assert_eq!(st.kafka_end_at(3), 5);
         assert_eq!(st.kafka_end_at(4), 5);
+    }
+
+    #[test]
+    fn any_record_inside_a_data_batch_translates_to_its_kafka_offset() {
+        let mut st = state();
+        // log: 0 no-op, 1..4 three records, 4..6 two records, 6 no-op, 7 one record
+        st.push_entries(&[
+            empty(1, 1),
+            data(2, 1, 3),
+            data(3, 1, 2),
+            empty(4, 2),
+            data(5, 2, 1),
+        ]);
+        let got: Vec<_> = (-1..9).map(|o| st.log_to_kafka_record(o)).collect();
+        assert_eq!(
+            got,
+            vec![
+                None,
+                None,
+                Some(0),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(4),
+                None,
+                Some(5),
+                None
+            ]
+        );
+        for k in 0..st.kafka_end_offset() {
+            let log = st.kafka_to_log(k).unwrap();
+            assert_eq!(st.log_to_kafka_record(log), Some(k), "round trip of {k}");
+        }
     }
 
     #[test]
