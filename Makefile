@@ -84,3 +84,10 @@ bench-storage:
 # BENCH_PEER=host:port also runs the suite against another broker; BENCH_DURATION=seconds.
 bench: bench-storage
 	bash tools/scripts/bench.sh
+
+# Replication benchmark (release build): the same `freshet bench produce` (acks=all, 1 KiB) against
+# one node with an RF1 topic and three local nodes with an RF3 topic, in one run; rewrites the
+# Replication section of docs/benchmarks.md. BENCH_DURATION=seconds, BENCH_RATE=msg/s (latency run).
+.PHONY: bench-replication
+bench-replication:
+	bash tools/scripts/bench-replication.sh
