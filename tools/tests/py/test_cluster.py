@@ -130,6 +130,7 @@ class ContinuousProducer:
         self.acked = {}
         self.errors = []
         self.acked_per_partition = collections.Counter()
+        self.thread_error = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -143,6 +144,12 @@ class ContinuousProducer:
         return cb
 
     def _run(self):
+        try:
+            self._send_loop()
+        except Exception as e:  # noqa: BLE001 - e.g. a fatal idempotent-producer error; reported by wait_progress
+            self.thread_error = e
+
+    def _send_loop(self):
         seq = 0
         tick_s = 0.01
         per_tick = max(1, int(self.rate_per_s * tick_s))
@@ -177,9 +184,17 @@ class ContinuousProducer:
         """Waits until each partition (default: all) got `per_partition` more acknowledgements."""
         partitions = range(self.partitions) if partitions is None else partitions
         base = {p: self.acked_per_partition[p] for p in partitions}
-        cluster.wait_for(lambda: all(self.acked_per_partition[p] >= base[p] + per_partition for p in partitions),
-                         f"{what}: {per_partition} more acks on partitions {list(partitions)} "
-                         f"(errors so far: {self.errors[:3]})", timeout_s)
+
+        def progressed():
+            assert self.thread_error is None, f"producer thread stopped: {self.thread_error!r}"
+            return all(self.acked_per_partition[p] >= base[p] + per_partition for p in partitions)
+
+        try:
+            cluster.wait_for(progressed, f"{what}: {per_partition} more acks on every partition", timeout_s)
+        except AssertionError as e:
+            now = {p: self.acked_per_partition[p] - base[p] for p in partitions}
+            raise AssertionError(f"{e}; new acks per partition: {now}; delivery errors: {len(self.errors)}, "
+                                 f"first: {self.errors[:3]}; producer thread: {self.thread_error!r}") from None
 
 
 def produce_one(cluster, topic, partition, value, conf, timeout_s=15):
