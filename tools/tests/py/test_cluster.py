@@ -197,6 +197,64 @@ class ContinuousProducer:
                                  f"first: {self.errors[:3]}; producer thread: {self.thread_error!r}") from None
 
 
+class TailingConsumer:
+    """One confluent-kafka consumer (assign(), no group) reading every partition from the start
+    while the cluster fails around it, from its own thread: got {p: [(offset, value)]}. After a
+    leader change librdkafka validates its position with OffsetForLeaderEpoch (KIP-320); a
+    consumer only sees committed records, which Raft never truncates, so its stream per partition
+    must be exactly 0, 1, 2, ... with no gap, repeat or reset."""
+
+    def __init__(self, cluster, topic, partitions):
+        self.topic, self.partitions = topic, partitions
+        self.consumer = cf_consumer(cluster.bootstrap)
+        self.got = {p: [] for p in range(partitions)}
+        self.errors = []
+        self.until = None  # {p: high watermark} once the producer is done
+        self.thread_error = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            self.consumer.assign([confluent_kafka.TopicPartition(self.topic, p, confluent_kafka.OFFSET_BEGINNING)
+                                  for p in range(self.partitions)])
+            while not self._caught_up():
+                m = self.consumer.poll(0.2)
+                if m is None:
+                    continue
+                if m.error():
+                    self.errors.append(m.error())  # transport errors while nodes die are expected
+                    continue
+                self.got[m.partition()].append((m.offset(), m.value()))
+        except Exception as e:  # noqa: BLE001 - reported by finish()
+            self.thread_error = e
+        finally:
+            self.consumer.close()
+
+    def _caught_up(self):
+        until = self.until
+        return until is not None and all(h == 0 or (self.got[p] and self.got[p][-1][0] >= h - 1)
+                                         for p, h in until.items())
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Ends the thread at once (a failing test must not leave it polling)."""
+        if self._thread.is_alive():
+            self.until = {}
+            self._thread.join(5)
+
+    def finish(self, high_watermarks, timeout_s=TIMEOUT_S):
+        """Lets the consumer run until it reached every high watermark (or timeout_s)."""
+        self.until = dict(high_watermarks)
+        self._thread.join(timeout_s)
+        assert self.thread_error is None, f"tailing consumer failed: {self.thread_error!r}"
+        assert not self._thread.is_alive(), (
+            f"tailing consumer did not reach the high watermarks {self.until} within {timeout_s}s: at "
+            f"{({p: (g[-1][0] if g else None) for p, g in self.got.items()})}; errors: {self.errors[:5]}")
+
+
 def produce_one(cluster, topic, partition, value, conf, timeout_s=15):
     """Produces one record with a fresh producer; returns (error or None, offset or None)."""
     p = confluent_kafka.Producer(rdkafka_conf(cluster.bootstrap, **conf))
@@ -268,7 +326,9 @@ def test_every_acked_record_survives_leader_kill_pause_and_restart(cluster, topi
     Idempotent (KIP-98): every record acked exactly once and the log has no duplicate and no
     reordering across leader changes. Not idempotent: max.in.flight=1 (Kafka's ordering condition
     without idempotence); retries may duplicate records, never lose or reorder acknowledged ones.
-    A resumed ex-leader must not serve its uncommitted suffix (KIP-101/KIP-320, Raft §5.3)."""
+    A resumed ex-leader must not serve its uncommitted suffix (KIP-101/KIP-320, Raft §5.3), and a
+    consumer reading all along (never restarted) sees every offset exactly once, in order (KIP-320
+    position validation after each leader change)."""
     partitions = 6
     create_topic(cluster, topic_name, partitions, 3)
     wait_topic_ready(cluster, topic_name, partitions, 3)
@@ -276,6 +336,14 @@ def test_every_acked_record_survives_leader_kill_pause_and_restart(cluster, topi
     if not idempotent:
         conf["max.in.flight.requests.per.connection"] = 1
     prod = ContinuousProducer(cluster, topic_name, partitions, conf).start()
+    tail = TailingConsumer(cluster, topic_name, partitions).start()
+    try:
+        _check_every_acked_record(cluster, topic_name, partitions, idempotent, prod, tail)
+    finally:
+        tail.stop()
+
+
+def _check_every_acked_record(cluster, topic_name, partitions, idempotent, prod, tail):
     try:
         prod.wait_progress(cluster, "before any failure", per_partition=30)
 
@@ -300,6 +368,7 @@ def test_every_acked_record_survives_leader_kill_pause_and_restart(cluster, topi
     assert len(prod.acked) == len(prod.sent)
 
     got, marks = consume_all(cluster.bootstrap, topic_name, range(partitions))
+    tail.finish({p: marks[p][1] for p in range(partitions)})
     for p in range(partitions):
         low, high = marks[p]
         log = got[p]
@@ -326,6 +395,11 @@ def test_every_acked_record_survives_leader_kill_pause_and_restart(cluster, topi
             assert not dups, f"partition {p}: duplicates with an idempotent producer (KIP-98): {dups[:10]}"
             assert log_seqs == sorted(log_seqs), f"partition {p}: log out of send order with an idempotent producer"
             assert len(log_seqs) == len(acked_here), f"partition {p}: {len(log_seqs)} in log, {len(acked_here)} acked"
+        tailed = tail.got[p]
+        assert [o for o, _ in tailed] == list(range(high)), \
+            f"partition {p}: the consumer reading through the failures saw offsets " \
+            f"{[o for o, _ in tailed][:5]}... not exactly 0..{high - 1} (gap, repeat or reset; KIP-320)"
+        assert [v for _, v in tailed] == [v for _, _, v in log], f"partition {p}: tailing consumer read other bytes"
 
 
 # ---------------------------------------------------------------- (c) catch-up after restart
