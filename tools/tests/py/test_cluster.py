@@ -468,6 +468,39 @@ def test_restarted_node_catches_up_and_alone_holds_the_latest_records(cluster, t
         assert err == ERR_NOT_LEADER_OR_FOLLOWER, f"partition {p}: follower ListOffsets error {err}"
 
 
+def test_lagging_follower_catches_up_past_a_truncated_log_prefix(cluster, topic_name):
+    """(c2) Retention must not break a lagging follower: node 2 is down while 4,000 records
+    (1 KiB, 1 MiB segments) are produced and DeleteRecords (KIP-107) moves the log start to 3,000,
+    so the leader may drop the entries node 2 lacks (prefix truncation); node 2 returns and must
+    catch up anyway (Raft §7: InstallSnapshot when the leader no longer has the entries). Proven
+    as in (c): with node 1 down, acks=all needs node 2; then node 2 is the only up-to-date node
+    and serves, as leader, the log from 3,000 (the low watermark survives failover, KIP-107) to
+    the end, every acknowledged record at its offset."""
+    create_topic(cluster, topic_name, 1, 3, {"segment.bytes": str(1 << 20)})
+    wait_topic_ready(cluster, topic_name, 1, 3)
+    cluster.kill(2)
+    value = lambda j: f"{j:08d}".encode() + b"r" * 1016  # noqa: E731
+    offs = cf_produce(cluster.bootstrap, topic_name, [_rec(0, value(j)) for j in range(4000)])
+    assert offs == [(0, j) for j in range(4000)]
+    a = admin(cluster)
+    tp = confluent_kafka.TopicPartition(topic_name, 0, 3000)
+    assert a.delete_records([tp], operation_timeout=TIMEOUT_S)[tp].result(TIMEOUT_S).low_watermark == 3000
+    cluster.restart(2)
+    cluster.wait_for(lambda: 2 in topic_view(cluster, 0, topic_name)[0]["isr"],
+                     "node 2 back in the ISR (caught up past the truncated prefix)", timeout_s=TIMEOUT_S)
+    cluster.kill(1)
+    more = cf_produce(cluster.bootstrap, topic_name, [_rec(0, value(j)) for j in range(4000, 4100)])
+    assert more == [(0, j) for j in range(4000, 4100)]
+    cluster.kill(0)
+    cluster.restart(1)
+    cluster.wait_for(lambda: leaders(cluster, topic_name, via=2)[0] == 2,
+                     "node 2 (the only up-to-date node) leading the partition")
+    got, marks = consume_all(cluster.bootstrap, topic_name, [0])
+    assert marks[0] == (3000, 4100), f"node 2 as leader: (log start, high watermark) = {marks[0]}"
+    assert [o for o, _, _ in got[0]] == list(range(3000, 4100))
+    assert [v for _, _, v in got[0]] == [value(j) for j in range(3000, 4100)]
+
+
 # ---------------------------------------------------------------- (d) not enough replicas
 
 
