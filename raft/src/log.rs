@@ -2,7 +2,8 @@
 //!
 //! [`GroupLog`] is the subset of `freshet_storage::Log` that Raft uses: append whole Kafka v2
 //! batches stamped with a term, flush, truncate a conflicting suffix (§5.3), read back whole
-//! batches. The real implementation is the storage crate's `Log`; [`MemLog`] is an in-memory
+//! batches, drop a prefix covered by a snapshot and restart the log at a snapshot's position
+//! (§7, log compaction). The real implementation is the storage crate's `Log`; [`MemLog`] is an in-memory
 //! log for the deterministic simulator that can crash and lose unflushed writes.
 //!
 //! Ownership: per core, `!Send` (shared inside the core through `Rc`).
@@ -59,6 +60,16 @@ pub trait GroupLog {
     fn next_offset(&self) -> i64;
     /// First offset held.
     fn log_start_offset(&self) -> i64;
+    /// Moves the log start up to `offset` (log compaction, §7): batches wholly below it go,
+    /// a batch holding it stays; beyond the end, the log is emptied and restarts at `offset`.
+    /// When the start moves, the new start and everything appended before are durable on
+    /// return. No-op when `offset <= log_start_offset()`.
+    fn prefix_truncate(&self, offset: i64) -> impl Future<Output = Result<(), LogError>>;
+    /// Drops the whole log and restarts it, empty, at `offset` (a follower installing a
+    /// snapshot, §7): afterwards `log_start_offset() == next_offset() == offset`, durably.
+    /// `offset` must be `>= log_start_offset()` (`OffsetOutOfRange` otherwise). Idempotent,
+    /// so an install interrupted by a crash is completed by calling it again.
+    fn reset_to(&self, offset: i64) -> impl Future<Output = Result<(), LogError>>;
 }
 
 /// A shared log (the engine's read path holds the other `Rc`).
@@ -85,6 +96,12 @@ impl<T: GroupLog> GroupLog for Rc<T> {
     }
     fn log_start_offset(&self) -> i64 {
         (**self).log_start_offset()
+    }
+    fn prefix_truncate(&self, offset: i64) -> impl Future<Output = Result<(), LogError>> {
+        (**self).prefix_truncate(offset)
+    }
+    fn reset_to(&self, offset: i64) -> impl Future<Output = Result<(), LogError>> {
+        (**self).reset_to(offset)
     }
 }
 
@@ -138,28 +155,86 @@ impl<D: freshet_storage::Disk> GroupLog for freshet_storage::Log<D> {
     fn log_start_offset(&self) -> i64 {
         freshet_storage::Log::log_start_offset(self)
     }
+    async fn prefix_truncate(&self, offset: i64) -> Result<(), LogError> {
+        freshet_storage::Log::prefix_truncate(self, offset)
+            .await
+            .map_err(storage_err)
+    }
+    /// Storage has no single call for this: `truncate(offset)` drops every batch at or above
+    /// `offset` (a batch straddling it whole; durable on return), then `prefix_truncate`
+    /// moves the start to `offset` (beyond the end it starts a fresh segment there; the new
+    /// start is persisted). A crash between the two leaves a log that a repeated call
+    /// finishes (truncate is then a no-op).
+    async fn reset_to(&self, offset: i64) -> Result<(), LogError> {
+        let start = freshet_storage::Log::log_start_offset(self);
+        if offset < start {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start,
+                end: freshet_storage::Log::next_offset(self),
+            });
+        }
+        freshet_storage::Log::truncate(self, offset)
+            .await
+            .map_err(storage_err)?;
+        freshet_storage::Log::prefix_truncate(self, offset)
+            .await
+            .map_err(storage_err)?;
+        let (start, end) = (
+            freshet_storage::Log::log_start_offset(self),
+            freshet_storage::Log::next_offset(self),
+        );
+        if start != offset || end != offset {
+            return Err(LogError::Io(format!(
+                "reset to {offset} left the log at [{start}, {end})"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 struct MemLogImage {
+    /// First offset held (moved by `prefix_truncate` / `reset_to`).
+    start: i64,
     /// (base_offset, stamped batch bytes), in offset order.
     batches: Vec<(i64, Bytes)>,
     next_offset: i64,
+}
+
+impl MemLogImage {
+    /// Drops the batches wholly below `offset`; beyond the end, empties the image at `offset`.
+    fn drop_prefix(&mut self, offset: i64) {
+        if offset <= self.start {
+            return;
+        }
+        if offset >= self.next_offset {
+            self.batches.clear();
+            self.next_offset = offset;
+        } else {
+            let k = self.batches.partition_point(|(o, b)| {
+                o + i64::from(parse_batch(b).expect("stored batch").offset_count()) <= offset
+            });
+            self.batches.drain(..k);
+        }
+        self.start = offset;
+    }
 }
 
 #[derive(Debug, Default)]
 struct MemLogState {
     current: MemLogImage,
     durable: MemLogImage,
-    /// Smallest length `current.batches` was truncated to since the last flush.
-    truncated_to: Option<usize>,
+    /// Smallest offset the log was (suffix-)truncated to since the last flush.
+    truncated_to: Option<i64>,
     crashed: bool,
     flushes: u64,
 }
 
 /// An in-memory [`GroupLog`] with a crash model: after [`MemLog::crash`], what survives is the
 /// image of the last flush plus a seeded-random prefix of the writes made since (lost unflushed
-/// writes); an unflushed truncation may or may not have happened.
+/// writes); an unflushed truncation may or may not have happened. Prefix truncation and
+/// `reset_to` are durable on return (as in the storage crate).
 ///
 /// Ownership: per core, `!Send`; clones share one log (the "disk" survives a node restart).
 #[derive(Debug, Clone, Default)]
@@ -178,15 +253,13 @@ impl MemLog {
         let mut st = self.st.borrow_mut();
         let durable = st.durable.clone();
         let current = st.current.clone();
-        let keep_from = st.truncated_to.unwrap_or(current.batches.len());
-        let extends = keep_from >= durable.batches.len();
+        let cut = st.truncated_to.unwrap_or(current.next_offset);
+        // Below `cut` the current image equals the durable one (only appends since).
+        let extends = cut >= durable.next_offset;
         let mut image = if extends || rng.chance(500_000) {
             // Writes after the last flush reach the disk in order; a random prefix survives.
-            let base = if extends {
-                durable.batches.len()
-            } else {
-                keep_from
-            };
+            let base_offset = if extends { durable.next_offset } else { cut };
+            let base = current.batches.partition_point(|(o, _)| *o < base_offset);
             let extra = current.batches.len() - base;
             let keep = base + rng.below(extra as u64 + 1) as usize;
             let mut img = current.clone();
@@ -199,7 +272,8 @@ impl MemLog {
             .batches
             .last()
             .map(|(o, b)| o + parse_batch(b).expect("stored batch").offset_count() as i64)
-            .unwrap_or(st.durable.next_offset.min(image.next_offset));
+            .unwrap_or(st.durable.next_offset.min(image.next_offset))
+            .max(image.start);
         st.current = image.clone();
         st.durable = image;
         st.truncated_to = None;
@@ -251,17 +325,37 @@ impl GroupLog for MemLog {
 
     async fn truncate(&self, offset: i64) -> Result<(), LogError> {
         let mut st = self.st.borrow_mut();
-        let keep = st.current.batches.partition_point(|(o, _)| *o < offset);
+        if offset >= st.current.next_offset {
+            return Ok(());
+        }
+        if offset < st.current.start {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: st.current.start,
+                end: st.current.next_offset,
+            });
+        }
+        // A batch holding `offset` goes whole (as in the storage crate).
+        let keep = st.current.batches.partition_point(|(o, b)| {
+            o + i64::from(parse_batch(b).expect("stored batch").offset_count()) <= offset
+        });
         st.current.batches.truncate(keep);
-        st.current.next_offset = offset.min(st.current.next_offset);
-        let t = st.truncated_to.map_or(keep, |t| t.min(keep));
+        let end = st
+            .current
+            .batches
+            .last()
+            .map_or(st.current.start, |(o, b)| {
+                o + i64::from(parse_batch(b).expect("stored batch").offset_count())
+            });
+        st.current.next_offset = end;
+        let t = st.truncated_to.map_or(end, |t| t.min(end));
         st.truncated_to = Some(t);
         Ok(())
     }
 
     async fn read(&self, offset: i64, max_bytes: usize, upto: i64) -> Result<Bytes, LogError> {
         let st = self.st.borrow();
-        let start = self.log_start_offset();
+        let start = st.current.start;
         if offset < start || offset > st.current.next_offset {
             return Err(LogError::OffsetOutOfRange {
                 offset,
@@ -290,12 +384,45 @@ impl GroupLog for MemLog {
     }
 
     fn log_start_offset(&self) -> i64 {
-        self.st
-            .borrow()
-            .current
-            .batches
-            .first()
-            .map_or(self.st.borrow().current.next_offset, |(o, _)| *o)
+        self.st.borrow().current.start
+    }
+
+    async fn prefix_truncate(&self, offset: i64) -> Result<(), LogError> {
+        let mut st = self.st.borrow_mut();
+        if st.crashed {
+            return Err(LogError::Io("crashed".into()));
+        }
+        if offset <= st.current.start {
+            return Ok(());
+        }
+        // As in the storage crate: buffered appends are written first, then the new start.
+        st.current.drop_prefix(offset);
+        st.durable = st.current.clone();
+        st.truncated_to = None;
+        Ok(())
+    }
+
+    async fn reset_to(&self, offset: i64) -> Result<(), LogError> {
+        let mut st = self.st.borrow_mut();
+        if st.crashed {
+            return Err(LogError::Io("crashed".into()));
+        }
+        if offset < st.current.start {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                start: st.current.start,
+                end: st.current.next_offset,
+            });
+        }
+        let empty = MemLogImage {
+            start: offset,
+            batches: Vec::new(),
+            next_offset: offset,
+        };
+        st.current = empty.clone();
+        st.durable = empty;
+        st.truncated_to = None;
+        Ok(())
     }
 }
 
@@ -348,6 +475,59 @@ mod tests {
             let n = log.next_offset();
             assert!((1..=6).contains(&n), "kept {n}");
             assert_eq!(log.durable_offset(), n);
+        });
+    }
+
+    #[test]
+    fn prefix_truncate_keeps_later_batches_and_survives_a_crash_section_7() {
+        block_on(async {
+            let log = MemLog::new();
+            for n in [2, 3, 1] {
+                log.append(batch(n), 1).await.unwrap();
+            }
+            // Unflushed: compaction writes them out first (as storage does).
+            log.prefix_truncate(2).await.unwrap();
+            assert_eq!(log.log_start_offset(), 2);
+            let got = split_batches(log.read(2, 1 << 20, i64::MAX).await.unwrap()).unwrap();
+            let bases: Vec<_> = got.iter().map(|(h, _)| h.base_offset).collect();
+            assert_eq!(bases, vec![2, 5]);
+            assert!(matches!(
+                log.read(1, 1 << 20, i64::MAX).await,
+                Err(LogError::OffsetOutOfRange { start: 2, .. })
+            ));
+            log.append(batch(1), 2).await.unwrap();
+            let mut rng = SimRng::new(1);
+            log.crash(&mut rng);
+            assert_eq!(log.log_start_offset(), 2, "the new start is durable");
+            assert!((6..=7).contains(&log.next_offset()));
+            // Beyond the end: the log restarts empty there.
+            log.prefix_truncate(40).await.unwrap();
+            assert_eq!((log.log_start_offset(), log.next_offset()), (40, 40));
+            assert_eq!(log.append(batch(1), 3).await.unwrap(), 40);
+        });
+    }
+
+    #[test]
+    fn reset_to_drops_the_whole_log_and_restarts_at_the_snapshot_position_section_7() {
+        block_on(async {
+            let log = MemLog::new();
+            for n in [2, 3, 1] {
+                log.append(batch(n), 1).await.unwrap();
+            }
+            log.flush().await.unwrap();
+            log.append(batch(4), 2).await.unwrap();
+            // Inside the log (a divergent suffix beyond it goes too) ...
+            log.reset_to(3).await.unwrap();
+            assert_eq!((log.log_start_offset(), log.next_offset()), (3, 3));
+            assert!(log.read(3, 1 << 20, i64::MAX).await.unwrap().is_empty());
+            let mut rng = SimRng::new(2);
+            log.crash(&mut rng);
+            assert_eq!((log.log_start_offset(), log.next_offset()), (3, 3));
+            // ... beyond it, and again (idempotent).
+            log.reset_to(9).await.unwrap();
+            log.reset_to(9).await.unwrap();
+            assert_eq!(log.append(batch(2), 5).await.unwrap(), 9);
+            assert!(log.reset_to(8).await.is_err(), "below the start");
         });
     }
 }

@@ -6,7 +6,7 @@
 //! | field | type | meaning |
 //! |---|---|---|
 //! | magic | `[u8; 4]` = `FRGS` | file type |
-//! | version | u16 = 1 | layout version |
+//! | version | u16 = 2 | layout version (1 = the same without `flags`; still read) |
 //! | term | u64 | HardState.term |
 //! | vote | u64 | HardState.vote (0 = none) |
 //! | commit | u64 | HardState.commit |
@@ -14,6 +14,7 @@
 //! | anchor_prev_term | u64 | term of entry `anchor_index - 1` (0 at the beginning) |
 //! | anchor_log_offset | i64 | log offset of that first entry |
 //! | anchor_kafka_offset | i64 | Kafka offset of the first data record at or after it |
+//! | flags | u8 | bit 0: log reset pending (a snapshot install was interrupted, §7); others 0 |
 //! | auto_leave | u8 | ConfState.auto_leave |
 //! | 4 lists | (count u32, ids u64 ...) | voters, learners, voters_outgoing, learners_next |
 //! | crc | u32 | CRC32C of every byte before it |
@@ -29,7 +30,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use raft::eraftpb::{ConfState, HardState};
 
 const MAGIC: &[u8; 4] = b"FRGS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// Version 1: the same record without `flags`.
+const VERSION_1: u16 = 1;
+const FLAG_LOG_RESET_PENDING: u8 = 1;
 
 /// Errors reading or writing group metadata.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +80,10 @@ pub struct GroupMeta {
     pub conf_state: ConfState,
     /// Start of the log.
     pub anchor: LogAnchor,
+    /// A follower is installing a snapshot (§7): the anchor already names the snapshot's
+    /// position but the log may still hold entries from before. Opening the group finishes
+    /// the install (`GroupLog::reset_to(anchor.log_offset)`) before trusting the log.
+    pub log_reset_pending: bool,
 }
 
 fn put_ids(b: &mut BytesMut, ids: &[u64]) {
@@ -124,6 +132,11 @@ impl GroupMeta {
         b.put_u64_le(self.anchor.prev_term);
         b.put_i64_le(self.anchor.log_offset);
         b.put_i64_le(self.anchor.kafka_offset);
+        b.put_u8(if self.log_reset_pending {
+            FLAG_LOG_RESET_PENDING
+        } else {
+            0
+        });
         b.put_u8(u8::from(self.conf_state.auto_leave));
         put_ids(&mut b, &self.conf_state.voters);
         put_ids(&mut b, &self.conf_state.learners);
@@ -147,7 +160,8 @@ impl GroupMeta {
         if r.take(4)? != MAGIC {
             return Err(MetaError::Corrupt("bad magic"));
         }
-        if u16::from_le_bytes(r.take(2)?.try_into().expect("2")) != VERSION {
+        let version = u16::from_le_bytes(r.take(2)?.try_into().expect("2"));
+        if version != VERSION && version != VERSION_1 {
             return Err(MetaError::Corrupt("unknown version"));
         }
         let hard_state = HardState {
@@ -162,6 +176,14 @@ impl GroupMeta {
             log_offset: r.u64()? as i64,
             kafka_offset: r.u64()? as i64,
         };
+        let flags = if version == VERSION_1 {
+            0
+        } else {
+            r.take(1)?[0]
+        };
+        if flags & !FLAG_LOG_RESET_PENDING != 0 {
+            return Err(MetaError::Corrupt("unknown flags"));
+        }
         let auto_leave = r.take(1)?[0] != 0;
         let conf_state = ConfState {
             voters: r.ids()?,
@@ -178,6 +200,7 @@ impl GroupMeta {
             hard_state,
             conf_state,
             anchor,
+            log_reset_pending: flags & FLAG_LOG_RESET_PENDING != 0,
         })
     }
 }
@@ -340,6 +363,7 @@ mod tests {
                 log_offset: 120,
                 kafka_offset: 115,
             },
+            log_reset_pending: true,
         };
         let b = m.encode();
         assert_eq!(GroupMeta::decode(&b).unwrap(), m);
@@ -352,6 +376,28 @@ mod tests {
             );
         }
         assert!(GroupMeta::decode(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn version_1_records_without_flags_still_decode() {
+        let m = GroupMeta {
+            anchor: LogAnchor {
+                index: 3,
+                prev_term: 2,
+                log_offset: 9,
+                kafka_offset: 7,
+            },
+            ..Default::default()
+        };
+        let v2 = m.encode();
+        // Version 1 = version 2 without the flags byte (after anchor_kafka_offset).
+        let flags_at = 4 + 2 + 3 * 8 + 4 * 8;
+        let mut v1 = v2[..v2.len() - 4].to_vec();
+        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+        v1.remove(flags_at);
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(GroupMeta::decode(&v1).unwrap(), m);
     }
 
     #[test]

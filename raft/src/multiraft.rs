@@ -915,6 +915,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 hard_state: st.hard_state.clone(),
                 conf_state: st.conf_state.clone(),
                 anchor: st.anchor,
+                log_reset_pending: false,
             }
             .encode()
         };

@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::batch::{entry_is_internal, parse_batch};
@@ -247,6 +247,105 @@ impl GroupState {
         self.metas.push_back(m);
     }
 
+    /// Index of the entry holding Kafka offset `kafka_offset` (the first entry whose Kafka
+    /// range ends after it, so internal entries before it are passed), capped at
+    /// `applied + 1` (§7: a snapshot covers applied entries only) and never below the
+    /// current anchor. `compact_to` of the result keeps every record at or after
+    /// `kafka_offset` that is held.
+    pub fn compaction_index(&self, kafka_offset: i64) -> u64 {
+        let i = self
+            .metas
+            .partition_point(|m| m.kafka_offset + i64::from(m.kafka_count) <= kafka_offset);
+        (self.anchor.index + i as u64).min(self.applied + 1)
+    }
+
+    /// Log compaction (§7): the log now begins at `index` (`anchor.index ..= applied + 1`);
+    /// rows and cached entries below it go. Returns the new anchor, which the caller makes
+    /// durable in the group state file before cutting the log itself.
+    pub fn compact_to(&mut self, index: u64) -> LogAnchor {
+        assert!(
+            index >= self.anchor.index,
+            "compaction to {index} below the anchor {}",
+            self.anchor.index
+        );
+        assert!(
+            index <= self.applied + 1,
+            "compaction to {index} past the applied index {} (§7: snapshots cover applied entries)",
+            self.applied
+        );
+        if index == self.anchor.index {
+            return self.anchor;
+        }
+        let prev_term = self.meta(index - 1).expect("applied entry held").term;
+        let anchor = LogAnchor {
+            index,
+            prev_term,
+            log_offset: self
+                .meta(index)
+                .map_or(self.log_end_offset(), |m| m.log_offset),
+            kafka_offset: self
+                .meta(index)
+                .map_or(self.kafka_end_offset(), |m| m.kafka_offset),
+        };
+        self.metas.drain(..(index - self.anchor.index) as usize);
+        self.anchor = anchor;
+        while self.cache.front().is_some_and(|e| e.index < index) {
+            let e = self.cache.pop_front().expect("non-empty");
+            self.cache_bytes -= entry_bytes(&e);
+        }
+        while self.fetched.front().is_some_and(|e| e.index < index) {
+            self.fetched.pop_front();
+        }
+        anchor
+    }
+
+    /// A follower installs a snapshot (§7): every entry goes, the log begins at `anchor`
+    /// (the entry after the snapshot's index), and everything up to the snapshot counts as
+    /// committed and applied.
+    pub fn install_snapshot(&mut self, anchor: LogAnchor, conf_state: ConfState) {
+        let snapshot_index = anchor.index - 1;
+        assert!(
+            snapshot_index > self.applied,
+            "snapshot at {snapshot_index} does not pass the applied index {}",
+            self.applied
+        );
+        self.metas.clear();
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.fetched.clear();
+        self.pending_fetches.clear();
+        self.anchor = anchor;
+        self.applied = snapshot_index;
+        self.hard_state.commit = self.hard_state.commit.max(snapshot_index);
+        self.conf_state = conf_state;
+    }
+
+    /// The snapshot a leader sends a follower that needs entries below the anchor: metadata
+    /// (index `anchor.index − 1`, term `anchor.prev_term`, membership), data = the anchor's
+    /// log and Kafka offsets ([`SnapshotData`]). No state machine data travels: the
+    /// partition's history below the anchor is gone everywhere (Kafka's log start offset).
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        if self.anchor.index <= 1 {
+            return None;
+        }
+        let mut meta = SnapshotMetadata {
+            index: self.anchor.index - 1,
+            term: self.anchor.prev_term,
+            ..Default::default()
+        };
+        meta.set_conf_state(self.conf_state.clone());
+        let mut snap = Snapshot {
+            data: SnapshotData {
+                log_offset: self.anchor.log_offset,
+                kafka_offset: self.anchor.kafka_offset,
+            }
+            .encode(),
+            ..Default::default()
+        };
+        snap.set_metadata(meta);
+        Some(snap)
+    }
+
     /// Loads the unapplied entries read back from the log at open into the empty cache.
     pub fn restore_cache(&mut self, entries: Vec<Entry>) {
         assert!(self.cache.is_empty(), "restore_cache on a warm cache");
@@ -289,6 +388,55 @@ impl GroupState {
         self.cache
             .front()
             .map_or(self.last_index() + 1, |e| e.index)
+    }
+}
+
+/// The data of a partition snapshot (§7): where the log begins after it, nothing else.
+/// Layout (little-endian): `version:u16 = 1, anchor_log_offset:i64, anchor_kafka_offset:i64`.
+///
+/// Ownership: a plain value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotData {
+    /// Log offset of the first entry after the snapshot.
+    pub log_offset: i64,
+    /// Kafka offset of the first data record at or after it.
+    pub kafka_offset: i64,
+}
+
+/// Encoded length of [`SnapshotData`].
+pub const SNAPSHOT_DATA_BYTES: usize = 18;
+
+impl SnapshotData {
+    /// The layout in the type's docs.
+    pub fn encode(&self) -> bytes::Bytes {
+        let mut b = Vec::with_capacity(SNAPSHOT_DATA_BYTES);
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&self.log_offset.to_le_bytes());
+        b.extend_from_slice(&self.kafka_offset.to_le_bytes());
+        b.into()
+    }
+
+    /// Parses [`SnapshotData::encode`]'s output; None for anything else (wrong length or
+    /// version, negative offsets, Kafka offset beyond the log offset).
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != SNAPSHOT_DATA_BYTES || b[0..2] != 1u16.to_le_bytes() {
+            return None;
+        }
+        let d = Self {
+            log_offset: i64::from_le_bytes(b[2..10].try_into().expect("8")),
+            kafka_offset: i64::from_le_bytes(b[10..18].try_into().expect("8")),
+        };
+        (d.kafka_offset >= 0 && d.log_offset >= d.kafka_offset).then_some(d)
+    }
+
+    /// The log anchor a snapshot with this data and metadata (index, term) stands for.
+    pub fn anchor(&self, snapshot_index: u64, snapshot_term: u64) -> LogAnchor {
+        LogAnchor {
+            index: snapshot_index + 1,
+            prev_term: snapshot_term,
+            log_offset: self.log_offset,
+            kafka_offset: self.kafka_offset,
+        }
     }
 }
 
@@ -384,10 +532,11 @@ impl raft::Storage for GroupStorage {
         Ok(self.st.borrow().last_index())
     }
 
+    /// Asked for when a follower needs entries below the anchor (§7). Only the position
+    /// travels ([`GroupState::snapshot`]), so it is always available once the log was
+    /// compacted; `request_index` (a follower's explicit request) is not used by Freshet.
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Partition snapshots (a follower behind the leader's log start after retention) are
-        // not implemented yet; raft-rs retries later.
-        Err(raft::Error::Store(
+        self.st.borrow().snapshot().ok_or(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
     }
@@ -556,5 +705,154 @@ mod tests {
         assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(s.term(0).unwrap(), 0);
         assert!(s.term(9).is_err());
+    }
+
+    #[test]
+    fn compaction_moves_the_anchor_to_the_entry_holding_the_offset_never_past_applied_section_7() {
+        let mut st = state();
+        // no-op, [0,3), [3,5), no-op (term 2), [5,6)
+        st.push_entries(&[
+            empty(1, 1),
+            data(2, 1, 3),
+            data(3, 1, 2),
+            empty(4, 2),
+            data(5, 2, 1),
+        ]);
+        st.applied = 3;
+        // Kafka 4 is inside entry 3: it stays, so records 3.. are still held.
+        assert_eq!(st.compaction_index(4), 3);
+        // Kafka 5 lies beyond entry 3; entry 4 (internal) and 5 are not applied: capped.
+        assert_eq!(st.compaction_index(5), 4);
+        assert_eq!(st.compaction_index(0), 2, "the leading no-op goes");
+        let a = st.compact_to(3);
+        assert_eq!(
+            a,
+            LogAnchor {
+                index: 3,
+                prev_term: 1,
+                log_offset: 4,
+                kafka_offset: 3
+            }
+        );
+        assert_eq!(st.kafka_to_log(2), None, "below the log start");
+        assert_eq!(st.kafka_to_log(4), Some(5));
+        assert_eq!(st.log_to_kafka(7), Some(5));
+        assert_eq!(
+            st.kafka_end_at(2),
+            3,
+            "an index below the anchor ends at its Kafka start"
+        );
+        assert_eq!(st.cached_len(), 3);
+        let s = GroupStorage {
+            st: Rc::new(RefCell::new(st)),
+        };
+        // raft-rs's view: first index 3, term(2) answered from the anchor, below: compacted.
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert_eq!(s.term(1), Err(raft::Error::Store(StorageError::Compacted)));
+        assert_eq!(
+            s.entries(2, 4, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        );
+        let snap = s.snapshot(0, 2).unwrap();
+        assert_eq!(
+            (snap.get_metadata().index, snap.get_metadata().term),
+            (2, 1)
+        );
+        assert_eq!(
+            SnapshotData::decode(&snap.data),
+            Some(SnapshotData {
+                log_offset: 4,
+                kafka_offset: 3
+            })
+        );
+    }
+
+    #[test]
+    fn compacting_every_applied_entry_leaves_an_empty_log_at_the_end() {
+        let mut st = state();
+        st.push_entries(&[empty(1, 1), data(2, 1, 3)]);
+        st.applied = 2;
+        let a = st.compact_to(st.compaction_index(i64::MAX));
+        assert_eq!(
+            (a.index, a.prev_term, a.log_offset, a.kafka_offset),
+            (3, 1, 4, 3)
+        );
+        assert_eq!(st.last_index(), 2);
+        assert_eq!((st.log_end_offset(), st.kafka_end_offset()), (4, 3));
+        st.push_entries(&[data(3, 2, 1)]);
+        assert_eq!(st.meta(3).unwrap().log_offset, 4);
+        assert_eq!(st.meta(3).unwrap().kafka_offset, 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "past the applied index")]
+    fn compacting_an_unapplied_entry_is_a_broken_invariant() {
+        let mut st = state();
+        st.push_entries(&[empty(1, 1), data(2, 1, 3), data(3, 1, 1)]);
+        st.applied = 1;
+        st.compact_to(3);
+    }
+
+    #[test]
+    fn installed_snapshot_restarts_the_table_at_its_anchor_section_7() {
+        let mut st = state();
+        st.push_entries(&[empty(1, 1), data(2, 1, 3), data(3, 3, 2)]);
+        st.applied = 1;
+        st.hard_state.commit = 1;
+        let anchor = SnapshotData {
+            log_offset: 40,
+            kafka_offset: 31,
+        }
+        .anchor(20, 4);
+        st.install_snapshot(
+            anchor,
+            ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            (st.first_index(), st.last_index(), st.applied),
+            (21, 20, 20)
+        );
+        assert_eq!(st.hard_state.commit, 20);
+        assert_eq!((st.log_end_offset(), st.kafka_end_offset()), (40, 31));
+        assert_eq!(st.kafka_end_at(20), 31, "high watermark after the install");
+        st.push_entries(&[empty(21, 5), data(22, 5, 2)]);
+        assert_eq!(st.kafka_to_log(32), Some(42));
+        let s = GroupStorage {
+            st: Rc::new(RefCell::new(st)),
+        };
+        assert_eq!(s.term(20).unwrap(), 4);
+    }
+
+    #[test]
+    fn snapshot_data_decoding_refuses_anything_but_its_layout() {
+        let d = SnapshotData {
+            log_offset: 9,
+            kafka_offset: 4,
+        };
+        let b = d.encode();
+        assert_eq!(b.len(), SNAPSHOT_DATA_BYTES);
+        assert_eq!(SnapshotData::decode(&b), Some(d));
+        assert_eq!(SnapshotData::decode(&b[..17]), None);
+        let mut v = b.to_vec();
+        v[0] = 2;
+        assert_eq!(SnapshotData::decode(&v), None, "unknown version");
+        let bad = SnapshotData {
+            log_offset: 3,
+            kafka_offset: 4,
+        }
+        .encode();
+        assert_eq!(
+            SnapshotData::decode(&bad),
+            None,
+            "Kafka offset beyond log offset"
+        );
+        assert!(
+            state().snapshot().is_none(),
+            "nothing compacted: no snapshot"
+        );
     }
 }

@@ -148,3 +148,78 @@ fn batches_read_back_after_torn_crash_recovery_and_further_appends() {
         });
     }
 }
+
+/// Log compaction (Raft §7) on the storage log: `prefix_truncate` to a batch boundary and
+/// `reset_to` (a follower installing a snapshot) hold after a power loss, including one that
+/// interrupts `reset_to` between its two storage calls (the next call finishes it), and the
+/// log keeps appending densely from the new position.
+#[test]
+fn prefix_truncate_and_reset_to_survive_power_loss_and_appends_continue_section_7() {
+    for seed in 0..120u64 {
+        block_on(async {
+            let mut rng = SimRng::new(seed ^ 0x5EED);
+            let disk = SimDisk::new(seed);
+            let mut log = open(&disk).await;
+            for round in 0..6 {
+                let mut bases = Vec::new();
+                for _ in 0..(10 + rng.below(120)) {
+                    let n = 1 + rng.below(4) as usize;
+                    let v = vec![3u8; rng.below(3000) as usize];
+                    let recs: Vec<_> = (0..n).map(|_| (None, Some(&v[..]))).collect();
+                    let base = GroupLog::append(&log, encode_batch(0, 0, -1, &recs), round)
+                        .await
+                        .expect("append");
+                    bases.push(base);
+                    if rng.chance(200_000) {
+                        GroupLog::flush(&log).await.expect("flush");
+                    }
+                }
+                // The driver compacts only applied (so flushed) entries.
+                GroupLog::flush(&log).await.expect("flush");
+                let durable_end = log.next_offset();
+                let at = bases[rng.below(bases.len() as u64) as usize];
+                let mode = rng.below(3);
+                let expect_start = match mode {
+                    0 => {
+                        GroupLog::prefix_truncate(&log, at).await.expect("prefix");
+                        at
+                    }
+                    1 => {
+                        let to = at + rng.below(2 * (durable_end - at) as u64 + 2) as i64;
+                        GroupLog::reset_to(&log, to).await.expect("reset");
+                        to
+                    }
+                    _ => {
+                        // Interrupted install: only the first half (the suffix cut) happened.
+                        Log::truncate(&log, at).await.expect("truncate");
+                        at
+                    }
+                };
+                drop(log);
+                if rng.chance(500_000) {
+                    disk.crash();
+                } else {
+                    disk.lose_unflushed();
+                }
+                log = open(&disk).await;
+                if mode == 2 {
+                    GroupLog::reset_to(&log, at).await.expect("finish reset");
+                }
+                assert_eq!(
+                    log.log_start_offset(),
+                    expect_start,
+                    "seed {seed} round {round} mode {mode}: start after reopen"
+                );
+                let end = log.next_offset();
+                let want_end = if mode == 0 { durable_end } else { expect_start };
+                assert_eq!(end, want_end, "seed {seed} round {round} mode {mode}: end");
+                if let Err(e) = read_all(&log).await {
+                    panic!("seed {seed} round {round} mode {mode}: {e}");
+                }
+                let b = encode_batch(0, 0, -1, &[(None, Some(&b"x"[..]))]);
+                assert_eq!(GroupLog::append(&log, b, 99).await.expect("append"), end);
+                GroupLog::flush(&log).await.expect("flush");
+            }
+        });
+    }
+}
