@@ -410,7 +410,11 @@ where
         waiters: HashMap::new(),
         next_token: 0,
         loop_waker: None,
-        statuses: BTreeMap::new(),
+        statuses: driver
+            .group_ids()
+            .into_iter()
+            .filter_map(|g| Some((g, driver.status(g)?)))
+            .collect(),
         callbacks: Vec::new(),
         stopped: None,
         stop_waiters: Vec::new(),
@@ -470,7 +474,9 @@ where
     let mut next_tick = Instant::now() + tick;
     let mut stream = Box::pin(inbox.stream());
     let mut inbox_open = true;
-    let mut dirty: BTreeSet<GroupId> = driver.group_ids().into_iter().collect();
+    let mut dirty: BTreeSet<GroupId> = BTreeSet::new();
+    // Opened groups: reported to `on_change` after the next pass even if unchanged.
+    let mut opened: BTreeSet<GroupId> = driver.group_ids().into_iter().collect();
     loop {
         let woke = Wait {
             shared,
@@ -507,7 +513,13 @@ where
                         .open_group(group, &voters, log)
                         .await
                         .map(|()| driver.group_state(group).expect("group just opened"));
-                    dirty.insert(group);
+                    if r.is_ok() {
+                        // Published before the caller resumes (a single-voter group already
+                        // leads), and reported to `on_change` after this pass.
+                        let st = driver.status(group).expect("group just opened");
+                        shared.borrow_mut().statuses.insert(group, st);
+                        opened.insert(group);
+                    }
                     complete(&reply, r);
                 }
                 Command::Close {
@@ -527,6 +539,7 @@ where
                         driver.close_group(group)
                     };
                     dirty.remove(&group);
+                    opened.remove(&group);
                     shared.borrow_mut().statuses.remove(&group);
                     complete(&reply, log);
                 }
@@ -604,6 +617,7 @@ where
         let refresh: Vec<GroupId> = if ticked {
             driver.group_ids()
         } else {
+            dirty.extend(opened.iter().copied());
             std::mem::take(&mut dirty).into_iter().collect()
         };
         dirty.clear();
@@ -612,7 +626,7 @@ where
             let mut sh = shared.borrow_mut();
             for g in refresh {
                 let Some(st) = driver.status(g) else { continue };
-                if sh.statuses.get(&g) != Some(&st) {
+                if opened.remove(&g) || sh.statuses.get(&g) != Some(&st) {
                     sh.statuses.insert(g, st.clone());
                     changed.push((g, st));
                 }
