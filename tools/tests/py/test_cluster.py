@@ -666,3 +666,119 @@ def test_harness_pause_stops_answers_and_restart_keeps_data(cluster, topic_name)
     got, marks = consume_all(boot, topic_name, [0])
     assert got[0][0][2] == b"kept" and offs == [(0, 0)]
 
+
+
+# ---------------------------------------------------------------- (g) consumer group across a coordinator crash
+
+
+def java_hash(s):
+    """java.lang.String.hashCode (UTF-16 code units), as a signed 32-bit int."""
+    h = 0
+    for unit in s.encode("utf-16-be").hex(" ", 2).split():
+        h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def offsets_partition_for(group, partitions=16):
+    """Kafka's GroupMetadataManager.partitionFor: Utils.abs(groupId.hashCode) % partitions."""
+    h = java_hash(group)
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+# Errors a commit may meet while the coordinator fails over (librdkafka rediscovers the coordinator
+# on 14/15/16) or the group rebalances after it (22/25/27); anything else fails the test.
+COMMIT_RETRIABLE = {
+    confluent_kafka.KafkaError.COORDINATOR_LOAD_IN_PROGRESS, confluent_kafka.KafkaError.COORDINATOR_NOT_AVAILABLE,
+    confluent_kafka.KafkaError.NOT_COORDINATOR, confluent_kafka.KafkaError.REQUEST_TIMED_OUT,
+    confluent_kafka.KafkaError._TIMED_OUT, confluent_kafka.KafkaError._TRANSPORT,
+    confluent_kafka.KafkaError.REBALANCE_IN_PROGRESS, confluent_kafka.KafkaError.ILLEGAL_GENERATION,
+    confluent_kafka.KafkaError.UNKNOWN_MEMBER_ID, confluent_kafka.KafkaError._WAIT_COORD,
+}
+
+
+@pytest.mark.cluster_args("--group-initial-rebalance-delay-ms", "0")
+def test_consumer_group_keeps_committing_after_its_coordinator_is_killed(cluster, topic_name):
+    """(g) A consumer group's coordinator is the leader of its __consumer_offsets partition (Kafka's
+    partitionFor(group)); that partition is an RF3 Raft group like any other. A consumer commits
+    every 100 records; the coordinator's node is SIGKILLed; the SAME consumer keeps consuming and
+    committing (librdkafka finds the new coordinator; at-least-once: repeats only after the kill)
+    until every record was seen and its last commit succeeded; committed offsets equal the high
+    watermarks; a new member of the group then starts at those offsets (nothing re-delivered),
+    and after the old node returns a fresh consumer still reads the same committed offsets."""
+    group = f"cg-{topic_name}"
+    n = 3000
+    create_topic(cluster, topic_name, 3, 3)
+    wait_topic_ready(cluster, topic_name, 3, 3)
+    cf_produce(cluster.bootstrap, topic_name, [_rec(None, str(j).encode()) for j in range(n)])
+    tps = [confluent_kafka.TopicPartition(topic_name, p) for p in range(3)]
+    group_conf = {"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+    def commit(c):
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            try:
+                c.commit(asynchronous=False)
+                return
+            except confluent_kafka.KafkaException as e:
+                err = e.args[0]
+                if err.code() == confluent_kafka.KafkaError._NO_OFFSET:
+                    return
+                assert err.code() in COMMIT_RETRIABLE and time.monotonic() < deadline, f"commit failed: {err}"
+                c.poll(0.2)
+
+    c = confluent_kafka.Consumer(rdkafka_conf(cluster.bootstrap, **group_conf))
+    c.subscribe([topic_name])
+    before, after = [], []
+    seen = before
+    coord = None
+    deadline = time.monotonic() + 90
+    uncommitted = 0
+    while len(set(before) | set(after)) < n:
+        assert time.monotonic() < deadline, f"consumed {len(set(before) | set(after))}/{n} distinct records in 90 s"
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        seen.append(int(m.value()))
+        uncommitted += 1
+        if uncommitted >= 100:
+            commit(c)
+            uncommitted = 0
+        if coord is None and len(before) >= 1000:
+            coord = cluster.leader("__consumer_offsets", offsets_partition_for(group))
+            a = admin(cluster)
+            desc = a.describe_consumer_groups([group], request_timeout=10)[group].result(TIMEOUT_S)
+            assert desc.coordinator.id == coord, \
+                f"FindCoordinator says {desc.coordinator.id}, leader of __consumer_offsets is {coord}"
+            cluster.kill(coord)
+            seen = after
+    commit(c)
+    assert len(before) == len(set(before)), "records repeated before any failure"
+    _, marks = consume_all(cluster.bootstrap, topic_name, range(3))
+    committed = cluster.wait_for(lambda: c.committed(tps, timeout=10), "committed offsets")
+    assert {t.partition: t.offset for t in committed} == {p: marks[p][1] for p in range(3)}
+    c.close()
+
+    c2 = confluent_kafka.Consumer(rdkafka_conf(cluster.bootstrap, **group_conf))
+    c2.subscribe([topic_name])
+    redelivered = []
+    cluster.wait_for(lambda: (redelivered.extend(m.value() for m in [c2.poll(0.2)] if m and not m.error())
+                              or len(c2.assignment()) == 3), "a new member assigned all 3 partitions")
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        m = c2.poll(0.2)
+        if m is not None and not m.error():
+            redelivered.append(m.value())
+    assert not redelivered, f"new member re-read committed records: {redelivered[:5]}"
+    a = admin(cluster)
+    desc = a.describe_consumer_groups([group], request_timeout=10)[group].result(TIMEOUT_S)
+    assert desc.coordinator.id in NODES - {coord}, f"coordinator {desc.coordinator.id} after node {coord} died"
+    c2.close()
+
+    cluster.restart(coord)
+    c3 = confluent_kafka.Consumer(rdkafka_conf(cluster.bootstrap, **group_conf))
+    try:
+        committed = cluster.wait_for(lambda: c3.committed(tps, timeout=10), "committed offsets after the restart")
+        assert {t.partition: t.offset for t in committed} == {p: marks[p][1] for p in range(3)}
+    finally:
+        c3.close()
