@@ -163,6 +163,9 @@ pub struct CommittedOffset {
 pub struct PreparedCommit {
     pub group_id: String,
     pub offsets_partition: i32,
+    /// Leader epoch the offsets partition was served in when the commit was validated;
+    /// `apply_commit` only applies it if the partition is still served in that epoch.
+    pub epoch: i32,
     /// Partitions accepted, with their new value.
     pub accepted: Vec<(String, i32, CommittedOffset)>,
     /// Records to append to `__consumer_offsets` (one per accepted partition).
@@ -236,8 +239,14 @@ pub enum Effect {
     },
     /// Append to `__consumer_offsets` partition `partition`; answers emitted after this
     /// effect should be sent once the append is durable.
+    ///
+    /// `epoch` is the leader epoch the partition was served in when the records were
+    /// produced: the driver appends only while the partition is still served in that epoch
+    /// (after a leadership change the state the records describe is gone) and otherwise
+    /// treats the append as failed with NOT_COORDINATOR.
     Persist {
         partition: i32,
+        epoch: i32,
         records: Vec<OffsetsRecord>,
     },
 }

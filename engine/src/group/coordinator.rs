@@ -18,13 +18,43 @@ use super::records::{self, GroupValue, MemberValue, OffsetValue, RecordKey};
 use super::state::{Group, GroupState, JoinPhase, Member};
 use super::timer::{TimerKey, Timers};
 
-/// Load status of an offsets partition on this core.
+/// Load status of an offsets partition on this core, with the leader epoch of the
+/// `__consumer_offsets` partition it was (or is being) loaded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PartitionStatus {
-    /// Replaying the log; requests get COORDINATOR_LOAD_IN_PROGRESS.
-    Loading,
-    /// Serving.
-    Active,
+    /// Replaying the log; requests get COORDINATOR_LOAD_IN_PROGRESS. Epoch
+    /// [`EPOCH_UNKNOWN`] while this core waits to learn whether it leads the partition.
+    Loading { epoch: i32 },
+    /// Serving, as leader of the partition in `epoch`.
+    Active { epoch: i32 },
+}
+
+impl PartitionStatus {
+    fn epoch(self) -> i32 {
+        match self {
+            PartitionStatus::Loading { epoch } | PartitionStatus::Active { epoch } => epoch,
+        }
+    }
+
+    fn is_loading(self) -> bool {
+        matches!(self, PartitionStatus::Loading { .. })
+    }
+}
+
+/// Epoch of a partition marked as loading before its leadership is known (broker start).
+pub const EPOCH_UNKNOWN: i32 = -1;
+
+/// What the driver must do after [`GroupCoordinator::on_leadership`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadershipAction {
+    /// Nothing changed (same leader epoch, or still not the leader).
+    None,
+    /// Replay the partition's log for `epoch` (read it, feed [`GroupCoordinator::load_record`]
+    /// and [`GroupCoordinator::finish_load`] only while
+    /// [`GroupCoordinator::loading_epoch`] is still `Some(epoch)`).
+    Load { epoch: i32 },
+    /// The partition's groups were dropped; the effects answer their parked requests.
+    Unloaded,
 }
 
 /// Records replayed so far for one loading partition: the latest value per key wins
@@ -90,14 +120,90 @@ impl GroupCoordinator {
 
     // ------------------------------------------------------------ partition loading
 
-    /// This core becomes coordinator of `partition` and starts replaying its log.
-    /// Idempotent while the partition is loading (records replayed so far are kept).
-    pub fn begin_load(&mut self, partition: i32) {
-        if self.partitions.get(&partition) == Some(&PartitionStatus::Loading) {
-            return;
+    /// This core becomes coordinator of `partition` (as leader in `epoch`) and starts
+    /// replaying its log; its groups answer COORDINATOR_LOAD_IN_PROGRESS until
+    /// [`Self::finish_load`]. Idempotent while the partition is loading in the same epoch
+    /// (records replayed so far are kept); a load under another epoch starts over. Panics
+    /// if the partition is being served: [`Self::unload`] it first (a new leader epoch means
+    /// the log may have changed under the loaded state).
+    pub fn begin_load(&mut self, partition: i32, epoch: i32) {
+        match self.partitions.get(&partition) {
+            Some(PartitionStatus::Loading { epoch: e }) if *e == epoch => return,
+            Some(PartitionStatus::Active { epoch: e }) => panic!(
+                "begin_load of offsets partition {partition} (epoch {epoch}) while it is served in epoch {e}"
+            ),
+            _ => {}
         }
-        self.partitions.insert(partition, PartitionStatus::Loading);
+        self.partitions
+            .insert(partition, PartitionStatus::Loading { epoch });
         self.loading.insert(partition, LoadBuffer::default());
+    }
+
+    /// Leadership of `__consumer_offsets`/`partition` on this node, as the partition's Raft
+    /// group reports it (`epoch` = leader epoch = Raft term). Kafka's
+    /// `GroupCoordinator.onElection` / `onResignation`: becoming leader (or leader again in a
+    /// newer epoch) drops whatever was loaded before and asks for a replay; losing leadership
+    /// drops the partition's groups, answering their parked JoinGroup/SyncGroup with
+    /// NOT_COORDINATOR so clients look the coordinator up again. Idempotent.
+    pub fn on_leadership(
+        &mut self,
+        partition: i32,
+        is_leader: bool,
+        epoch: i32,
+        out: &mut Vec<Effect>,
+    ) -> LeadershipAction {
+        let current = self.partitions.get(&partition).copied();
+        if !is_leader {
+            return match current {
+                None => LeadershipAction::None,
+                Some(_) => {
+                    self.unload(partition, out);
+                    LeadershipAction::Unloaded
+                }
+            };
+        }
+        match current {
+            // Same epoch, or a stale report of an older term than the one loading or
+            // served (terms never go back while the partition stays open): nothing to do.
+            Some(st) if st.epoch() >= epoch => LeadershipAction::None,
+            Some(PartitionStatus::Active { .. }) => {
+                self.unload(partition, out);
+                self.begin_load(partition, epoch);
+                LeadershipAction::Load { epoch }
+            }
+            Some(PartitionStatus::Loading { .. }) | None => {
+                self.begin_load(partition, epoch);
+                LeadershipAction::Load { epoch }
+            }
+        }
+    }
+
+    /// The epoch `partition` is loading in (`None` when it is served or not owned).
+    pub fn loading_epoch(&self, partition: i32) -> Option<i32> {
+        match self.partitions.get(&partition) {
+            Some(PartitionStatus::Loading { epoch }) => Some(*epoch),
+            _ => None,
+        }
+    }
+
+    /// The epoch `partition` is served in (`None` while loading or not owned).
+    pub fn active_epoch(&self, partition: i32) -> Option<i32> {
+        match self.partitions.get(&partition) {
+            Some(PartitionStatus::Active { epoch }) => Some(*epoch),
+            _ => None,
+        }
+    }
+
+    /// The epoch of a partition that must be served (it has groups): a broken invariant
+    /// otherwise, since groups exist only in served partitions.
+    fn served_epoch(&self, partition: i32) -> i32 {
+        self.active_epoch(partition)
+            .unwrap_or_else(|| panic!("offsets partition {partition} has groups but is not served"))
+    }
+
+    /// Whether this core owns `partition` in any state (loading or served).
+    pub fn owns_partition(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
     }
 
     /// Replays one record of `partition` (in log order). A record that does not decode is
@@ -161,7 +267,13 @@ impl GroupCoordinator {
                 },
             );
         }
-        self.partitions.insert(partition, PartitionStatus::Active);
+        let epoch = self
+            .partitions
+            .get(&partition)
+            .map(|st| st.epoch())
+            .expect("loading partitions have a status");
+        self.partitions
+            .insert(partition, PartitionStatus::Active { epoch });
         if self.timers.deadline_of(&TimerKey::OffsetExpiry).is_none() {
             self.timers.arm(
                 TimerKey::OffsetExpiry,
@@ -258,8 +370,8 @@ impl GroupCoordinator {
         let p = self.partition_for(group_id);
         match self.partitions.get(&p) {
             None => Err(GroupError::NotCoordinator),
-            Some(PartitionStatus::Loading) => Err(GroupError::LoadInProgress),
-            Some(PartitionStatus::Active) => Ok(p),
+            Some(PartitionStatus::Loading { .. }) => Err(GroupError::LoadInProgress),
+            Some(PartitionStatus::Active { .. }) => Ok(p),
         }
     }
 
@@ -379,8 +491,10 @@ impl GroupCoordinator {
 
     fn persist_group(&self, group_id: &str, out: &mut Vec<Effect>) {
         let g = &self.groups[group_id];
+        let partition = self.partition_for(group_id);
         out.push(Effect::Persist {
-            partition: self.partition_for(group_id),
+            partition,
+            epoch: self.served_epoch(partition),
             records: vec![Self::group_record(g)],
         });
     }
@@ -1149,6 +1263,7 @@ impl GroupCoordinator {
         let mut prepared = PreparedCommit {
             group_id: req.group_id.clone(),
             offsets_partition: p,
+            epoch: self.served_epoch(p),
             accepted: Vec::new(),
             records: Vec::new(),
             results: Vec::with_capacity(req.partitions.len()),
@@ -1187,8 +1302,14 @@ impl GroupCoordinator {
         Ok(prepared)
     }
 
-    /// Makes a prepared commit visible once its records are durable.
-    pub fn apply_commit(&mut self, now: i64, prepared: PreparedCommit) {
+    /// Makes a prepared commit visible once its records are durable. Returns false (and
+    /// changes nothing) when the offsets partition is no longer served in the epoch the
+    /// commit was validated in: leadership moved during the append, the records are in the
+    /// log (if the append succeeded) and whoever loads the partition next replays them.
+    pub fn apply_commit(&mut self, now: i64, prepared: PreparedCommit) -> bool {
+        if self.active_epoch(prepared.offsets_partition) != Some(prepared.epoch) {
+            return false;
+        }
         let gid = prepared.group_id;
         let g = self
             .groups
@@ -1197,6 +1318,7 @@ impl GroupCoordinator {
         for (t, p, v) in prepared.accepted {
             g.offsets.insert((t, p), v);
         }
+        true
     }
 
     /// OffsetFetch for one group: the requested partitions (`None` = every committed one).
@@ -1277,6 +1399,7 @@ impl GroupCoordinator {
         if !tombstones.is_empty() {
             out.push(Effect::Persist {
                 partition: p,
+                epoch: self.served_epoch(p),
                 records: tombstones,
             });
         }
@@ -1303,6 +1426,7 @@ impl GroupCoordinator {
         let g = self.groups.remove(group_id).expect("checked above");
         out.push(Effect::Persist {
             partition: p,
+            epoch: self.served_epoch(p),
             records: Self::tombstones_for(&g),
         });
         Ok(())
@@ -1379,7 +1503,11 @@ impl GroupCoordinator {
         }
         for (partition, records) in by_partition {
             if !records.is_empty() {
-                out.push(Effect::Persist { partition, records });
+                out.push(Effect::Persist {
+                    partition,
+                    epoch: self.served_epoch(partition),
+                    records,
+                });
             }
         }
     }
@@ -1394,7 +1522,10 @@ impl GroupCoordinator {
             .filter(|g| g.state != GroupState::Dead)
             .filter(|g| {
                 let pn = self.partition_for(&g.group_id);
-                self.partitions.get(&pn) == Some(&PartitionStatus::Active)
+                matches!(
+                    self.partitions.get(&pn),
+                    Some(PartitionStatus::Active { .. })
+                )
             })
             .filter(|g| {
                 states.is_empty()
@@ -1419,9 +1550,7 @@ impl GroupCoordinator {
     /// Whether any offsets partition is still loading (ListGroups reports
     /// COORDINATOR_LOAD_IN_PROGRESS then).
     pub fn any_loading(&self) -> bool {
-        self.partitions
-            .values()
-            .any(|s| *s == PartitionStatus::Loading)
+        self.partitions.values().any(|s| s.is_loading())
     }
 
     /// DescribeGroups for one group. An unknown group is described as "Dead" with no

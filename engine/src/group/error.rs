@@ -17,6 +17,7 @@ pub mod code {
     pub const UNKNOWN_MEMBER_ID: i16 = 25;
     pub const INVALID_SESSION_TIMEOUT: i16 = 26;
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
     pub const INVALID_REQUEST: i16 = 42;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -24,6 +25,22 @@ pub mod code {
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+}
+
+/// Kafka's mapping of a failed `__consumer_offsets` append (its error code) to the error a
+/// group client gets (`GroupMetadataManager.storeOffsets`): the coordinator moved or its log
+/// failed → NOT_COORDINATOR (find it again); no quorum or timeout → COORDINATOR_NOT_AVAILABLE
+/// (retry); too large → INVALID_COMMIT_OFFSET_SIZE.
+pub fn from_append_code(append_code: i16) -> GroupError {
+    match append_code {
+        // NOT_LEADER_OR_FOLLOWER, KAFKA_STORAGE_ERROR
+        6 | 56 => GroupError::NotCoordinator,
+        // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, INVALID_FETCH_SIZE
+        10 | 18 | 4 => GroupError::InvalidCommitOffsetSize,
+        // UNKNOWN_TOPIC_OR_PARTITION, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS(_AFTER_APPEND), and
+        // anything unexpected: retriable.
+        _ => GroupError::CoordinatorNotAvailable,
+    }
 }
 
 /// Why a group request was refused. Every variant has a Kafka error code ([`Self::code`]).
@@ -63,6 +80,8 @@ pub enum GroupError {
     OffsetMetadataTooLarge,
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
+    #[error("the offset commit is too large for the offsets log")]
+    InvalidCommitOffsetSize,
 }
 
 impl GroupError {
@@ -87,6 +106,7 @@ impl GroupError {
             GroupSubscribedToTopic => code::GROUP_SUBSCRIBED_TO_TOPIC,
             OffsetMetadataTooLarge => code::OFFSET_METADATA_TOO_LARGE,
             InvalidRequest(_) => code::INVALID_REQUEST,
+            InvalidCommitOffsetSize => code::INVALID_COMMIT_OFFSET_SIZE,
         }
     }
 }

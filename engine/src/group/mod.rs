@@ -33,7 +33,7 @@ mod tests;
 pub use api::*;
 pub use call::{GroupCall, GroupReply, GroupRouter};
 pub use config::GroupConfig;
-pub use coordinator::GroupCoordinator;
+pub use coordinator::{GroupCoordinator, LeadershipAction, EPOCH_UNKNOWN};
 pub use error::{GroupError, RecordError};
 pub use service::{GroupService, OffsetsLog};
 pub use state::GroupState;

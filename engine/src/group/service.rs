@@ -20,7 +20,7 @@ use bytes::Bytes;
 use freshet_storage::Clock;
 
 use super::api::*;
-use super::coordinator::GroupCoordinator;
+use super::coordinator::{GroupCoordinator, LeadershipAction, EPOCH_UNKNOWN};
 use super::error::{code, GroupError};
 
 /// A boxed, non-`Send` future (everything here stays on its core).
@@ -44,6 +44,16 @@ pub trait OffsetsLog {
 
     /// Every (key, value) record of `partition` in log order (control batches skipped).
     fn read_all(&self, partition: i32) -> LocalFuture<'_, Result<Vec<KeyValue>, GroupError>>;
+}
+
+/// The code JoinGroup/SyncGroup answers carry when storing the group's metadata failed
+/// (Kafka's `GroupMetadataManager.storeGroup`: a record too large is an internal error
+/// there; NOT_COORDINATOR and COORDINATOR_NOT_AVAILABLE pass through).
+fn metadata_append_code(err: &GroupError) -> i16 {
+    match err {
+        GroupError::InvalidCommitOffsetSize => code::UNKNOWN_SERVER_ERROR,
+        e => e.code(),
+    }
 }
 
 /// A one-shot slot a parked request waits on. Per core.
@@ -169,36 +179,37 @@ impl GroupService {
     /// COORDINATOR_NOT_AVAILABLE (the client rediscovers the coordinator and rejoins).
     async fn apply(&self, effects: Vec<Effect>) {
         self.changed.notify();
-        let mut append_failed = false;
+        let mut append_failed: Option<GroupError> = None;
         for e in effects {
             match e {
-                Effect::Persist { partition, records } => {
-                    if let Err(err) = self.log.append(partition, &records, self.now()).await {
-                        tracing::warn!(partition, %err, "group metadata append failed");
-                        append_failed = true;
+                Effect::Persist {
+                    partition,
+                    epoch,
+                    records,
+                } => {
+                    if let Err(err) = self.append_in_epoch(partition, epoch, &records).await {
+                        tracing::warn!(partition, epoch, %err, "group metadata append failed");
+                        append_failed = Some(err);
                     }
                 }
-                Effect::Join {
-                    waiter,
-                    mut response,
-                } => {
-                    if append_failed && response.error_code == code::NONE {
-                        response = JoinResponse::error(
-                            code::COORDINATOR_NOT_AVAILABLE,
-                            response.member_id,
-                        );
-                    }
+                Effect::Join { waiter, response } => {
+                    let response = match &append_failed {
+                        Some(err) if response.error_code == code::NONE => {
+                            JoinResponse::error(metadata_append_code(err), response.member_id)
+                        }
+                        _ => response,
+                    };
                     if let Some(slot) = self.joins.borrow_mut().remove(&waiter) {
                         slot.set(response);
                     }
                 }
-                Effect::Sync {
-                    waiter,
-                    mut response,
-                } => {
-                    if append_failed && response.error_code == code::NONE {
-                        response = SyncResponse::error(code::COORDINATOR_NOT_AVAILABLE);
-                    }
+                Effect::Sync { waiter, response } => {
+                    let response = match &append_failed {
+                        Some(err) if response.error_code == code::NONE => {
+                            SyncResponse::error(metadata_append_code(err))
+                        }
+                        _ => response,
+                    };
                     if let Some(slot) = self.syncs.borrow_mut().remove(&waiter) {
                         slot.set(response);
                     }
@@ -207,21 +218,127 @@ impl GroupService {
         }
     }
 
-    // ------------------------------------------------------------ partitions
-
-    /// Marks `partition` as loading right away (its groups answer COORDINATOR_LOAD_IN_PROGRESS
-    /// instead of NOT_COORDINATOR until [`Self::load_partition`] has replayed it).
-    pub fn begin_load(&self, partition: i32) {
-        self.coord.borrow_mut().begin_load(partition);
+    /// Answers parked requests at once (effects of an unload carry no appends).
+    fn answer(&self, effects: Vec<Effect>) {
+        self.changed.notify();
+        for e in effects {
+            match e {
+                Effect::Join { waiter, response } => {
+                    if let Some(slot) = self.joins.borrow_mut().remove(&waiter) {
+                        slot.set(response);
+                    }
+                }
+                Effect::Sync { waiter, response } => {
+                    if let Some(slot) = self.syncs.borrow_mut().remove(&waiter) {
+                        slot.set(response);
+                    }
+                }
+                Effect::Persist { partition, .. } => {
+                    panic!("an unload produced an append to offsets partition {partition}")
+                }
+            }
+        }
     }
 
-    /// This core becomes coordinator of `partition`: replays its log (requests for its
-    /// groups get COORDINATOR_LOAD_IN_PROGRESS meanwhile), then serves it. If the log cannot
-    /// be read the partition stays loading (never served empty: that would lose committed
-    /// offsets) and the error is returned for the caller to retry.
+    /// Appends `records` to `partition` if it is still served in `epoch` (the state they
+    /// describe belongs to that epoch); NOT_COORDINATOR otherwise.
+    async fn append_in_epoch(
+        &self,
+        partition: i32,
+        epoch: i32,
+        records: &[OffsetsRecord],
+    ) -> Result<(), GroupError> {
+        if self.coord.borrow().active_epoch(partition) != Some(epoch) {
+            return Err(GroupError::NotCoordinator);
+        }
+        self.log.append(partition, records, self.now()).await
+    }
+
+    // ------------------------------------------------------------ partitions
+
+    /// Marks `partition` as loading right away, before its leadership is known (broker
+    /// start): its groups answer COORDINATOR_LOAD_IN_PROGRESS instead of NOT_COORDINATOR
+    /// until [`Self::on_leadership`] either loads it (leader) or drops it (follower).
+    pub fn begin_load(&self, partition: i32) {
+        if !self.coord.borrow().owns_partition(partition) {
+            self.coord.borrow_mut().begin_load(partition, EPOCH_UNKNOWN);
+        }
+    }
+
+    /// Leadership of `__consumer_offsets`/`partition` changed on this node (see
+    /// [`GroupCoordinator::on_leadership`]). Answers the parked requests of an unloaded
+    /// partition at once; when the result is [`LeadershipAction::Load`], the caller runs
+    /// [`Self::load_partition_in_epoch`] (retrying while it is still wanted).
+    pub fn on_leadership(&self, partition: i32, is_leader: bool, epoch: i32) -> LeadershipAction {
+        let mut out = Vec::new();
+        let served = self.coord.borrow().active_epoch(partition);
+        let action = self
+            .coord
+            .borrow_mut()
+            .on_leadership(partition, is_leader, epoch, &mut out);
+        match (action, served) {
+            (LeadershipAction::None, _) => {}
+            // Start-up decides every partition once: those lines stay at debug.
+            (LeadershipAction::Load { epoch }, None) => {
+                tracing::debug!(
+                    partition,
+                    epoch,
+                    "loading __consumer_offsets partition as its leader"
+                )
+            }
+            (LeadershipAction::Unloaded, None) => {
+                tracing::debug!(partition, "not the leader of __consumer_offsets partition")
+            }
+            (action, Some(old_epoch)) => tracing::info!(
+                partition,
+                old_epoch,
+                epoch,
+                reload = matches!(action, LeadershipAction::Load { .. }),
+                "__consumer_offsets leadership moved; this partition's groups were unloaded"
+            ),
+        }
+        self.answer(out);
+        action
+    }
+
+    /// Whether `partition` is (still) loading in `epoch`.
+    pub fn is_loading_in(&self, partition: i32, epoch: i32) -> bool {
+        self.coord.borrow().loading_epoch(partition) == Some(epoch)
+    }
+
+    /// Whether `partition` is loading in any epoch (the log reader gives up waiting when not).
+    pub fn is_loading(&self, partition: i32) -> bool {
+        self.coord.borrow().loading_epoch(partition).is_some()
+    }
+
+    /// This core coordinates `partition` alone (one broker, or tests): loads it as its
+    /// leader in epoch 0. See [`Self::load_partition_in_epoch`].
     pub async fn load_partition(&self, partition: i32) -> Result<LoadedPartition, GroupError> {
-        self.coord.borrow_mut().begin_load(partition);
+        if self.coord.borrow().loading_epoch(partition).is_none() {
+            self.on_leadership(partition, true, 0);
+        }
+        let epoch = self.coord.borrow().loading_epoch(partition).unwrap_or(0);
+        self.load_partition_in_epoch(partition, epoch).await
+    }
+
+    /// Replays `partition`'s log for leader epoch `epoch` (requests for its groups get
+    /// COORDINATOR_LOAD_IN_PROGRESS meanwhile), then serves it. If the log cannot be read
+    /// the partition stays loading (never served empty: that would lose committed offsets)
+    /// and the error is returned for the caller to retry. If leadership moved while the log
+    /// was read (the partition is no longer loading in `epoch`), nothing is applied and
+    /// NOT_COORDINATOR is returned: the newer epoch has its own load.
+    pub async fn load_partition_in_epoch(
+        &self,
+        partition: i32,
+        epoch: i32,
+    ) -> Result<LoadedPartition, GroupError> {
+        if !self.is_loading_in(partition, epoch) {
+            return Err(GroupError::NotCoordinator);
+        }
         let records = self.log.read_all(partition).await?;
+        if !self.is_loading_in(partition, epoch) {
+            return Err(GroupError::NotCoordinator);
+        }
         let loaded;
         {
             let mut c = self.coord.borrow_mut();
@@ -250,10 +367,10 @@ impl GroupService {
     }
 
     /// This core stops coordinating `partition`.
-    pub async fn unload_partition(&self, partition: i32) {
+    pub fn unload_partition(&self, partition: i32) {
         let mut out = Vec::new();
         self.coord.borrow_mut().unload(partition, &mut out);
-        self.apply(out).await;
+        self.answer(out);
     }
 
     /// Fires due timers until `stopping()`; `sleep` is the executor's timer (glommio's in
@@ -352,9 +469,14 @@ impl GroupService {
         let prepared = self.coord.borrow_mut().prepare_commit(now, req)?;
         self.changed.notify();
         if !prepared.records.is_empty() {
+            // acks=all: resolves once a majority of the partition's replicas has the
+            // records (Raft commit); fails with NOT_COORDINATOR if leadership is lost first.
             if let Err(err) = self
-                .log
-                .append(prepared.offsets_partition, &prepared.records, now)
+                .append_in_epoch(
+                    prepared.offsets_partition,
+                    prepared.epoch,
+                    &prepared.records,
+                )
                 .await
             {
                 tracing::warn!(group = %req.group_id, %err, "offset commit append failed");
@@ -369,7 +491,11 @@ impl GroupService {
             }
         }
         let results = prepared.results.clone();
-        self.coord.borrow_mut().apply_commit(now, prepared);
+        if !self.coord.borrow_mut().apply_commit(now, prepared) {
+            // Leadership moved during the append: the records are durable (whoever loads
+            // the partition next replays them), but this core no longer serves the group.
+            tracing::info!(group = %req.group_id, "offset commit durable after the coordinator moved");
+        }
         Ok(results)
     }
 
@@ -429,11 +555,40 @@ mod tests {
     use freshet_storage::ManualClock;
     use futures_lite::future::block_on;
 
-    /// An in-memory `__consumer_offsets`: records per partition, optionally failing.
+    /// An in-memory `__consumer_offsets`: records per partition, optionally failing, with a
+    /// gate that holds appends and reads in flight (to move leadership meanwhile).
     #[derive(Default)]
     struct MemLog {
         parts: RefCell<HashMap<i32, Vec<KeyValue>>>,
         fail: Cell<bool>,
+        /// The error the next appends fail with (what the engine's write path reports).
+        fail_with: RefCell<Option<GroupError>>,
+        hold: Cell<bool>,
+        held: RefCell<Vec<Waker>>,
+    }
+
+    impl MemLog {
+        fn release(&self) {
+            self.hold.set(false);
+            for w in self.held.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Pending while the log's gate is closed.
+    struct Gate<'a>(&'a MemLog);
+
+    impl Future for Gate<'_> {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0.hold.get() {
+                self.0.held.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }
     }
 
     impl OffsetsLog for MemLog {
@@ -444,8 +599,12 @@ mod tests {
             _ts: i64,
         ) -> LocalFuture<'a, Result<(), GroupError>> {
             Box::pin(async move {
+                Gate(self).await;
                 if self.fail.get() {
                     return Err(GroupError::CoordinatorNotAvailable);
+                }
+                if let Some(e) = self.fail_with.borrow().clone() {
+                    return Err(e);
                 }
                 let mut p = self.parts.borrow_mut();
                 let v = p.entry(partition).or_default();
@@ -457,13 +616,15 @@ mod tests {
         }
 
         fn read_all(&self, partition: i32) -> LocalFuture<'_, Result<Vec<KeyValue>, GroupError>> {
-            let v = self
-                .parts
-                .borrow()
-                .get(&partition)
-                .cloned()
-                .unwrap_or_default();
-            Box::pin(async move { Ok(v) })
+            Box::pin(async move {
+                Gate(self).await;
+                Ok(self
+                    .parts
+                    .borrow()
+                    .get(&partition)
+                    .cloned()
+                    .unwrap_or_default())
+            })
         }
     }
 
@@ -592,5 +753,163 @@ mod tests {
             .fetch_offsets("grp", Some(&[("t".into(), vec![0])]))
             .unwrap();
         assert_eq!(f[0].offset, -1);
+    }
+
+    fn simple_commit(offset: i64) -> CommitRequest {
+        CommitRequest {
+            group_id: "grp".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            partitions: vec![CommitPartition {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        }
+    }
+
+    fn fetched(svc: &GroupService) -> Result<i64, GroupError> {
+        svc.fetch_offsets("grp", Some(&[("t".into(), vec![0])]))
+            .map(|f| f[0].offset)
+    }
+
+    /// Kafka `GroupMetadataManager.storeOffsets`: an append that fails because the offsets
+    /// partition lost its leader (NOT_LEADER_OR_FOLLOWER) is answered NOT_COORDINATOR, so the
+    /// consumer finds the new coordinator and commits there.
+    #[test]
+    fn commit_answers_not_coordinator_when_leadership_is_lost_during_the_append() {
+        let log = Rc::new(MemLog::default());
+        let svc = service(log.clone(), Rc::new(ManualClock::new(0)));
+        let p = svc.partition_for("grp");
+        block_on(async {
+            log.hold.set(true);
+            let req = simple_commit(5);
+            let mut commit = std::pin::pin!(svc.commit(&req));
+            assert!(futures_lite::future::poll_once(commit.as_mut())
+                .await
+                .is_none());
+            // The Raft group elects another node while the proposal is in flight; the
+            // engine's write path fails it with NOT_LEADER_OR_FOLLOWER (6).
+            assert_eq!(svc.on_leadership(p, false, 1), LeadershipAction::Unloaded);
+            *log.fail_with.borrow_mut() = Some(super::super::error::from_append_code(6));
+            log.release();
+            let res = commit.await.unwrap();
+            assert_eq!(res, vec![("t".to_string(), 0, code::NOT_COORDINATOR)]);
+        });
+        assert_eq!(fetched(&svc), Err(GroupError::NotCoordinator));
+        // Regaining leadership later replays the log, which does not have the commit.
+        *log.fail_with.borrow_mut() = None;
+        assert_eq!(
+            svc.on_leadership(p, true, 2),
+            LeadershipAction::Load { epoch: 2 }
+        );
+        block_on(svc.load_partition_in_epoch(p, 2)).unwrap();
+        assert_eq!(fetched(&svc), Ok(-1));
+    }
+
+    /// A commit that became durable (majority) while leadership moved is acknowledged (it is
+    /// in the log) but not applied to state this node no longer owns; whoever loads the
+    /// partition next (here: this node again, in a newer epoch) replays it.
+    #[test]
+    fn a_commit_durable_as_leadership_moves_is_acknowledged_and_left_to_the_next_load() {
+        let log = Rc::new(MemLog::default());
+        let svc = service(log.clone(), Rc::new(ManualClock::new(0)));
+        let p = svc.partition_for("grp");
+        block_on(async {
+            log.hold.set(true);
+            let req = simple_commit(9);
+            let mut commit = std::pin::pin!(svc.commit(&req));
+            assert!(futures_lite::future::poll_once(commit.as_mut())
+                .await
+                .is_none());
+            svc.on_leadership(p, false, 1);
+            log.release();
+            assert_eq!(
+                commit.await.unwrap(),
+                vec![("t".to_string(), 0, code::NONE)]
+            );
+        });
+        assert_eq!(fetched(&svc), Err(GroupError::NotCoordinator));
+        svc.on_leadership(p, true, 3);
+        assert_eq!(fetched(&svc), Err(GroupError::LoadInProgress));
+        block_on(svc.load_partition_in_epoch(p, 3)).unwrap();
+        assert_eq!(fetched(&svc), Ok(9));
+    }
+
+    /// A replay overtaken by another leadership change is dropped: it neither serves the
+    /// partition nor disturbs the newer state (Kafka: a load for an old epoch is skipped).
+    #[test]
+    fn a_replay_overtaken_by_a_leadership_change_is_discarded() {
+        let log = Rc::new(MemLog::default());
+        let clock = Rc::new(ManualClock::new(0));
+        let svc = service(log.clone(), clock);
+        let p = svc.partition_for("grp");
+        block_on(svc.commit(&simple_commit(3))).unwrap();
+        svc.on_leadership(p, false, 1);
+        assert_eq!(
+            svc.on_leadership(p, true, 2),
+            LeadershipAction::Load { epoch: 2 }
+        );
+        block_on(async {
+            log.hold.set(true);
+            let mut load = std::pin::pin!(svc.load_partition_in_epoch(p, 2));
+            assert!(futures_lite::future::poll_once(load.as_mut())
+                .await
+                .is_none());
+            svc.on_leadership(p, false, 3);
+            log.release();
+            assert_eq!(load.await, Err(GroupError::NotCoordinator));
+        });
+        assert_eq!(fetched(&svc), Err(GroupError::NotCoordinator));
+        // A load for an epoch that is not the one wanted does nothing either.
+        svc.on_leadership(p, true, 4);
+        assert_eq!(
+            block_on(svc.load_partition_in_epoch(p, 2)),
+            Err(GroupError::NotCoordinator)
+        );
+        assert_eq!(fetched(&svc), Err(GroupError::LoadInProgress));
+        block_on(svc.load_partition_in_epoch(p, 4)).unwrap();
+        assert_eq!(fetched(&svc), Ok(3));
+    }
+
+    /// Kafka `storeGroup`: when the group record cannot be written because the coordinator
+    /// lost the offsets partition, SyncGroup is answered NOT_COORDINATOR (not the assignment).
+    #[test]
+    fn sync_answers_not_coordinator_when_the_group_record_append_loses_leadership() {
+        let log = Rc::new(MemLog::default());
+        let svc = service(log.clone(), Rc::new(ManualClock::new(0)));
+        let p = svc.partition_for("grp");
+        block_on(async {
+            let member = svc.join(join_req("")).await.member_id;
+            let mut join = std::pin::pin!(svc.join(join_req(&member)));
+            assert!(futures_lite::future::poll_once(join.as_mut())
+                .await
+                .is_none());
+            svc.tick().await;
+            assert_eq!(join.await.generation_id, 1);
+            log.hold.set(true);
+            let req = SyncRequest {
+                group_id: "grp".into(),
+                generation_id: 1,
+                member_id: member.clone(),
+                group_instance_id: None,
+                protocol_type: None,
+                protocol_name: None,
+                assignments: vec![(member.clone(), Bytes::from_static(b"asg"))],
+            };
+            let mut sync = std::pin::pin!(svc.sync(req));
+            assert!(futures_lite::future::poll_once(sync.as_mut())
+                .await
+                .is_none());
+            svc.on_leadership(p, false, 1);
+            *log.fail_with.borrow_mut() = Some(GroupError::NotCoordinator);
+            log.release();
+            let r = sync.await;
+            assert_eq!(r.error_code, code::NOT_COORDINATOR);
+            assert!(r.assignment.is_empty());
+        });
     }
 }

@@ -45,7 +45,7 @@ impl Harness {
         let cfg = test_config(initial_delay_ms);
         let mut c = GroupCoordinator::new(cfg.clone(), 42);
         for p in 0..cfg.offsets_topic_num_partitions {
-            c.begin_load(p);
+            c.begin_load(p, 0);
             c.finish_load(p, 0);
         }
         Harness {
@@ -226,9 +226,10 @@ impl Harness {
         let codes = prepared.results.iter().map(|r| r.2).collect();
         self.effects.push(Effect::Persist {
             partition: prepared.offsets_partition,
+            epoch: prepared.epoch,
             records: prepared.records.clone(),
         });
-        self.c.apply_commit(self.now, prepared);
+        assert!(self.c.apply_commit(self.now, prepared));
         Ok(codes)
     }
 
@@ -1007,7 +1008,7 @@ fn coordinator_refuses_groups_it_does_not_own_or_is_still_loading() {
     let mut c = GroupCoordinator::new(cfg, 1);
     let p = c.partition_for("g");
     assert_eq!(c.check_coordinator("g"), Err(GroupError::NotCoordinator));
-    c.begin_load(p);
+    c.begin_load(p, 0);
     assert_eq!(c.check_coordinator("g"), Err(GroupError::LoadInProgress));
     assert_eq!(
         c.heartbeat(
@@ -1055,7 +1056,7 @@ fn restart_replays_the_log_latest_record_per_key_wins() {
     let cfg = test_config(0);
     let mut c = GroupCoordinator::new(cfg, 7);
     let p = c.partition_for("g");
-    c.begin_load(p);
+    c.begin_load(p, 0);
     for r in log.iter().chain(deleted.iter()) {
         c.load_record(p, &r.key, r.value.as_deref()).unwrap();
     }
@@ -1180,4 +1181,252 @@ fn kip814_returning_static_leader_gets_members_and_skip_assignment_without_rebal
         Bytes::from_static(b"pa")
     );
     assert_eq!(h.state(), GroupState::Stable);
+}
+
+// ---------------------------------------------------------------- leadership moves (cluster)
+//
+// On a cluster each `__consumer_offsets` partition is a Raft group; the coordinator of its
+// groups is the partition's leader. These scenarios follow Kafka's GroupCoordinator:
+// `onElection` schedules loading the partition (requests get COORDINATOR_LOAD_IN_PROGRESS
+// until it is loaded) and `onResignation` removes its groups, answering parked
+// JoinGroup/SyncGroup with NOT_COORDINATOR (`GroupMetadataManager.removeGroupsForPartition`).
+
+/// Replays `log` into `c` as the new leader of `p` in `epoch`.
+fn load_as_leader(c: &mut GroupCoordinator, p: i32, epoch: i32, log: &[OffsetsRecord], now: i64) {
+    let mut out = Vec::new();
+    assert_eq!(
+        c.on_leadership(p, true, epoch, &mut out),
+        LeadershipAction::Load { epoch }
+    );
+    assert!(out.is_empty(), "nothing was served before: {out:?}");
+    assert_eq!(c.check_coordinator("g"), Err(GroupError::LoadInProgress));
+    for r in log {
+        c.load_record(p, &r.key, r.value.as_deref()).unwrap();
+    }
+    c.finish_load(p, now);
+}
+
+#[test]
+fn losing_leadership_unloads_groups_and_answers_parked_requests_not_coordinator() {
+    let mut h = Harness::new(0);
+    let (leader, follower) = h.stable_pair();
+    h.commit(&leader, 1, "t", 0, 10).unwrap();
+    // A third member arrives: the group prepares a rebalance and its JoinGroup parks.
+    let (_newcomer, parked) = h.join_new();
+    assert_eq!(h.state(), GroupState::PreparingRebalance);
+    assert!(
+        h.take_join(parked).is_none(),
+        "parked until the others rejoin"
+    );
+    let p = h.c.partition_for("g");
+
+    // The Raft group of the offsets partition elects another node (onResignation).
+    let mut out = Vec::new();
+    assert_eq!(
+        h.c.on_leadership(p, false, 1, &mut out),
+        LeadershipAction::Unloaded
+    );
+    h.effects.extend(out);
+    let r = h
+        .take_join(parked)
+        .expect("parked JoinGroup answered at once");
+    assert_eq!(r.error_code, code::NOT_COORDINATOR);
+    assert!(h.c.group("g").is_none(), "the group is gone from this node");
+    assert_eq!(
+        h.heartbeat(&follower, 1),
+        Err(GroupError::NotCoordinator),
+        "clients are sent to FindCoordinator again"
+    );
+    assert_eq!(
+        h.commit(&leader, 1, "t", 0, 11),
+        Err(GroupError::NotCoordinator)
+    );
+    assert_eq!(
+        h.c.fetch_offsets("g", None),
+        Err(GroupError::NotCoordinator)
+    );
+    assert!(h.c.list_groups(&[], &[]).is_empty());
+    // Its timers went with it: nothing fires for the group any more (no rebalance, no
+    // appends to a partition this node no longer leads).
+    h.effects.clear();
+    h.advance(REBALANCE_MS as i64 + SESSION_MS as i64);
+    assert!(
+        h.effects
+            .iter()
+            .all(|e| !matches!(e, Effect::Persist { partition, .. } if *partition == p)),
+        "no append for the unloaded partition: {:?}",
+        h.effects
+    );
+    // Groups of the other partitions are untouched.
+    let other = (0..4).find(|q| *q != p).unwrap();
+    assert_eq!(h.c.active_epoch(other), Some(0));
+    // A second resignation report changes nothing.
+    let mut out = Vec::new();
+    assert_eq!(
+        h.c.on_leadership(p, false, 1, &mut out),
+        LeadershipAction::None
+    );
+}
+
+#[test]
+fn new_leader_replays_the_log_and_members_keep_their_generation() {
+    // The old coordinator (node A, epoch 0) forms the group and commits.
+    let mut h = Harness::new(0);
+    let (leader, follower) = h.stable_pair();
+    h.commit(&leader, 1, "t", 0, 10).unwrap();
+    h.commit(&follower, 1, "t", 1, 7).unwrap();
+    let log = h.take_persists();
+
+    // Node B is elected leader of the partition in epoch 1 (onElection) and replays it.
+    let mut b = GroupCoordinator::new(test_config(0), 99);
+    let p = b.partition_for("g");
+    assert_eq!(b.check_coordinator("g"), Err(GroupError::NotCoordinator));
+    load_as_leader(&mut b, p, 1, &log, 50_000);
+    assert_eq!(b.active_epoch(p), Some(1));
+    let g = b.group("g").expect("group restored on the new coordinator");
+    assert_eq!((g.state, g.generation_id), (GroupState::Stable, 1));
+    let f = b
+        .fetch_offsets("g", Some(&[("t".into(), vec![0, 1])]))
+        .unwrap();
+    assert_eq!(f.iter().map(|o| o.offset).collect::<Vec<_>>(), vec![10, 7]);
+    // The members only re-ran FindCoordinator: their heartbeats and commits in generation 1
+    // work on B without a rebalance.
+    let hb = |m: &str| HeartbeatRequest {
+        group_id: "g".into(),
+        generation_id: 1,
+        member_id: m.into(),
+        group_instance_id: None,
+    };
+    assert_eq!(b.heartbeat(50_000, &hb(&leader)), Ok(()));
+    assert_eq!(b.heartbeat(50_000, &hb(&follower)), Ok(()));
+    let prepared = b
+        .prepare_commit(
+            50_000,
+            &CommitRequest {
+                group_id: "g".into(),
+                generation_id: 1,
+                member_id: follower.clone(),
+                group_instance_id: None,
+                partitions: vec![CommitPartition {
+                    topic: "t".into(),
+                    partition: 1,
+                    offset: 8,
+                    leader_epoch: 0,
+                    metadata: None,
+                }],
+            },
+        )
+        .unwrap();
+    assert_eq!(prepared.epoch, 1, "appends are tagged with B's epoch");
+    assert!(b.apply_commit(50_000, prepared));
+    assert_eq!(
+        b.fetch_offsets("g", Some(&[("t".into(), vec![1])]))
+            .unwrap()[0]
+            .offset,
+        8
+    );
+}
+
+#[test]
+fn a_commit_validated_before_a_leadership_change_is_not_applied_after_it() {
+    let mut h = Harness::new(0);
+    let (leader, _follower) = h.stable_pair();
+    let p = h.c.partition_for("g");
+    let req = CommitRequest {
+        group_id: "g".into(),
+        generation_id: 1,
+        member_id: leader.clone(),
+        group_instance_id: None,
+        partitions: vec![CommitPartition {
+            topic: "t".into(),
+            partition: 0,
+            offset: 42,
+            leader_epoch: 0,
+            metadata: None,
+        }],
+    };
+    let prepared = h.c.prepare_commit(h.now, &req).unwrap();
+    assert_eq!(prepared.epoch, 0);
+    let log = h.take_persists();
+    // While the append is in flight the node loses leadership and wins it back in epoch 2
+    // (another leader served epoch 1 in between); the new replay did not see the record.
+    let mut out = Vec::new();
+    h.c.on_leadership(p, false, 1, &mut out);
+    load_as_leader(&mut h.c, p, 2, &log, h.now);
+    assert!(
+        !h.c.apply_commit(h.now, prepared),
+        "state of epoch 0 must not leak into epoch 2"
+    );
+    assert_eq!(h.fetched("t", 0), -1, "the log, not memory, decides");
+}
+
+#[test]
+fn leadership_reports_are_idempotent_and_a_newer_epoch_reloads() {
+    let mut h = Harness::new(0);
+    h.stable_pair();
+    let p = h.c.partition_for("g");
+    let log = h.take_persists();
+    let mut out = Vec::new();
+    // The same epoch again, or an older one (a stale report): nothing happens.
+    assert_eq!(
+        h.c.on_leadership(p, true, 0, &mut out),
+        LeadershipAction::None
+    );
+    assert_eq!(h.c.active_epoch(p), Some(0));
+    // Leader again in a newer epoch without this node having seen itself lose it (the
+    // status jumped): the log may have changed under the loaded state, so it reloads.
+    let (_newcomer, parked) = h.join_new();
+    let mut out = Vec::new();
+    assert_eq!(
+        h.c.on_leadership(p, true, 3, &mut out),
+        LeadershipAction::Load { epoch: 3 }
+    );
+    h.effects.extend(out);
+    assert_eq!(
+        h.take_join(parked).unwrap().error_code,
+        code::NOT_COORDINATOR
+    );
+    assert_eq!(h.c.check_coordinator("g"), Err(GroupError::LoadInProgress));
+    let mut out = Vec::new();
+    assert_eq!(
+        h.c.on_leadership(p, true, 2, &mut out),
+        LeadershipAction::None,
+        "an older epoch than the one loading is stale"
+    );
+    assert_eq!(h.c.loading_epoch(p), Some(3));
+    for r in &log {
+        h.c.load_record(p, &r.key, r.value.as_deref()).unwrap();
+    }
+    h.c.finish_load(p, h.now);
+    assert_eq!(h.c.active_epoch(p), Some(3));
+    assert_eq!(h.state(), GroupState::Stable, "as the log says");
+}
+
+#[test]
+fn at_start_a_partition_waits_for_its_leadership_then_loads_or_steps_aside() {
+    // Broker start: every offsets partition of the core answers LOAD_IN_PROGRESS until
+    // Raft says who leads it (a single broker leads them all: today's behaviour).
+    let mut c = GroupCoordinator::new(test_config(0), 5);
+    let p = c.partition_for("g");
+    let q = (0..4).find(|x| *x != p).unwrap();
+    c.begin_load(p, EPOCH_UNKNOWN);
+    c.begin_load(q, EPOCH_UNKNOWN);
+    assert_eq!(c.check_coordinator("g"), Err(GroupError::LoadInProgress));
+    assert!(c.any_loading());
+    let mut out = Vec::new();
+    // Follower of q: requests for its groups get NOT_COORDINATOR from now on.
+    assert_eq!(
+        c.on_leadership(q, false, 4, &mut out),
+        LeadershipAction::Unloaded
+    );
+    assert!(!c.owns_partition(q));
+    // Leader of p: load it in the reported epoch.
+    assert_eq!(
+        c.on_leadership(p, true, 4, &mut out),
+        LeadershipAction::Load { epoch: 4 }
+    );
+    assert!(out.is_empty());
+    c.finish_load(p, 0);
+    assert_eq!(c.check_coordinator("g"), Ok(p));
+    assert!(!c.any_loading());
 }

@@ -4,16 +4,17 @@
 //! Everything here is per core (`Rc`/`Weak` of that core's `Shard`); only [`GroupCall`] /
 //! [`GroupReply`] values cross cores, inside `Shard::invoke_on`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::call::{GroupCall, GroupReply, GroupRouter};
-use super::coordinator::GroupCoordinator;
-use super::error::GroupError;
-use super::service::{GroupService, KeyValue, LoadedPartition, LocalFuture, OffsetsLog};
+use super::coordinator::{GroupCoordinator, LeadershipAction, EPOCH_UNKNOWN};
+use super::error::{from_append_code, GroupError};
+use super::service::{GroupService, KeyValue, LocalFuture, OffsetsLog};
 use super::{partition_for_group, OffsetsRecord, OFFSETS_TOPIC};
 use crate::partition::Acks;
 use crate::shard::Shard;
@@ -22,9 +23,17 @@ use crate::TopicError;
 /// Bytes read per step while replaying an offsets partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
+/// How often each core re-checks the leadership of its `__consumer_offsets` partitions
+/// against the engine (a safety net under [`on_partition_leadership`], which the engine calls
+/// on every change; it also covers a partition that is not open yet or not on this node).
+const LEADERSHIP_CHECK_INTERVAL_MS: u64 = 200;
+
+/// Pause between attempts to replay a partition whose log could not be read.
+const LOAD_RETRY_MS: u64 = 500;
+
 /// `__consumer_offsets` partitions of one core, through the normal partition write path
-/// (acks=all: an append returns once durable) and read path. Holds a `Weak` shard so the
-/// shard → extension → log chain is not a cycle.
+/// (acks=all: an append returns once a majority of the replicas has it) and read path. Holds
+/// a `Weak` shard so the shard → extension → log chain is not a cycle.
 struct ShardOffsetsLog {
     shard: Weak<Shard>,
 }
@@ -60,30 +69,51 @@ impl OffsetsLog for ShardOffsetsLog {
                 .map(|_| ())
                 .map_err(|code| {
                     tracing::warn!(partition, code, "__consumer_offsets append failed");
-                    GroupError::CoordinatorNotAvailable
+                    from_append_code(code)
                 })
         })
     }
 
+    /// Every record up to the high watermark, once the high watermark has reached the log end
+    /// seen when the read started. On a new Raft leader the entries of earlier terms count as
+    /// committed only once an entry of its own term is (Raft §5.4.2; raft-rs proposes an empty
+    /// entry on election), so waiting for that makes the replay cover every acknowledged
+    /// commit (§5.4.1: the leader's log holds them all). Gives up with NOT_COORDINATOR as soon
+    /// as the partition is no longer loading (leadership moved again).
     fn read_all(&self, partition: i32) -> LocalFuture<'_, Result<Vec<KeyValue>, GroupError>> {
         Box::pin(async move {
             let shard = self.shard()?;
-            // The partition opens on this core shortly after the topic appears in metadata.
+            let svc = service(&shard);
+            let still_loading = || svc.is_loading(partition) && !shard.stopping();
             let p = loop {
                 if let Some(p) = shard.partition(OFFSETS_TOPIC, partition) {
                     break p;
                 }
-                if shard.stopping() {
-                    return Err(GroupError::CoordinatorNotAvailable);
+                if !still_loading() {
+                    return Err(GroupError::NotCoordinator);
                 }
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             };
+            let target = p.offsets().log_end_offset;
+            loop {
+                let seen = p.hw_generation();
+                if p.offsets().high_watermark >= target {
+                    break;
+                }
+                if !still_loading() {
+                    return Err(GroupError::NotCoordinator);
+                }
+                futures_lite::future::or(p.wait_hw_change(seen), async {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                })
+                .await;
+            }
             let mut out = Vec::new();
             let mut offset = p.offsets().log_start_offset;
             loop {
                 let data = p.read(offset, LOAD_READ_BYTES).await.map_err(|e| {
                     tracing::error!(partition, error = %e, "__consumer_offsets read failed");
-                    GroupError::CoordinatorNotAvailable
+                    from_append_code(e.kafka_code())
                 })?;
                 if data.records.is_empty() || offset >= data.offsets.high_watermark {
                     break;
@@ -120,6 +150,14 @@ impl OffsetsLog for ShardOffsetsLog {
     }
 }
 
+/// What this core's loads found since the last summary line. Per core.
+#[derive(Default)]
+struct LoadSummary {
+    partitions: Cell<usize>,
+    records: Cell<usize>,
+    skipped: Cell<usize>,
+}
+
 /// The core's group service, created on first use.
 pub fn service(shard: &Rc<Shard>) -> Rc<GroupService> {
     shard.extension(|| {
@@ -137,9 +175,111 @@ pub fn service(shard: &Rc<Shard>) -> Rc<GroupService> {
     })
 }
 
+/// Engine → groups: the Raft status of `topic`/`partition` on this core changed (leader or
+/// term), or the partition was closed on this core (`is_leader = false`). Call on the core
+/// owning the partition; returns at once (a no-op for other topics). Becoming leader spawns
+/// the replay of the partition (its groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile);
+/// losing it unloads the partition's groups (NOT_COORDINATOR). Idempotent; `epoch` is the
+/// partition's leader epoch (Raft term).
+pub fn on_partition_leadership(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: i32,
+    is_leader: bool,
+    epoch: i32,
+) {
+    if topic != OFFSETS_TOPIC {
+        return;
+    }
+    shard
+        .extension(ReportedPartitions::default)
+        .0
+        .borrow_mut()
+        .insert(partition);
+    apply_leadership(shard, partition, is_leader, epoch);
+}
+
+/// Offsets partitions of this core the engine has reported on through
+/// [`on_partition_leadership`]: from then on its reports are authoritative for an open
+/// partition and the periodic check leaves it alone. Per core.
+#[derive(Default)]
+struct ReportedPartitions(RefCell<HashSet<i32>>);
+
+fn apply_leadership(shard: &Rc<Shard>, partition: i32, is_leader: bool, epoch: i32) {
+    let svc = service(shard);
+    if let LeadershipAction::Load { epoch } = svc.on_leadership(partition, is_leader, epoch) {
+        spawn_load(shard, svc, partition, epoch);
+    }
+}
+
+/// Replays `partition` for `epoch` in the background, retrying while that load is still the
+/// wanted one (a partition is never served empty by mistake).
+fn spawn_load(shard: &Rc<Shard>, svc: Rc<GroupService>, partition: i32, epoch: i32) {
+    let weak = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        let loaded = loop {
+            if !svc.is_loading_in(partition, epoch) || weak.upgrade().is_none_or(|s| s.stopping())
+            {
+                return;
+            }
+            match svc.load_partition_in_epoch(partition, epoch).await {
+                Ok(loaded) => break loaded,
+                Err(GroupError::NotCoordinator) => return,
+                Err(e) => {
+                    tracing::error!(partition, epoch, error = %e, "loading __consumer_offsets failed; retrying");
+                    glommio::timer::sleep(Duration::from_millis(LOAD_RETRY_MS)).await;
+                }
+            }
+        };
+        let Some(shard) = weak.upgrade() else { return };
+        let sum = shard.extension(LoadSummary::default);
+        sum.partitions.set(sum.partitions.get() + 1);
+        sum.records.set(sum.records.get() + loaded.records);
+        sum.skipped.set(sum.skipped.get() + loaded.skipped);
+        // One INFO line per core once nothing is loading any more (per partition: debug).
+        if !svc.with_coordinator(|c| c.any_loading()) {
+            tracing::info!(
+                core = shard.core(),
+                partitions = sum.partitions.replace(0),
+                records = sum.records.replace(0),
+                skipped = sum.skipped.replace(0),
+                "loaded __consumer_offsets partitions this core now coordinates"
+            );
+        }
+    })
+    .detach();
+}
+
+/// The engine's view of this node's role for `__consumer_offsets`/`partition` on this core:
+/// `Some((is_leader, epoch))`, or `None` while unknown (the partition is assigned here but
+/// not open yet). A partition not assigned to this node is "not leader".
+fn leadership_of(shard: &Shard, partition: i32) -> Option<(bool, i32)> {
+    if let Some(p) = shard.partition(OFFSETS_TOPIC, partition) {
+        if shard
+            .extension(ReportedPartitions::default)
+            .0
+            .borrow()
+            .contains(&partition)
+        {
+            return None;
+        }
+        // Partition::replicate is the one write path; at replication factor 1 the open
+        // partition is its own leader.
+        return Some((true, p.leader_epoch()));
+    }
+    let meta = shard.metadata();
+    let topic = meta.topic(OFFSETS_TOPIC)?;
+    let me = shard.config().node_id;
+    match topic.assignment(partition) {
+        Some(a) if a.replicas.contains(&me) => None,
+        _ => Some((false, EPOCH_UNKNOWN)),
+    }
+}
+
 /// Starts the group coordinator on this core: creates `__consumer_offsets` (core 0), marks
-/// this core's offsets partitions as loading, replays them in the background, and starts the
-/// timer loop. Call once per core after `Shard::start`, before accepting connections.
+/// this core's offsets partitions as loading (until their leadership is known), and starts
+/// the leadership check and the timer loop. Call once per core after `Shard::start`, before
+/// accepting connections.
 pub async fn start_core(shard: &Rc<Shard>) {
     let svc = service(shard);
     let n = shard.config().groups.offsets_topic_num_partitions;
@@ -162,59 +302,36 @@ pub async fn start_core(shard: &Rc<Shard>) {
                     ("cleanup.policy".to_string(), "compact".to_string()),
                     ("retention.ms".to_string(), "-1".to_string()),
                 ];
-                match shard.create_topic(OFFSETS_TOPIC.to_string(), n, configs).await {
+                match shard
+                    .create_topic(OFFSETS_TOPIC.to_string(), n, configs)
+                    .await
+                {
                     Ok(_) | Err(TopicError::AlreadyExists(_)) => {}
                     Err(e) => tracing::error!(error = %e, "cannot create __consumer_offsets"),
                 }
             }
         }
     }
-    // Every core waits until the topic's partitions are open (created by core 0).
+    // Every core waits until the topic exists (created by core 0).
     while shard.metadata().topic(OFFSETS_TOPIC).is_none() && !shard.stopping() {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    // One INFO summary per core once all its partitions are loaded (per partition: debug).
-    let core = shard.core();
-    let partitions = owned.len();
-    let remaining = Rc::new(Cell::new(partitions));
-    let total = Rc::new(Cell::new(LoadedPartition::default()));
-    for p in owned {
-        let svc = svc.clone();
-        let weak = Rc::downgrade(shard);
-        let remaining = remaining.clone();
-        let total = total.clone();
-        glommio::spawn_local(async move {
-            let loaded = loop {
-                match svc.load_partition(p).await {
-                    Ok(loaded) => break loaded,
-                    Err(e) => {
-                        if weak.upgrade().is_none_or(|s| s.stopping()) {
-                            return;
-                        }
-                        tracing::error!(partition = p, error = %e, "loading __consumer_offsets failed; retrying");
-                        glommio::timer::sleep(Duration::from_millis(500)).await;
-                    }
-                }
+    let weak = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        loop {
+            let Some(shard) = weak.upgrade().filter(|s| !s.stopping()) else {
+                return;
             };
-            let sum = total.get();
-            total.set(LoadedPartition {
-                records: sum.records + loaded.records,
-                skipped: sum.skipped + loaded.skipped,
-            });
-            remaining.set(remaining.get() - 1);
-            if remaining.get() == 0 {
-                let sum = total.get();
-                tracing::info!(
-                    core,
-                    partitions,
-                    records = sum.records,
-                    skipped = sum.skipped,
-                    "loaded this core's __consumer_offsets partitions"
-                );
+            for p in &owned {
+                if let Some((is_leader, epoch)) = leadership_of(&shard, *p) {
+                    apply_leadership(&shard, *p, is_leader, epoch);
+                }
             }
-        })
-        .detach();
-    }
+            drop(shard);
+            glommio::timer::sleep(Duration::from_millis(LEADERSHIP_CHECK_INTERVAL_MS)).await;
+        }
+    })
+    .detach();
     let weak = Rc::downgrade(shard);
     glommio::spawn_local(async move {
         svc.run_timers(glommio::timer::sleep, move || {
