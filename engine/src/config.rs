@@ -90,6 +90,9 @@ pub struct ClusterConfig {
     pub rpc_frame_bytes_max: usize,
     /// Frames queued per peer connection before new ones are dropped (Raft retransmits).
     pub rpc_send_queue_frames_max: usize,
+    /// How often each core moves leadership of the groups it leads back to their preferred
+    /// replica (`replicas[0]`) when that replica is in sync; 0 disables.
+    pub leader_rebalance_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -105,6 +108,7 @@ impl Default for ClusterConfig {
             min_insync_replicas: 1,
             rpc_frame_bytes_max: 64 * 1024 * 1024,
             rpc_send_queue_frames_max: 1024,
+            leader_rebalance_interval_ms: 5000,
         }
     }
 }

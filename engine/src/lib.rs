@@ -39,6 +39,7 @@ pub mod metadata;
 pub mod notify;
 pub mod partition;
 pub mod producer_state;
+pub mod replica;
 pub mod shard;
 pub mod shard_table;
 

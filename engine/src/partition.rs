@@ -1,25 +1,35 @@
-//! One partition on its owning core: the append path, flush policy, high watermark and
-//! fetch wakeups.
+//! One partition replica on its owning core: the Kafka face of the partition's Raft group.
 //!
-//! `Partition` is per core (`!Send`, held as `Rc<Partition>` in the owning `Shard`). At
-//! replication factor 1 a partition is a Raft group of one: the leader epoch is 0 and the
-//! commit index (the high watermark) is the durable offset of the log. `replicate` is the one
-//! append entry point; the Raft group will later take it over.
+//! `Partition` is per core (`!Send`, held as `Rc<Partition>` in the owning `Shard`). Every
+//! partition, replication factor 1 included, is a Raft group (docs/design/replication.md):
+//! `replicate` proposes batches to the core's Raft runtime, which appends them to the log,
+//! flushes (one fdatasync per written log per driver pass) and replicates them; the high
+//! watermark is the Kafka end of the applied commit index. Reads translate Kafka offsets to
+//! log offsets with the group's table and hide Raft-internal batches (`replica.rs`). The
+//! leader epoch is the Raft term.
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use freshet_raft::multiraft::{GroupStatus, ProposeError};
+use freshet_raft::runtime::{RaftHandle, WaitFor};
+use freshet_raft::store::GroupState;
+use freshet_raft::transport::{GroupId, NodeId};
 use freshet_storage::{Clock, DmaDisk, FlushPolicy, Log, LogConfig, StorageError};
-use futures_lite::future;
+use glommio::sync::Semaphore;
 use thiserror::Error;
 
 use crate::config::{EffectiveTopicConfig, TimestampType, KAFKA_LONG_MAX};
 use crate::error::code;
+use crate::metadata::raft_node_id;
 use crate::notify::Notify;
 use crate::producer_state::{replay_start_offset, ProducerBatch, ProducerStates, SequenceCheck};
+use crate::replica::{
+    kafka_epochs, log_batches_to_kafka, log_record_to_kafka, split_single_batches,
+    stamp_log_append_time,
+};
 
 /// Errors of partition operations; each maps to one Kafka error code.
 #[derive(Debug, Error)]
@@ -34,8 +44,10 @@ pub enum PartitionError {
     MessageTooLarge(String),
     #[error("offset {offset} out of range [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
-    #[error("partition is closed")]
+    #[error("this replica is not the partition's leader (or is closed)")]
     NotLeader,
+    #[error("{in_sync} replicas in sync, min.insync.replicas is {min}")]
+    NotEnoughReplicas { in_sync: i64, min: i64 },
     #[error("out of order sequence number")]
     OutOfOrderSequence,
     #[error("duplicate sequence number (retry of a batch still being appended)")]
@@ -44,6 +56,8 @@ pub enum PartitionError {
     InvalidProducerEpoch,
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("refused: {0}")]
+    PolicyViolation(String),
 }
 
 impl PartitionError {
@@ -56,10 +70,12 @@ impl PartitionError {
             PartitionError::MessageTooLarge(_) => code::MESSAGE_TOO_LARGE,
             PartitionError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
             PartitionError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
+            PartitionError::NotEnoughReplicas { .. } => NOT_ENOUGH_REPLICAS,
             PartitionError::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
             PartitionError::DuplicateSequence => DUPLICATE_SEQUENCE_NUMBER,
             PartitionError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
             PartitionError::Storage(_) => code::KAFKA_STORAGE_ERROR,
+            PartitionError::PolicyViolation(_) => code::POLICY_VIOLATION,
         }
     }
 
@@ -84,6 +100,7 @@ impl PartitionError {
     }
 }
 
+const NOT_ENOUGH_REPLICAS: i16 = 19;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -93,9 +110,9 @@ const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub enum Acks {
     /// acks=0: no response at all.
     None,
-    /// acks=1: answered once appended (durability follows in the background).
+    /// acks=1: answered once the leader appended and flushed the batch.
     Leader,
-    /// acks=all (-1): answered once the batch is durable (commit index past it).
+    /// acks=all (-1): answered once the batch is committed (durable on a majority).
     All,
 }
 
@@ -138,8 +155,8 @@ pub struct FetchedData {
 
 /// Converts a topic's effective config into the storage's log config.
 pub fn log_config_for(cfg: &EffectiveTopicConfig) -> LogConfig {
-    // The engine drives flushing (see `Partition::flusher`); the log's policy mirrors the
-    // topic's for anyone asking the log.
+    // The Raft driver flushes every log it wrote in a pass (flush.messages / flush.ms are
+    // accepted but not acted on); the log's policy mirrors the topic's for anyone asking.
     let flush_policy = if cfg.flush_asap() || cfg.flush_messages <= 1 {
         FlushPolicy::EveryAppend
     } else {
@@ -160,85 +177,231 @@ pub fn log_config_for(cfg: &EffectiveTopicConfig) -> LogConfig {
     }
 }
 
-/// A partition replica on its owning core. Per core, `!Send`; shared as `Rc<Partition>`.
+/// The partition log type: shared between the Raft driver (which appends, truncates and
+/// flushes it) and the partition's read path.
+pub type PartitionLog = Rc<Log<DmaDisk>>;
+
+/// The core's Raft runtime handle as partitions use it.
+pub type PartitionRaft = RaftHandle<PartitionLog>;
+
+/// What the partition last learnt about its Raft group (from `on_change`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Leadership {
+    leader: Option<NodeId>,
+    term: u64,
+    high_watermark: i64,
+}
+
+/// A partition replica on its owning core: the Kafka face of one Raft group. Per core,
+/// `!Send`; shared as `Rc<Partition>`.
+///
+/// Writes are proposed to the group (`replicate`); the driver appends, flushes and
+/// replicates them. Reads translate Kafka offsets to log offsets through the group's
+/// [`GroupState`] and never go past the high watermark (the Kafka end of the applied
+/// commit index). Only the leader replica serves produce, fetch and offset lookups;
+/// followers answer NOT_LEADER_OR_FOLLOWER.
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub topic_id: [u8; 16],
-    log: Rc<Log<DmaDisk>>,
+    /// Raft group id (the same on every replica).
+    pub group: GroupId,
+    /// Broker ids holding a replica; `[0]` is the preferred leader.
+    replicas: RefCell<Vec<i32>>,
+    log: PartitionLog,
+    raft: PartitionRaft,
+    state: Rc<RefCell<GroupState>>,
+    node_id: NodeId,
     clock: Rc<dyn Clock>,
-    leader_epoch: i32,
     config: RefCell<EffectiveTopicConfig>,
-    /// Bumped when the high watermark advances (fetch waiters, acks=all waiters).
+    /// `min.insync.replicas` for acks=all.
+    min_insync_replicas: Cell<i32>,
+    leadership: Cell<Leadership>,
+    /// Bumped when the high watermark, leader or term changes (fetch and acks waiters).
     hw_changed: Notify,
-    /// Bumped on every append and config change (wakes the flusher).
-    appended: Notify,
-    unflushed_messages: Cell<i64>,
-    unflushed_since: Cell<Option<Instant>>,
     closed: Cell<bool>,
     producers: RefCell<ProducerStates>,
+    /// The leader term the producer state was rebuilt for (0: built at open, not as leader).
+    producers_term: Cell<u64>,
+    producers_rebuild: Semaphore,
+    producer_state_scan_bytes: u64,
     dir: PathBuf,
-    flusher: RefCell<Option<glommio::Task<()>>>,
+}
+
+/// Where and how to open a partition replica (everything but the runtime handle and clock).
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    pub topic: String,
+    pub index: i32,
+    pub topic_id: [u8; 16],
+    pub group: GroupId,
+    /// Broker ids holding a replica; `[0]` is the preferred leader.
+    pub replicas: Vec<i32>,
+    pub dir: PathBuf,
+    pub config: EffectiveTopicConfig,
+    pub min_insync_replicas: i32,
+    pub producer_state_scan_bytes: u64,
+}
+
+fn propose_error(e: ProposeError) -> PartitionError {
+    match e {
+        ProposeError::InvalidBatch(m) => PartitionError::InvalidRecord(m),
+        // Not leader, superseded by a new leader, group closed: the client retries
+        // against the leader Metadata names.
+        _ => PartitionError::NotLeader,
+    }
 }
 
 impl Partition {
-    /// Opens the log under `dir`, rebuilds idempotent producers' state from the last
-    /// `producer_state_scan_bytes` of it (see [`replay_producer_states`]) and starts the
-    /// partition's background flusher.
+    /// Opens the log under `spec.dir`, opens the partition's Raft group on this core's
+    /// runtime (voters = the replicas' Raft node ids) and rebuilds idempotent producers'
+    /// state from the log tail (see [`replay_producer_states`]).
     pub async fn open(
-        topic: String,
-        index: i32,
-        topic_id: [u8; 16],
-        dir: PathBuf,
-        config: EffectiveTopicConfig,
+        spec: PartitionSpec,
+        raft: PartitionRaft,
+        node_id: NodeId,
         clock: Rc<dyn Clock>,
-        producer_state_scan_bytes: u64,
     ) -> Result<Rc<Partition>, PartitionError> {
-        let log = Log::open(DmaDisk, dir.clone(), log_config_for(&config), clock.clone())
+        let log = Log::open(
+            DmaDisk,
+            spec.dir.clone(),
+            log_config_for(&spec.config),
+            clock.clone(),
+        )
+        .await
+        .map_err(PartitionError::from_storage)?;
+        let log = Rc::new(log);
+        let voters: Vec<NodeId> = spec.replicas.iter().map(|b| raft_node_id(*b)).collect();
+        let state = raft
+            .open_group(spec.group, voters, log.clone())
             .await
-            .map_err(PartitionError::from_storage)?;
-        let producers = replay_producer_states(&log, producer_state_scan_bytes).await;
+            .map_err(|e| PartitionError::Storage(format!("opening raft group: {e}")))?;
+        let producers = {
+            let st = state.clone();
+            replay_producer_states(&log, &st, spec.producer_state_scan_bytes).await
+        };
         if !producers.is_empty() {
-            tracing::debug!(%topic, partition = index, producers = producers.len(), "producer state rebuilt from the log");
+            tracing::debug!(topic = %spec.topic, partition = spec.index, producers = producers.len(), "producer state rebuilt from the log");
         }
-        let p = Rc::new(Partition {
-            topic,
-            index,
-            topic_id,
-            log: Rc::new(log),
+        let status = raft.status(spec.group).unwrap_or_default();
+        let leadership = Leadership {
+            leader: status.leader,
+            term: status.term,
+            high_watermark: status.high_watermark,
+        };
+        let producers_term = if status.leader == Some(node_id) {
+            status.term
+        } else {
+            0
+        };
+        Ok(Rc::new(Partition {
+            topic: spec.topic,
+            index: spec.index,
+            topic_id: spec.topic_id,
+            group: spec.group,
+            replicas: RefCell::new(spec.replicas),
+            log,
+            raft,
+            state,
+            node_id,
             clock,
-            leader_epoch: 0,
-            config: RefCell::new(config),
+            config: RefCell::new(spec.config),
+            min_insync_replicas: Cell::new(spec.min_insync_replicas),
+            leadership: Cell::new(leadership),
             hw_changed: Notify::new(),
-            appended: Notify::new(),
-            unflushed_messages: Cell::new(0),
-            unflushed_since: Cell::new(None),
             closed: Cell::new(false),
             producers: RefCell::new(producers),
-            dir,
-            flusher: RefCell::new(None),
-        });
-        let flusher = glommio::spawn_local(Partition::flusher(p.clone()));
-        *p.flusher.borrow_mut() = Some(flusher);
-        Ok(p)
+            producers_term: Cell::new(producers_term),
+            producers_rebuild: Semaphore::new(1),
+            producer_state_scan_bytes: spec.producer_state_scan_bytes,
+            dir: spec.dir,
+        }))
     }
 
+    /// A partition whose only replica is this node elects itself while opening; this waits
+    /// (at most `timeout`) until it leads and its high watermark covers everything its log
+    /// held at open (the new term's no-op committed, Raft §5.4.2), so a topic is writable
+    /// and readable as soon as its creation (or the broker's start) is reported. Returns
+    /// whether it got there.
+    pub async fn wait_single_replica_ready(&self, timeout: std::time::Duration) -> bool {
+        if self.replicas.borrow().as_slice() != [crate::metadata::broker_id_of(self.node_id)] {
+            return true;
+        }
+        let end = self.state.borrow().kafka_end_offset();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let seen = self.hw_changed.generation();
+            if self.is_leader() && self.high_watermark() >= end {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.closed.get() {
+                return false;
+            }
+            futures_lite::future::or(self.hw_changed.wait(seen), async {
+                glommio::timer::sleep(left).await;
+            })
+            .await;
+        }
+    }
+
+    /// Feeds a status change of the group (the runtime's `on_change`): wakes fetch and
+    /// acks waiters when the high watermark, leader or term moved. Returns true when the
+    /// leader or term changed.
+    pub fn on_status(&self, status: &GroupStatus) -> bool {
+        let new = Leadership {
+            leader: status.leader,
+            term: status.term,
+            high_watermark: status.high_watermark,
+        };
+        let old = self.leadership.replace(new);
+        if old != new {
+            self.hw_changed.notify_all();
+        }
+        old.leader != new.leader || old.term != new.term
+    }
+
+    /// Whether this replica leads the group (as of the last status change).
+    pub fn is_leader(&self) -> bool {
+        !self.closed.get() && self.leadership.get().leader == Some(self.node_id)
+    }
+
+    /// The Raft node id of the leader this replica knows of.
+    pub fn leader_node(&self) -> Option<NodeId> {
+        self.leadership.get().leader
+    }
+
+    /// Kafka leader epoch = the Raft term.
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        i32::try_from(self.leadership.get().term).unwrap_or(i32::MAX)
     }
 
-    /// High watermark: the durable offset (commit index of a one-member Raft group).
+    /// Broker ids holding a replica; `[0]` is the preferred leader.
+    pub fn replicas(&self) -> Vec<i32> {
+        self.replicas.borrow().clone()
+    }
+
+    /// The group's current status from the runtime (leader, ISR, offsets).
+    pub fn status(&self) -> Option<GroupStatus> {
+        self.raft.status(self.group)
+    }
+
+    /// High watermark: the Kafka offset one past the last committed and applied record.
     pub fn high_watermark(&self) -> i64 {
-        self.log.durable_offset()
+        let st = self.state.borrow();
+        st.kafka_end_at(st.applied)
     }
 
+    /// Offsets in Kafka numbering: high watermark, log start (the group's anchor) and log
+    /// end (every entry held, uncommitted ones included).
     pub fn offsets(&self) -> PartitionOffsets {
-        let hw = self.high_watermark();
+        let st = self.state.borrow();
+        let hw = st.kafka_end_at(st.applied);
         PartitionOffsets {
             high_watermark: hw,
             last_stable_offset: hw,
-            log_start_offset: self.log.log_start_offset(),
-            log_end_offset: self.log.next_offset(),
+            log_start_offset: st.anchor.kafka_offset,
+            log_end_offset: st.kafka_end_offset(),
         }
     }
 
@@ -247,27 +410,57 @@ impl Partition {
         self.hw_changed.generation()
     }
 
-    /// Resolves after the high watermark advanced past generation `seen`.
+    /// Resolves after the high watermark (or leader/term) changed past generation `seen`.
     pub async fn wait_hw_change(&self, seen: u64) {
         self.hw_changed.wait(seen).await
     }
 
-    /// The one append entry point (the Raft group takes it over later): appends `batches`
-    /// (one or more Kafka v2 record batches) and answers per `acks`.
+    fn check_leader(&self) -> Result<(), PartitionError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(PartitionError::NotLeader)
+        }
+    }
+
+    /// The one append entry point: validates `batches` (one or more Kafka v2 batches),
+    /// checks idempotent producers' sequences (KIP-98), stamps LogAppendTime if the topic
+    /// uses it, and proposes each batch to the Raft group. acks=all answers once the
+    /// batches are committed (durable on a majority), acks=1/0 once the leader flushed them.
     pub async fn replicate(
         &self,
         batches: Bytes,
         acks: Acks,
     ) -> Result<ReplicateOutcome, PartitionError> {
-        if self.closed.get() {
-            return Err(PartitionError::NotLeader);
+        self.check_leader()?;
+        if acks == Acks::All {
+            let status = self
+                .raft
+                .status(self.group)
+                .ok_or(PartitionError::NotLeader)?;
+            let in_sync = status.in_sync.len() as i64;
+            let min = i64::from(self.min_insync_replicas.get());
+            if in_sync < min {
+                return Err(PartitionError::NotEnoughReplicas { in_sync, min });
+            }
         }
-        let append_time = match self.config.borrow().timestamp_type {
-            TimestampType::LogAppendTime => Some(self.clock.now_ms()),
-            TimestampType::CreateTime => None,
+        let (append_time, batch_bytes_max) = {
+            let cfg = self.config.borrow();
+            let t = match cfg.timestamp_type {
+                TimestampType::LogAppendTime => Some(self.clock.now_ms()),
+                TimestampType::CreateTime => None,
+            };
+            (t, cfg.max_message_bytes.clamp(1, u32::MAX as i64) as u32)
         };
-        // KIP-98: idempotent producers' sequences (checked and reserved before the append
-        // so pipelined batches of one producer are checked in arrival order).
+        let headers = freshet_storage::validate_batches(&batches, batch_bytes_max)
+            .map_err(PartitionError::from_storage)?;
+        let batches = match append_time {
+            Some(now_ms) => stamp_log_append_time(&batches, now_ms),
+            None => batches,
+        };
+        self.ensure_producer_state().await?;
+        // KIP-98: idempotent producers' sequences (checked and reserved before proposing so
+        // pipelined batches of one producer are checked in arrival order).
         let producer_batches = ProducerBatch::parse_all(&batches).unwrap_or_default();
         let check = self
             .producers
@@ -280,123 +473,111 @@ impl Partition {
                 last_offset,
             } => {
                 if acks == Acks::All {
-                    while self.log.durable_offset() <= last_offset {
-                        self.flush_now().await?;
-                    }
+                    self.wait_committed(last_offset).await?;
                 }
                 return Ok(ReplicateOutcome {
                     base_offset: first_offset,
                     last_offset,
                     log_append_time_ms: append_time.unwrap_or(-1),
-                    log_start_offset: self.log.log_start_offset(),
+                    log_start_offset: self.offsets().log_start_offset,
                 });
             }
             SequenceCheck::DuplicateInFlight => return Err(PartitionError::DuplicateSequence),
             SequenceCheck::OutOfOrder => return Err(PartitionError::OutOfOrderSequence),
             SequenceCheck::FencedEpoch => return Err(PartitionError::InvalidProducerEpoch),
         }
-        let info = match self
-            .log
-            .append(batches, self.leader_epoch, append_time)
-            .await
-        {
-            Ok(info) => {
-                self.producers
-                    .borrow_mut()
-                    .appended(&producer_batches, info.first_offset);
-                info
-            }
-            Err(e) => {
-                self.producers.borrow_mut().failed(&producer_batches);
-                return Err(PartitionError::from_storage(e));
-            }
+        let wait = match acks {
+            Acks::All => WaitFor::Majority,
+            Acks::Leader | Acks::None => WaitFor::Leader,
         };
-        let count = info.last_offset - info.first_offset + 1;
-        self.unflushed_messages
-            .set(self.unflushed_messages.get() + count);
-        if self.unflushed_since.get().is_none() {
-            self.unflushed_since.set(Some(Instant::now()));
-        }
-        self.appended.notify_all();
-        if acks == Acks::All {
-            while self.log.durable_offset() <= info.last_offset {
-                self.flush_now().await?;
+        // One Raft entry per batch; all are queued before the first is awaited, so they
+        // go into the same driver pass, in order.
+        let singles = split_single_batches(&batches);
+        assert_eq!(singles.len(), headers.len(), "validated batch count");
+        let pending: Vec<_> = singles
+            .into_iter()
+            .map(|b| self.raft.replicate(self.group, b, wait))
+            .collect();
+        let mut first: Option<i64> = None;
+        let mut last_offset = -1;
+        let mut failure = None;
+        for (fut, (_, h)) in pending.into_iter().zip(&headers) {
+            match fut.await {
+                Ok(c) => {
+                    first.get_or_insert(c.kafka_offset);
+                    last_offset = c.kafka_offset + i64::from(h.last_offset_delta);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
             }
         }
+        if let Some(e) = failure {
+            self.producers.borrow_mut().failed(&producer_batches);
+            return Err(propose_error(e));
+        }
+        let base_offset = first.expect("at least one batch was validated");
+        self.producers
+            .borrow_mut()
+            .appended(&producer_batches, base_offset);
         Ok(ReplicateOutcome {
-            base_offset: info.first_offset,
-            last_offset: info.last_offset,
+            base_offset,
+            last_offset,
             log_append_time_ms: append_time.unwrap_or(-1),
-            log_start_offset: self.log.log_start_offset(),
+            log_start_offset: self.offsets().log_start_offset,
         })
     }
 
-    /// Flushes now (coalesced with concurrent flushes by the log) and publishes the new
-    /// high watermark.
-    pub async fn flush_now(&self) -> Result<i64, PartitionError> {
-        let before = self.log.durable_offset();
-        let end_before_flush = self.log.next_offset();
-        let durable = self
-            .log
-            .flush()
-            .await
-            .map_err(PartitionError::from_storage)?;
-        if durable >= self.log.next_offset() {
-            self.unflushed_messages.set(0);
-            self.unflushed_since.set(None);
-        } else if durable >= end_before_flush {
-            self.unflushed_messages
-                .set(self.log.next_offset() - durable);
-            self.unflushed_since.set(Some(Instant::now()));
-        }
-        if durable > before {
-            self.hw_changed.notify_all();
-        }
-        Ok(durable)
-    }
-
-    /// Background flusher: flushes whenever data is pending, as soon as possible by default,
-    /// or per the topic's flush.messages / flush.ms when those are set. Ends when the
-    /// partition is closed (`close` awaits it).
-    async fn flusher(p: Rc<Partition>) {
+    /// Waits until the high watermark is past `last_offset` (a duplicate's original append
+    /// committed), or fails once this replica is no longer the leader.
+    async fn wait_committed(&self, last_offset: i64) -> Result<(), PartitionError> {
         loop {
-            if p.closed.get() {
-                return;
+            let seen = self.hw_changed.generation();
+            if self.high_watermark() > last_offset {
+                return Ok(());
             }
-            let seen = p.appended.generation();
-            if p.log.next_offset() <= p.log.durable_offset() {
-                p.appended.wait(seen).await;
-                continue;
-            }
-            let cfg = p.config.borrow().clone();
-            let due = cfg.flush_asap()
-                || p.unflushed_messages.get() >= cfg.flush_messages
-                || p.unflushed_since
-                    .get()
-                    .is_some_and(|t| t.elapsed().as_millis() as i64 >= cfg.flush_ms);
-            if due {
-                if let Err(e) = p.flush_now().await {
-                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "background flush failed; retrying in 100 ms");
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                }
-                continue;
-            }
-            let waited_ms = p
-                .unflushed_since
-                .get()
-                .map(|t| t.elapsed().as_millis() as i64)
-                .unwrap_or(0);
-            let sleep_ms = (cfg.flush_ms.saturating_sub(waited_ms)).clamp(1, 1000) as u64;
-            future::or(p.appended.wait(seen), async {
-                glommio::timer::sleep(Duration::from_millis(sleep_ms)).await;
-            })
-            .await;
+            self.check_leader()?;
+            self.hw_changed.wait(seen).await;
         }
     }
 
-    /// Reads whole batches from `offset`, at most `max_bytes` (but at least one batch, KIP-74),
-    /// never past the high watermark.
+    /// A replica that became leader rebuilds idempotent producers' state from its log (as
+    /// a follower it did not track the producers of the entries it received), once per term.
+    async fn ensure_producer_state(&self) -> Result<(), PartitionError> {
+        let term = self.leadership.get().term;
+        if self.producers_term.get() == term {
+            return Ok(());
+        }
+        let _g = self
+            .producers_rebuild
+            .acquire_permit(1)
+            .await
+            .map_err(|_| PartitionError::NotLeader)?;
+        if self.producers_term.get() == term {
+            return Ok(());
+        }
+        let states =
+            replay_producer_states(&self.log, &self.state, self.producer_state_scan_bytes).await;
+        *self.producers.borrow_mut() = states;
+        self.producers_term.set(term);
+        Ok(())
+    }
+
+    /// Reads whole batches from Kafka offset `offset`, at most `max_bytes` (but at least one
+    /// batch, KIP-74), never past the high watermark. Raft-internal batches are left out and
+    /// base offsets are Kafka offsets.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchedData, PartitionError> {
+        self.check_leader()?;
+        self.read_committed(offset, max_bytes).await
+    }
+
+    /// [`Partition::read`] without the leader check (the group coordinator's replay and
+    /// tests read a replica's committed data).
+    pub async fn read_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchedData, PartitionError> {
         let offsets = self.offsets();
         if offset < offsets.log_start_offset || offset > offsets.log_end_offset {
             return Err(PartitionError::OffsetOutOfRange {
@@ -405,29 +586,48 @@ impl Partition {
                 end: offsets.log_end_offset,
             });
         }
-        let records = if offset >= offsets.high_watermark {
-            Bytes::new()
-        } else {
-            self.log
-                .read(offset, max_bytes, offsets.high_watermark)
-                .await
-                .map_err(PartitionError::from_storage)?
+        if offset >= offsets.high_watermark {
+            return Ok(FetchedData {
+                records: Bytes::new(),
+                offsets,
+            });
+        }
+        let (from, upto) = {
+            let st = self.state.borrow();
+            let from = st
+                .kafka_to_log(offset)
+                .expect("offset checked against the group");
+            let upto = st
+                .kafka_to_log(offsets.high_watermark)
+                .expect("high watermark inside the group");
+            (from, upto)
         };
+        let raw = self
+            .log
+            .read(from, max_bytes, upto)
+            .await
+            .map_err(PartitionError::from_storage)?;
+        let records = log_batches_to_kafka(&raw, &self.state.borrow())
+            .map_err(|e| PartitionError::Storage(e.to_string()))?;
         Ok(FetchedData { records, offsets })
     }
 
     /// ListOffsets: -2 earliest, -1 latest (high watermark), -3 max timestamp, else the first
     /// offset whose timestamp is >= `timestamp_ms`. Returns (timestamp, offset); (-1, -1) when
-    /// nothing matches.
+    /// nothing matches. Kafka offsets.
     pub async fn list_offset(&self, timestamp_ms: i64) -> Result<(i64, i64), PartitionError> {
-        let hw = self.high_watermark();
+        self.check_leader()?;
+        let offsets = self.offsets();
+        let hw = offsets.high_watermark;
+        let to_kafka = |log_offset: i64| log_record_to_kafka(&self.state.borrow(), log_offset);
         match timestamp_ms {
-            -2 => Ok((-1, self.log.log_start_offset())),
+            -2 => Ok((-1, offsets.log_start_offset)),
             -1 => Ok((-1, hw)),
             -3 => Ok(self
                 .log
                 .max_timestamp()
-                .filter(|(_, off)| *off < hw)
+                .and_then(|(ts, off)| to_kafka(off).map(|k| (ts, k)))
+                .filter(|(_, k)| *k < hw)
                 .unwrap_or((-1, -1))),
             ts => {
                 let found = self
@@ -435,45 +635,39 @@ impl Partition {
                     .offset_for_timestamp(ts)
                     .await
                     .map_err(PartitionError::from_storage)?;
-                // The log answers (offset, timestamp).
+                // The log answers (log offset, timestamp).
                 Ok(found
-                    .filter(|(off, _)| *off < hw)
-                    .map(|(off, ts)| (ts, off))
+                    .and_then(|(off, ts)| to_kafka(off).map(|k| (ts, k)))
+                    .filter(|(_, k)| *k < hw)
                     .unwrap_or((-1, -1)))
             }
         }
     }
 
-    /// Applies a changed topic config (flush policy, retention, limits).
-    pub fn set_config(&self, cfg: EffectiveTopicConfig) {
+    /// Applies a changed topic config (segment size, retention, limits, timestamp type) and
+    /// `min.insync.replicas`.
+    pub fn set_config(&self, cfg: EffectiveTopicConfig, min_insync_replicas: i32) {
         self.log.set_config(log_config_for(&cfg));
         *self.config.borrow_mut() = cfg;
-        self.appended.notify_all();
-    }
-
-    pub async fn enforce_retention(&self) -> Result<u64, PartitionError> {
-        self.log
-            .enforce_retention()
-            .await
-            .map_err(PartitionError::from_storage)
+        self.min_insync_replicas.set(min_insync_replicas);
     }
 
     pub fn size_bytes(&self) -> u64 {
         self.log.size_bytes()
     }
 
-    /// Stops the flusher, flushes what is pending and closes (or deletes) the log.
+    /// Takes the group off this core's Raft runtime (and, with `delete`, removes its state
+    /// file and the log's files); otherwise closes the log (the driver already flushed what
+    /// it appended).
     pub async fn close(self: Rc<Self>, delete: bool) -> Result<(), PartitionError> {
         self.closed.set(true);
-        self.appended.notify_all();
-        let flusher = self.flusher.borrow_mut().take();
-        if let Some(f) = flusher {
-            f.await;
-        }
-        if !delete {
-            self.flush_now().await?;
-        }
-        // Wake fetch waiters so they see the partition gone.
+        let from_raft = if delete {
+            self.raft.remove_group(self.group).await
+        } else {
+            self.raft.close_group(self.group).await
+        };
+        drop(from_raft);
+        // Wake fetch and acks waiters so they see the partition gone.
         self.hw_changed.notify_all();
         let dir = self.dir.clone();
         let log = Rc::try_unwrap(self)
@@ -483,7 +677,7 @@ impl Partition {
             (Some(log), true) => log.delete().await.map_err(PartitionError::from_storage),
             (Some(log), false) => log.close().await.map_err(PartitionError::from_storage),
             // An in-flight request still holds the partition: the files close when it drops
-            // it (data is already flushed); a deleted topic's directory goes now.
+            // it; a deleted topic's directory goes now.
             (None, true) => std::fs::remove_dir_all(&dir)
                 .or_else(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => Ok(()),
@@ -522,40 +716,113 @@ pub fn epoch_end_offset(epochs: &[(i32, i64)], leo: i64, requested: i32) -> (i32
     }
 }
 
-/// Administrative operations (DeleteRecords, OffsetForLeaderEpoch, DescribeLogDirs). Same
-/// owner as above: run on the partition's core.
+/// Administrative operations (DeleteRecords, OffsetForLeaderEpoch, retention,
+/// DescribeLogDirs). Same owner as above: run on the partition's core.
 impl Partition {
     /// DeleteRecords (KIP-107): moves the log start offset up to `offset` (-1 means the high
     /// watermark) and returns the new log start offset (the "low watermark"). An offset above
     /// the high watermark, or negative other than -1, is `OffsetOutOfRange`; one at or below
-    /// the current log start changes nothing.
+    /// the current log start changes nothing. Leader only.
     pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
-        if self.closed.get() {
-            return Err(PartitionError::NotLeader);
-        }
-        let hw = self.high_watermark();
+        self.check_leader()?;
+        let offsets = self.offsets();
+        let hw = offsets.high_watermark;
         let target = if offset == -1 { hw } else { offset };
         if target < 0 || target > hw {
             return Err(PartitionError::OffsetOutOfRange {
                 offset,
-                start: self.log.log_start_offset(),
+                start: offsets.log_start_offset,
                 end: hw,
             });
         }
-        if target > self.log.log_start_offset() {
-            self.log
-                .prefix_truncate(target)
-                .await
-                .map_err(PartitionError::from_storage)?;
+        if target > offsets.log_start_offset {
+            self.compact_to(target).await?;
             // Fetch waiters re-check their offsets against the new log start.
             self.hw_changed.notify_all();
         }
-        Ok(self.log.log_start_offset())
+        Ok(self.offsets().log_start_offset)
     }
 
-    /// OffsetForLeaderEpoch for this partition: see [`epoch_end_offset`].
+    /// Moves the group's log start to `kafka_offset` (≤ the high watermark). Needs the Raft
+    /// group's anchor to move with the log's start (prefix truncation through the driver,
+    /// component F); until the runtime offers it, the change is refused rather than done
+    /// behind Raft's back (a restart would not find the group's anchor in the log).
+    async fn compact_to(&self, kafka_offset: i64) -> Result<i64, PartitionError> {
+        Err(PartitionError::PolicyViolation(format!(
+            "moving the log start of a replicated partition to {kafka_offset} needs raft log compaction, which this build lacks"
+        )))
+    }
+
+    /// Retention (retention.bytes / retention.ms): the Kafka offset whole old segments could
+    /// be dropped up to, as the storage's own retention would choose them (never the active
+    /// segment, never past the high watermark); then the group is compacted to it. Returns
+    /// the number of Kafka offsets the log start moved.
+    pub async fn enforce_retention(&self) -> Result<u64, PartitionError> {
+        // Every replica applies retention to its own log (a follower left below the
+        // leader's log start is sent a snapshot).
+        let cfg = self.log.config();
+        if cfg.retention_bytes.is_none() && cfg.retention_ms.is_none() {
+            return Ok(0);
+        }
+        let segments = self.log.segments();
+        if segments.len() < 2 {
+            return Ok(0);
+        }
+        let mut keep_from = self.log.log_start_offset();
+        if let Some(bytes_max) = cfg.retention_bytes {
+            let mut total: u64 = segments.iter().map(|s| s.1).sum();
+            for &(_, size, next) in &segments[..segments.len() - 1] {
+                if total.saturating_sub(size) < bytes_max {
+                    break;
+                }
+                total -= size;
+                keep_from = keep_from.max(next);
+            }
+        }
+        if let Some(ms) = cfg.retention_ms {
+            let cutoff = self.clock.now_ms().saturating_sub(ms as i64);
+            let active_base = segments.last().expect("segments").0;
+            let first_young = self
+                .log
+                .offset_for_timestamp(cutoff)
+                .await
+                .map_err(PartitionError::from_storage)?
+                .map(|(off, _)| off);
+            // Every segment ending at or before the segment holding the first record not
+            // older than the cutoff is older than retention.ms.
+            let young_seg_base = match first_young {
+                Some(off) => segments
+                    .iter()
+                    .rev()
+                    .find(|s| s.0 <= off)
+                    .map_or(active_base, |s| s.0),
+                None => active_base,
+            };
+            keep_from = keep_from.max(young_seg_base);
+        }
+        let target = {
+            let st = self.state.borrow();
+            let hw = st.kafka_end_at(st.applied);
+            log_record_to_kafka(&st, keep_from).map(|k| k.min(hw))
+        };
+        let before = self.offsets().log_start_offset;
+        match target {
+            Some(k) if k > before => {
+                let after = self.compact_to(k).await?;
+                self.hw_changed.notify_all();
+                Ok((after - before).max(0) as u64)
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// OffsetForLeaderEpoch for this partition: the log's epoch cache (Raft terms at log
+    /// offsets) in Kafka offsets; see [`epoch_end_offset`]. Callers check leadership
+    /// ([`Partition::is_leader`]; `Shard::local_end_offset_for_epoch` does).
     pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
-        epoch_end_offset(&self.log.epochs(), self.log.next_offset(), requested)
+        let st = self.state.borrow();
+        let epochs = kafka_epochs(&st, &self.log.epochs());
+        epoch_end_offset(&epochs, st.kafka_end_offset(), requested)
     }
 }
 
@@ -563,14 +830,20 @@ impl Partition {
 const REPLAY_READ_BYTES: usize = 1024 * 1024;
 
 /// Rebuilds idempotent producers' state (KIP-98) from the batch headers of the log tail: the
-/// newest segments adding up to `scan_bytes` (see [`replay_start_offset`]). Producers whose
-/// batches all lie before that tail stay unknown (their next batch is accepted, KIP-360). A
-/// read error stops the scan with what was replayed so far (logged): the partition still
-/// opens, and the producers not yet seen are treated as unknown.
-async fn replay_producer_states(log: &Log<DmaDisk>, scan_bytes: u64) -> ProducerStates {
+/// newest segments adding up to `scan_bytes` (see [`replay_start_offset`]). Log offsets are
+/// translated to Kafka offsets through the group's table; Raft-internal batches are skipped.
+/// Producers whose batches all lie before that tail stay unknown (their next batch is
+/// accepted, KIP-360). A read error stops the scan with what was replayed so far (logged):
+/// the partition still opens, and the producers not yet seen are treated as unknown.
+async fn replay_producer_states(
+    log: &Log<DmaDisk>,
+    st: &Rc<RefCell<GroupState>>,
+    scan_bytes: u64,
+) -> ProducerStates {
     let mut states = ProducerStates::default();
     let end = log.next_offset();
-    let mut offset = replay_start_offset(&log.segments(), log.log_start_offset(), scan_bytes);
+    let mut offset = replay_start_offset(&log.segments(), log.log_start_offset(), scan_bytes)
+        .max(st.borrow().anchor.log_offset);
     while offset < end {
         let data = match log.read(offset, REPLAY_READ_BYTES, end).await {
             Ok(d) => d,
@@ -586,8 +859,13 @@ async fn replay_producer_states(log: &Log<DmaDisk>, scan_bytes: u64) -> Producer
         let Some(&(base, last)) = batches.last() else {
             break;
         };
-        for (base_offset, b) in &batches {
-            states.replay(*base_offset, b);
+        {
+            let st = st.borrow();
+            for (log_base, b) in &batches {
+                if let Some(kafka_base) = st.log_to_kafka(*log_base) {
+                    states.replay(kafka_base, b);
+                }
+            }
         }
         let next = base + last.last_offset_delta as i64 + 1;
         if next <= offset {

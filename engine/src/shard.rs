@@ -23,18 +23,27 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use freshet_raft::meta::DiskMetaStore;
+use freshet_raft::multiraft::{GroupStatus, MultiRaft, RaftConfig};
+use freshet_raft::tcp::{RpcConfig, TcpTransport};
+use freshet_raft::transport::{Envelope, GroupId};
 use freshet_storage::Clock;
+use freshet_storage::DmaDisk;
 use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::local_channel::{self, LocalSender};
 use glommio::sync::Semaphore;
 
 use crate::config::{BrokerConfig, TopicConfig};
 use crate::error::{code, MeshError, TopicError};
 use crate::metadata::{
-    random_topic_id, validate_topic_name, MetadataSnapshot, MetadataStore, TopicMeta,
+    broker_id_of, raft_node_id, random_topic_id, validate_topic_name, MetadataSnapshot,
+    MetadataStore, TopicMeta,
 };
 use crate::notify::Notify;
-use crate::partition::{Acks, FetchedData, Partition, PartitionOffsets, ReplicateOutcome};
+use crate::partition::{
+    Acks, FetchedData, Partition, PartitionOffsets, PartitionRaft, PartitionSpec, ReplicateOutcome,
+};
 use crate::shard_table::ShardTable;
 
 /// The value a remote call returns, type-erased for the trip over the mesh.
@@ -76,6 +85,10 @@ impl Future for ReplyWait {
     }
 }
 
+/// A local partition's leader as this core knows it: (leader broker id, leader epoch =
+/// Raft term, in-sync broker ids — known only on the leader's node, else empty).
+pub type LocalLeader = (i32, i32, Vec<i32>);
+
 /// How `set_topic_config` changes a topic's config.
 #[derive(Debug, Clone)]
 pub enum TopicConfigChange {
@@ -107,6 +120,18 @@ pub struct Shard {
     /// Next producer id this core hands out (InitProducerId); steps by `cores`.
     next_producer_id: Cell<i64>,
     extensions: RefCell<HashMap<TypeId, Rc<dyn Any>>>,
+    /// This core's Raft runtime (every partition group of this core, and the controller
+    /// group on core 0).
+    raft: PartitionRaft,
+    /// Sends this core's Raft envelopes to peers' RPC addresses.
+    transport: TcpTransport,
+    /// Inbox of this core's Raft runtime (envelopes from peers).
+    raft_inbox: LocalSender<Envelope>,
+    /// Partition replicas of this core by Raft group id.
+    groups: RefCell<HashMap<GroupId, Rc<Partition>>>,
+    /// What this core knows of the leaders of its partitions' groups:
+    /// group → (leader broker, epoch, in-sync broker ids; empty unless this node leads).
+    local_leaders: RefCell<HashMap<GroupId, LocalLeader>>,
 }
 
 impl Shard {
@@ -134,6 +159,7 @@ impl Shard {
         let budgets = (0..cores)
             .map(|_| Semaphore::new(config.mesh_in_flight_per_peer as u64))
             .collect();
+        let (raft, transport, raft_inbox) = start_raft(&config, core, &clock).await?;
         let shard = Rc::new(Shard {
             core,
             table: ShardTable::new(cores),
@@ -153,7 +179,20 @@ impl Shard {
             stop,
             next_producer_id: Cell::new(0),
             extensions: RefCell::new(HashMap::new()),
+            raft,
+            transport,
+            raft_inbox,
+            groups: RefCell::new(HashMap::new()),
+            local_leaders: RefCell::new(HashMap::new()),
         });
+        {
+            let me = Rc::downgrade(&shard);
+            shard.raft.on_change(Box::new(move |group, status| {
+                if let Some(s) = me.upgrade() {
+                    s.on_group_status(group, status);
+                }
+            }));
+        }
         // Producer ids: the start time (ms since 2020) in the high bits makes ids of this run
         // larger than any id of an earlier run; the core in the low bits keeps cores apart.
         let since_2020_ms = (shard.clock.now_ms() - 1_577_836_800_000).max(0);
@@ -193,6 +232,7 @@ impl Shard {
             }
         }
         glommio::spawn_local(Shard::retention_task(Rc::downgrade(&shard))).detach();
+        glommio::spawn_local(Shard::leader_rebalance_task(Rc::downgrade(&shard))).detach();
         Ok(shard)
     }
 
@@ -545,54 +585,78 @@ impl Shard {
         }
         let snap = Rc::new(snap);
         *self.metadata.borrow_mut() = snap.clone();
-        // Partitions of deleted (or deleted and re-created) topics go first.
+        let me = self.config.node_id;
+        // Replicas of deleted (or deleted and re-created) topics, and replicas no longer
+        // assigned to this broker, go first (their Raft group state and log are removed).
         let mut gone = Vec::new();
         {
             let mut parts = self.partitions.borrow_mut();
-            parts.retain(|name, ps| {
-                let keep = snap
-                    .topic(name)
-                    .is_some_and(|t| ps.values().next().is_none_or(|p| p.topic_id == t.id));
-                if !keep {
-                    gone.extend(ps.values().cloned());
-                }
-                keep
-            });
+            for (name, ps) in parts.iter_mut() {
+                let t = snap.topic(name);
+                ps.retain(|i, p| {
+                    let keep = t.is_some_and(|t| {
+                        t.id == p.topic_id
+                            && t.assignment(*i)
+                                .is_some_and(|a| a.group == p.group && a.replicas.contains(&me))
+                    });
+                    if !keep {
+                        gone.push(p.clone());
+                    }
+                    keep
+                });
+            }
+            parts.retain(|_, ps| !ps.is_empty());
         }
         for p in gone {
             let (t, i) = (p.topic.clone(), p.index);
+            self.forget_group(&p);
             if let Err(e) = p.close(true).await {
                 tracing::warn!(topic = %t, partition = i, error = %e, "deleting partition failed");
             }
         }
+        let mut opened = Vec::new();
         for t in snap.topics.values() {
             let eff = t.config.effective(&self.config.topic_defaults);
+            let min_insync = self.min_insync_replicas(t);
             for i in 0..t.partitions {
-                if self.owner_of(&t.name, i) != self.core {
+                let Some(a) = t.assignment(i) else {
+                    tracing::error!(topic = %t.name, partition = i, "partition without an assignment");
+                    continue;
+                };
+                if !a.replicas.contains(&me) || self.owner_of(&t.name, i) != self.core {
                     continue;
                 }
                 if let Some(p) = self.partition(&t.name, i) {
-                    p.set_config(eff.clone());
+                    p.set_config(eff.clone(), min_insync);
                     continue;
                 }
-                let dir = self.partition_dir(&t.name, i);
-                match Partition::open(
-                    t.name.clone(),
-                    i,
-                    t.id,
-                    dir,
-                    eff.clone(),
-                    self.clock.clone(),
-                    self.config.producer_state_scan_bytes,
-                )
-                .await
-                {
+                self.adopt_group_state(a.group);
+                let spec = PartitionSpec {
+                    topic: t.name.clone(),
+                    index: i,
+                    topic_id: t.id,
+                    group: a.group,
+                    replicas: a.replicas.clone(),
+                    dir: self.partition_dir(&t.name, i),
+                    config: eff.clone(),
+                    min_insync_replicas: min_insync,
+                    producer_state_scan_bytes: self.config.producer_state_scan_bytes,
+                };
+                let node = raft_node_id(me);
+                match Partition::open(spec, self.raft.clone(), node, self.clock.clone()).await {
                     Ok(p) => {
                         self.partitions
                             .borrow_mut()
                             .entry(t.name.clone())
                             .or_default()
-                            .insert(i, p);
+                            .insert(i, p.clone());
+                        self.groups.borrow_mut().insert(a.group, p.clone());
+                        // A replication-factor-1 group elected itself while opening: publish
+                        // its leader now rather than after the runtime's next pass.
+                        if let Some(st) = p.status() {
+                            self.on_group_status(a.group, &st);
+                        }
+                        opened.push(p);
                     }
                     Err(e) => {
                         tracing::error!(topic = %t.name, partition = i, error = %e, "opening partition failed");
@@ -600,8 +664,63 @@ impl Shard {
                 }
             }
         }
+        // Single-replica groups elect themselves at once; report the change applied only
+        // when they lead and have committed what their logs held.
+        for p in opened {
+            if !p
+                .wait_single_replica_ready(SINGLE_REPLICA_READY_TIMEOUT)
+                .await
+            {
+                tracing::warn!(topic = %p.topic, partition = p.index, "single-replica partition not leading yet");
+            }
+        }
         self.metadata_initialized.set(true);
         self.metadata_changed.notify_all();
+    }
+
+    /// `min.insync.replicas` of a topic: its own setting, else the broker's topic defaults,
+    /// else `ClusterConfig::min_insync_replicas`.
+    fn min_insync_replicas(&self, t: &TopicMeta) -> i32 {
+        t.config
+            .entries
+            .get("min.insync.replicas")
+            .or_else(|| {
+                self.config
+                    .topic_defaults
+                    .entries
+                    .get("min.insync.replicas")
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.config.cluster.min_insync_replicas)
+    }
+
+    /// The group state files live per core (`<data>/raft-state/core-<n>/`); if `--cores`
+    /// changed since the last run, a partition's state file may sit in another core's
+    /// directory: move it here before the group opens (rare; blocking std::fs).
+    fn adopt_group_state(&self, group: GroupId) {
+        let root = self.config.data_dir.join("raft-state");
+        let name = format!("group-{group:020}.state");
+        let mine = root.join(format!("core-{}", self.core)).join(&name);
+        if mine.exists() {
+            return;
+        }
+        let Ok(dirs) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            let other = d.path().join(&name);
+            if other != mine && other.exists() {
+                match std::fs::rename(&other, &mine) {
+                    Ok(()) => {
+                        tracing::info!(group, from = %other.display(), "raft group state moved to this core");
+                    }
+                    Err(e) => {
+                        tracing::error!(group, from = %other.display(), error = %e, "moving raft group state failed");
+                    }
+                }
+                return;
+            }
+        }
     }
 
     /// Where a partition's log lives.
@@ -633,10 +752,43 @@ impl Shard {
     }
 
     fn missing_partition_code(&self, topic: &str, partition: i32) -> i16 {
-        match self.metadata().topic(topic) {
-            Some(t) if partition >= 0 && partition < t.partitions => code::LEADER_NOT_AVAILABLE,
-            _ => code::UNKNOWN_TOPIC_OR_PARTITION,
+        match self
+            .metadata()
+            .topic(topic)
+            .and_then(|t| t.assignment(partition))
+        {
+            // Assigned here but not open (yet): LEADER_NOT_AVAILABLE; no replica on this
+            // broker: NOT_LEADER_OR_FOLLOWER (the client refreshes its metadata).
+            Some(a) if a.replicas.contains(&self.config.node_id) => code::LEADER_NOT_AVAILABLE,
+            Some(_) => code::NOT_LEADER_OR_FOLLOWER,
+            None => code::UNKNOWN_TOPIC_OR_PARTITION,
         }
+    }
+
+    /// OffsetForLeaderEpoch on this core (KIP-101/KIP-279, fencing per KIP-320):
+    /// `current_leader_epoch` -1 skips the fencing check. Err is a Kafka error code
+    /// (NOT_LEADER_OR_FOLLOWER on a follower replica).
+    pub fn local_end_offset_for_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<(i32, i64), i16> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or_else(|| self.missing_partition_code(topic, partition))?;
+        if !p.is_leader() {
+            return Err(code::NOT_LEADER_OR_FOLLOWER);
+        }
+        let epoch = p.leader_epoch();
+        if current_leader_epoch >= 0 && current_leader_epoch > epoch {
+            return Err(code::UNKNOWN_LEADER_EPOCH);
+        }
+        if current_leader_epoch >= 0 && current_leader_epoch < epoch {
+            return Err(code::FENCED_LEADER_EPOCH);
+        }
+        Ok(p.end_offset_for_epoch(leader_epoch))
     }
 
     /// Appends on this core (the caller routed to the owner). Err is a Kafka error code.
@@ -754,7 +906,7 @@ impl Shard {
                 match p.enforce_retention().await {
                     Ok(0) => {}
                     Ok(n) => {
-                        tracing::info!(topic = %p.topic, partition = p.index, removed_bytes = n, "retention removed old segments")
+                        tracing::info!(topic = %p.topic, partition = p.index, removed_offsets = n, "retention moved the log start")
                     }
                     Err(e) => {
                         tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
@@ -764,8 +916,9 @@ impl Shard {
         }
     }
 
-    /// Flushes and closes every partition this core owns (shutdown).
-    pub async fn close_partitions(&self) {
+    /// Closes every partition this core owns (their groups leave the Raft runtime, logs
+    /// are closed), then stops the runtime (shutdown).
+    pub async fn close_partitions(self: &Rc<Self>) {
         let parts: Vec<Rc<Partition>> = {
             let mut map = self.partitions.borrow_mut();
             let all = map.values().flat_map(|ps| ps.values().cloned()).collect();
@@ -774,11 +927,145 @@ impl Shard {
         };
         for p in parts {
             let (t, i) = (p.topic.clone(), p.index);
+            self.forget_group(&p);
             if let Err(e) = p.close(false).await {
                 tracing::warn!(topic = %t, partition = i, error = %e, "closing partition failed");
             }
         }
+        self.raft.stop().await;
     }
+
+    // ---------------------------------------------------------------- raft
+
+    /// This core's Raft runtime.
+    pub fn raft(&self) -> &PartitionRaft {
+        &self.raft
+    }
+
+    /// This core's Raft transport (cluster code adds peers' RPC addresses to it).
+    pub fn transport(&self) -> &TcpTransport {
+        &self.transport
+    }
+
+    /// Hands an envelope from a peer to this core's Raft runtime; dropped (Raft
+    /// retransmits) when the inbox is full or the runtime stopped.
+    pub fn deliver(&self, env: Envelope) {
+        if let Err(e) = self.raft_inbox.try_send(env) {
+            tracing::debug!(error = %e, "raft envelope dropped: inbox full or closed");
+        }
+    }
+
+    /// What this core knows of a local partition's leader: (leader broker id, leader epoch,
+    /// in-sync broker ids — known only where the leader runs). None if the partition has
+    /// no replica on this core or no known leader.
+    pub fn local_leader(&self, topic: &str, partition: i32) -> Option<LocalLeader> {
+        let group = self.partition(topic, partition)?.group;
+        self.local_leaders.borrow().get(&group).cloned()
+    }
+
+    /// A status change of one of this core's groups (the runtime's `on_change`, and once
+    /// right after a partition opened).
+    fn on_group_status(self: &Rc<Self>, group: GroupId, status: &GroupStatus) {
+        let Some(p) = self.groups.borrow().get(&group).cloned() else {
+            return; // not a partition group (the controller's), or already closed
+        };
+        let leadership_changed = p.on_status(status);
+        let epoch = i32::try_from(status.term).unwrap_or(i32::MAX);
+        match status.leader {
+            Some(l) => {
+                let isr = status.in_sync.iter().map(|n| broker_id_of(*n)).collect();
+                self.local_leaders
+                    .borrow_mut()
+                    .insert(group, (broker_id_of(l), epoch, isr));
+            }
+            None => {
+                self.local_leaders.borrow_mut().remove(&group);
+            }
+        }
+        let _ = leadership_changed;
+    }
+
+    /// A partition leaves this core: no more status updates, leadership given up.
+    fn forget_group(self: &Rc<Self>, p: &Rc<Partition>) {
+        self.groups.borrow_mut().remove(&p.group);
+        self.local_leaders.borrow_mut().remove(&p.group);
+    }
+
+    /// Preferred-leader rebalancing: every `leader_rebalance_interval_ms`, each group this
+    /// node leads whose preferred replica (`replicas[0]`) is another broker that is in
+    /// sync gets its leadership transferred there (Raft thesis §3.10), so leadership
+    /// spreads back after a node returns.
+    async fn leader_rebalance_task(me: std::rc::Weak<Shard>) {
+        loop {
+            let Some(interval_ms) = me
+                .upgrade()
+                .map(|s| s.config.cluster.leader_rebalance_interval_ms)
+            else {
+                return;
+            };
+            if interval_ms == 0 {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
+            let Some(s) = me.upgrade() else { return };
+            if s.stopping() {
+                return;
+            }
+            let node = raft_node_id(s.config.node_id);
+            for p in s.local_partitions() {
+                let Some(&preferred) = p.replicas().first() else {
+                    continue;
+                };
+                let preferred = raft_node_id(preferred);
+                if preferred == node || !p.is_leader() {
+                    continue;
+                }
+                if let Some(st) = p.status() {
+                    if st.leader == Some(node) && st.in_sync.contains(&preferred) {
+                        tracing::info!(topic = %p.topic, partition = p.index, to = broker_id_of(preferred), "transferring leadership to the preferred replica");
+                        s.raft.transfer_leader(p.group, preferred);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long applying metadata waits for a newly opened single-replica partition to lead.
+const SINGLE_REPLICA_READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Creates this core's Raft runtime: the group state store under
+/// `<data>/raft-state/core-<n>/`, a TCP transport for this node's Raft id, the driver with
+/// the cluster's Raft timing, and the runtime task fed by the returned inbox.
+async fn start_raft(
+    config: &BrokerConfig,
+    core: usize,
+    clock: &Rc<dyn Clock>,
+) -> Result<(PartitionRaft, TcpTransport, LocalSender<Envelope>), TopicError> {
+    let node = raft_node_id(config.node_id);
+    let dir = config
+        .data_dir
+        .join("raft-state")
+        .join(format!("core-{core}"));
+    let meta = DiskMetaStore::open(DmaDisk, dir.clone())
+        .await
+        .map_err(|e| TopicError::Store(format!("raft state dir {}: {e}", dir.display())))?;
+    let transport = TcpTransport::new(
+        node,
+        RpcConfig {
+            frame_bytes_max: config.cluster.rpc_frame_bytes_max,
+            send_queue_frames_max: config.cluster.rpc_send_queue_frames_max,
+            ..RpcConfig::default()
+        },
+    );
+    let mut rc = RaftConfig::new(node);
+    rc.heartbeat_ticks = config.cluster.raft_heartbeat_ticks;
+    rc.election_ticks = config.cluster.raft_election_ticks;
+    rc.seed = (clock.now_ms() as u64) ^ ((core as u64) << 48);
+    let driver = MultiRaft::new(rc, meta, transport.clone());
+    let (inbox_tx, inbox_rx) = local_channel::new_bounded(config.cluster.rpc_send_queue_frames_max);
+    let raft = freshet_raft::runtime::spawn(driver, inbox_rx, config.cluster.raft_tick_ms);
+    Ok((raft, transport, inbox_tx))
 }
 
 /// Checks a CreateTopics request against the current metadata without changing anything.
