@@ -982,13 +982,28 @@ impl Shard {
                 self.local_leaders.borrow_mut().remove(&group);
             }
         }
-        let _ = leadership_changed;
+        if leadership_changed {
+            crate::group::wire::on_partition_leadership(
+                self,
+                &p.topic,
+                p.index,
+                p.is_leader(),
+                epoch,
+            );
+        }
     }
 
     /// A partition leaves this core: no more status updates, leadership given up.
     fn forget_group(self: &Rc<Self>, p: &Rc<Partition>) {
         self.groups.borrow_mut().remove(&p.group);
         self.local_leaders.borrow_mut().remove(&p.group);
+        crate::group::wire::on_partition_leadership(
+            self,
+            &p.topic,
+            p.index,
+            false,
+            p.leader_epoch(),
+        );
     }
 
     /// Preferred-leader rebalancing: every `leader_rebalance_interval_ms`, each group this
