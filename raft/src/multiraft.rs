@@ -38,6 +38,9 @@ use crate::rng::SimRng;
 use crate::store::{EntryMeta, GroupState, GroupStorage};
 use crate::transport::{Envelope, GroupId, NodeId, Transport};
 
+// Log compaction and snapshot install (Raft §7): `MultiRaft::compact` and the follower side.
+mod snapshot;
+
 /// Driver settings (all limits explicit).
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
@@ -228,6 +231,12 @@ pub struct DriverStats {
     pub async_fetches: u64,
     /// Group state file writes.
     pub meta_writes: u64,
+    /// Log prefixes dropped by `compact` (§7).
+    pub compactions: u64,
+    /// Snapshots sent to followers that needed entries below the log start (§7).
+    pub snapshots_sent: u64,
+    /// Snapshots installed by this node as a follower (§7).
+    pub snapshots_installed: u64,
 }
 
 impl std::ops::AddAssign for DriverStats {
@@ -237,6 +246,9 @@ impl std::ops::AddAssign for DriverStats {
         self.truncations += o.truncations;
         self.async_fetches += o.async_fetches;
         self.meta_writes += o.meta_writes;
+        self.compactions += o.compactions;
+        self.snapshots_sent += o.snapshots_sent;
+        self.snapshots_installed += o.snapshots_installed;
     }
 }
 
@@ -284,6 +296,8 @@ pub struct MultiRaft<L: GroupLog, M: MetaStore, T: Transport> {
     ticks: u64,
     hw_changes: Vec<(GroupId, i64)>,
     appended: Vec<Appended>,
+    /// Snapshots queued this round, to report to raft-rs once it is advanced (§7).
+    snapshots_sent: Vec<(GroupId, NodeId)>,
 }
 
 impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
@@ -310,6 +324,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             ticks: 0,
             hw_changes: Vec::new(),
             appended: Vec::new(),
+            snapshots_sent: Vec::new(),
         }
     }
 
@@ -333,7 +348,13 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         let meta_err = |source| DriverError::Meta { group, source };
         let log_err = |source| DriverError::Log { group, source };
         let meta = match self.meta.read(group).await.map_err(meta_err)? {
-            Some(b) => GroupMeta::decode(&b).map_err(meta_err)?,
+            Some(b) => {
+                let mut m = GroupMeta::decode(&b).map_err(meta_err)?;
+                // §7: finish a compaction or snapshot install a crash interrupted.
+                self.stats.meta_writes +=
+                    Self::reconcile_log(&self.meta, group, &mut m, &log).await?;
+                m
+            }
             None => {
                 let mut m = GroupMeta {
                     anchor: LogAnchor::initial(),
@@ -407,7 +428,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             election_tick: 2 * e,
             min_election_tick: 2 * e,
             max_election_tick: 2 * e + 1,
-            applied: commit,
+            applied: st.borrow().applied,
             max_size_per_msg: self.cfg.max_size_per_msg_bytes,
             max_inflight_msgs: self.cfg.max_inflight_msgs,
             check_quorum: true,
@@ -746,6 +767,9 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
     fn queue(&mut self, group: GroupId, msgs: Vec<Message>) {
         let from = self.cfg.node_id;
         for m in msgs {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.push((group, m.to));
+            }
             self.outbox
                 .entry(m.to)
                 .or_insert_with(|| Envelope::new(from, m.to))
@@ -805,10 +829,16 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             let mut written = Vec::new();
             for (gid, rd) in work.iter_mut() {
                 let g = self.groups.get_mut(gid).expect("group in work list");
-                assert!(
-                    rd.snapshot().is_empty(),
-                    "group {gid}: snapshots are never sent (partition snapshots not implemented)"
-                );
+                if !rd.snapshot().is_empty() {
+                    // §7: the leader's log starts past ours; restart ours at its anchor
+                    // before appending the entries that follow it.
+                    let (failed, hw) =
+                        Self::install_snapshot(&self.meta, *gid, g, rd.snapshot(), rd.hs()).await?;
+                    self.stats.snapshots_installed += 1;
+                    self.stats.meta_writes += 2;
+                    self.note_snapshot_installed(*gid, failed, hw);
+                }
+                let g = self.groups.get_mut(gid).expect("group in work list");
                 let entries = rd.take_entries();
                 if !entries.is_empty() {
                     let (superseded, truncated) = Self::persist_entries(*gid, g, entries).await?;
@@ -858,6 +888,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 let e = self.cfg.election_ticks;
                 Self::jitter(&mut self.rng, e, g);
             }
+            self.report_snapshots_sent();
             // (6) Deferred reads for followers that are behind.
             self.serve_fetches().await?;
         }

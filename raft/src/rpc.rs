@@ -9,8 +9,11 @@
 //! Ownership: pure functions; usable from any core.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use raft::eraftpb::{Entry, EntryType, Message, MessageType};
+use raft::eraftpb::{
+    ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
+};
 
+use crate::store::SnapshotData;
 use crate::transport::{Beat, Envelope};
 
 /// `FRPC` as the first four bytes after the length.
@@ -61,8 +64,9 @@ fn msg_type_code(t: MessageType) -> Option<u8> {
         | MsgReadIndex
         | MsgReadIndexResp
         | MsgRequestPreVote
-        | MsgRequestPreVoteResponse => Some(t as i32 as u8),
-        // Local messages never travel; snapshots are not supported by this version.
+        | MsgRequestPreVoteResponse
+        | MsgSnapshot => Some(t as i32 as u8),
+        // Local messages never travel.
         _ => None,
     }
 }
@@ -74,6 +78,7 @@ fn msg_type_from(code: u8) -> Option<MessageType> {
         4 => MsgAppendResponse,
         5 => MsgRequestVote,
         6 => MsgRequestVoteResponse,
+        7 => MsgSnapshot,
         8 => MsgHeartbeat,
         9 => MsgHeartbeatResponse,
         13 => MsgTransferLeader,
@@ -89,6 +94,29 @@ fn msg_type_from(code: u8) -> Option<MessageType> {
 fn put_bytes(b: &mut BytesMut, v: &[u8]) {
     b.put_u32_le(v.len() as u32);
     b.put_slice(v);
+}
+
+fn put_ids(b: &mut BytesMut, ids: &[u64]) {
+    b.put_u32_le(ids.len() as u32);
+    for id in ids {
+        b.put_u64_le(*id);
+    }
+}
+
+/// The snapshot block of a `MsgSnapshot` (§7; only a position travels, see
+/// [`SnapshotData`]): `index:u64, term:u64, auto_leave:u8, voters, learners,
+/// voters_outgoing, learners_next` (each `count:u32, ids:u64…`), `data:bytes`.
+fn put_snapshot(b: &mut BytesMut, s: &Snapshot) {
+    let md = s.get_metadata();
+    let cs = md.get_conf_state();
+    b.put_u64_le(md.index);
+    b.put_u64_le(md.term);
+    b.put_u8(u8::from(cs.auto_leave));
+    put_ids(b, &cs.voters);
+    put_ids(b, &cs.learners);
+    put_ids(b, &cs.voters_outgoing);
+    put_ids(b, &cs.learners_next);
+    put_bytes(b, &s.data);
 }
 
 fn put_beats(b: &mut BytesMut, beats: &[Beat]) {
@@ -114,8 +142,12 @@ pub fn encode_frame(env: &Envelope) -> Result<Bytes, FrameError> {
     for (group, m) in &env.messages {
         let code = msg_type_code(m.get_msg_type())
             .ok_or(FrameError::Unencodable("message type does not travel"))?;
-        if m.snapshot.is_some() {
-            return Err(FrameError::Unencodable("snapshot"));
+        // Only a MsgSnapshot carries a snapshot, and it always does.
+        let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+        if m.snapshot.is_some() != snapshot {
+            return Err(FrameError::Unencodable(
+                "snapshot on a message that cannot carry it",
+            ));
         }
         b.put_u64_le(*group);
         b.put_u8(code);
@@ -139,6 +171,9 @@ pub fn encode_frame(env: &Envelope) -> Result<Bytes, FrameError> {
             b.put_u8(u8::from(e.sync_log));
             put_bytes(&mut b, &e.context);
             put_bytes(&mut b, &e.data);
+        }
+        if snapshot {
+            put_snapshot(&mut b, m.get_snapshot());
         }
     }
     put_beats(&mut b, &env.heartbeats);
@@ -212,6 +247,41 @@ impl Rd {
             return Err(FrameError::Malformed("count exceeds frame"));
         }
         Ok(n)
+    }
+    fn ids(&mut self) -> Result<Vec<u64>, FrameError> {
+        let n = self.count(8)?;
+        (0..n).map(|_| self.u64()).collect()
+    }
+    fn snapshot(&mut self) -> Result<Snapshot, FrameError> {
+        let index = self.u64()?;
+        let term = self.u64()?;
+        let conf_state = ConfState {
+            auto_leave: self.bool()?,
+            voters: self.ids()?,
+            learners: self.ids()?,
+            voters_outgoing: self.ids()?,
+            learners_next: self.ids()?,
+            ..Default::default()
+        };
+        let data = self.bytes()?;
+        if index == 0 {
+            return Err(FrameError::Malformed("snapshot index 0"));
+        }
+        if SnapshotData::decode(&data).is_none() {
+            return Err(FrameError::Malformed("snapshot data"));
+        }
+        let mut md = SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        };
+        md.set_conf_state(conf_state);
+        let mut s = Snapshot {
+            data,
+            ..Default::default()
+        };
+        s.set_metadata(md);
+        Ok(s)
     }
     fn beats(&mut self) -> Result<Vec<Beat>, FrameError> {
         let n = self.count(28)?;
@@ -298,6 +368,9 @@ pub fn decode_frame(body: Bytes) -> Result<Envelope, FrameError> {
             entries.push(e);
         }
         m.entries = entries.into();
+        if t == MessageType::MsgSnapshot {
+            m.set_snapshot(r.snapshot()?);
+        }
         env.messages.push((group, m));
     }
     env.heartbeats = r.beats()?;
@@ -484,6 +557,7 @@ mod tests {
         };
         v.set_msg_type(MessageType::MsgRequestPreVote);
         env.messages.push((3, v));
+        env.messages.push((4, snapshot_message()));
         env.heartbeats.push(Beat {
             group: 5,
             term: 7,
@@ -497,6 +571,38 @@ mod tests {
             context: Bytes::from_static(b"r"),
         });
         env
+    }
+
+    /// A MsgSnapshot as a leader sends it to a follower behind its log start (§7).
+    fn snapshot_message() -> Message {
+        let mut md = SnapshotMetadata {
+            index: 120,
+            term: 6,
+            ..Default::default()
+        };
+        md.set_conf_state(ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            ..Default::default()
+        });
+        let mut snap = Snapshot {
+            data: SnapshotData {
+                log_offset: 4000,
+                kafka_offset: 3900,
+            }
+            .encode(),
+            ..Default::default()
+        };
+        snap.set_metadata(md);
+        let mut m = Message {
+            from: 1,
+            to: 2,
+            term: 7,
+            ..Default::default()
+        };
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.set_snapshot(snap);
+        m
     }
 
     fn same(a: &Envelope, b: &Envelope) {
@@ -526,19 +632,56 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_and_local_messages_are_not_encodable() {
-        let mut env = Envelope::new(1, 2);
+    fn local_messages_and_misplaced_snapshots_are_not_encodable() {
+        let unencodable = |m: Message| {
+            let mut env = Envelope::new(1, 2);
+            env.messages.push((1, m));
+            matches!(encode_frame(&env), Err(FrameError::Unencodable(_)))
+        };
         let mut m = Message {
             from: 1,
             to: 2,
             ..Default::default()
         };
         m.set_msg_type(MessageType::MsgHup);
-        env.messages.push((1, m));
-        assert!(matches!(
-            encode_frame(&env),
-            Err(FrameError::Unencodable(_))
-        ));
+        assert!(unencodable(m));
+        let mut no_snap = snapshot_message();
+        no_snap.snapshot = Default::default();
+        assert!(unencodable(no_snap), "MsgSnapshot without its snapshot");
+        let mut append_with_snap = snapshot_message();
+        append_with_snap.set_msg_type(MessageType::MsgAppend);
+        assert!(unencodable(append_with_snap), "snapshot on an append");
+    }
+
+    #[test]
+    fn snapshot_message_carries_position_and_membership_section_7() {
+        let mut env = Envelope::new(1, 2);
+        env.messages.push((8, snapshot_message()));
+        let f = encode_frame(&env).unwrap();
+        let back = decode_frame(f.slice(4..)).unwrap();
+        let (g, m) = &back.messages[0];
+        assert_eq!(*g, 8);
+        let s = m.get_snapshot();
+        assert_eq!((s.get_metadata().index, s.get_metadata().term), (120, 6));
+        assert_eq!(s.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+        assert_eq!(s.get_metadata().get_conf_state().learners, vec![4]);
+        assert_eq!(
+            SnapshotData::decode(&s.data),
+            Some(SnapshotData {
+                log_offset: 4000,
+                kafka_offset: 3900
+            })
+        );
+        // Data that is not a SnapshotData is refused at the frame, before raft-rs sees it.
+        let mut bad = snapshot_message();
+        bad.mut_snapshot().data = bytes::Bytes::from_static(b"state machine bytes");
+        let mut env = Envelope::new(1, 2);
+        env.messages.push((8, bad));
+        let f = encode_frame(&env).unwrap();
+        assert_eq!(
+            decode_frame(f.slice(4..)).unwrap_err(),
+            FrameError::Malformed("snapshot data")
+        );
     }
 
     #[test]
