@@ -4,8 +4,7 @@
 //! Everything here is per core (`Rc`/`Weak` of that core's `Shard`); only [`GroupCall`] /
 //! [`GroupReply`] values cross cores, inside `Shard::invoke_on`.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::cell::Cell;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -22,6 +21,10 @@ use crate::TopicError;
 
 /// Bytes read per step while replaying an offsets partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
+
+/// Largest read window a replay step grows to when a window holds no record batch (only
+/// Raft-internal entries before a large batch); far above any batch the broker accepts.
+const LOAD_READ_BYTES_MAX: usize = 1 << 30;
 
 /// How often each core re-checks the leadership of its `__consumer_offsets` partitions
 /// against the engine (a safety net under [`on_partition_leadership`], which the engine calls
@@ -110,14 +113,31 @@ impl OffsetsLog for ShardOffsetsLog {
             }
             let mut out = Vec::new();
             let mut offset = p.offsets().log_start_offset;
+            let mut read_bytes = LOAD_READ_BYTES;
             loop {
-                let data = p.read(offset, LOAD_READ_BYTES).await.map_err(|e| {
+                let data = p.read(offset, read_bytes).await.map_err(|e| {
                     tracing::error!(partition, error = %e, "__consumer_offsets read failed");
                     from_append_code(e.kafka_code())
                 })?;
-                if data.records.is_empty() || offset >= data.offsets.high_watermark {
+                if offset >= data.offsets.high_watermark {
                     break;
                 }
+                if data.records.is_empty() {
+                    // Below the high watermark but nothing came back: the window held only
+                    // Raft-internal entries (left out of Kafka reads) and the next record
+                    // batch did not fit. Read a larger window.
+                    if read_bytes >= LOAD_READ_BYTES_MAX {
+                        tracing::error!(
+                            partition,
+                            offset,
+                            "__consumer_offsets read returns nothing below the high watermark"
+                        );
+                        return Err(GroupError::CoordinatorNotAvailable);
+                    }
+                    read_bytes *= 2;
+                    continue;
+                }
+                read_bytes = LOAD_READ_BYTES;
                 let batches = freshet_raft::batch::split_batches(data.records).map_err(|e| {
                     tracing::error!(partition, error = %e, "__consumer_offsets batch framing");
                     GroupError::CoordinatorNotAvailable
@@ -191,22 +211,21 @@ pub fn on_partition_leadership(
     if topic != OFFSETS_TOPIC {
         return;
     }
-    shard
-        .extension(ReportedPartitions::default)
-        .0
-        .borrow_mut()
-        .insert(partition);
     apply_leadership(shard, partition, is_leader, epoch);
 }
 
-/// Offsets partitions of this core the engine has reported on through
-/// [`on_partition_leadership`]: from then on its reports are authoritative for an open
-/// partition and the periodic check leaves it alone. Per core.
-#[derive(Default)]
-struct ReportedPartitions(RefCell<HashSet<i32>>);
-
 fn apply_leadership(shard: &Rc<Shard>, partition: i32, is_leader: bool, epoch: i32) {
     let svc = service(shard);
+    // Broker start, election still running (no leader known yet): the partition stays
+    // "loading" (COORDINATOR_LOAD_IN_PROGRESS) until the outcome is reported.
+    let electing = || {
+        shard
+            .partition(OFFSETS_TOPIC, partition)
+            .is_some_and(|p| p.leader_node().is_none())
+    };
+    if !is_leader && svc.is_loading_in(partition, EPOCH_UNKNOWN) && electing() {
+        return;
+    }
     if let LeadershipAction::Load { epoch } = svc.on_leadership(partition, is_leader, epoch) {
         spawn_load(shard, svc, partition, epoch);
     }
@@ -251,21 +270,13 @@ fn spawn_load(shard: &Rc<Shard>, svc: Rc<GroupService>, partition: i32, epoch: i
 }
 
 /// The engine's view of this node's role for `__consumer_offsets`/`partition` on this core:
-/// `Some((is_leader, epoch))`, or `None` while unknown (the partition is assigned here but
-/// not open yet). A partition not assigned to this node is "not leader".
+/// `Some((is_leader, epoch))`, or `None` while undecided (the partition is assigned here but
+/// not open yet, or its Raft group has no known leader). A partition not assigned to this
+/// node is "not leader".
 fn leadership_of(shard: &Shard, partition: i32) -> Option<(bool, i32)> {
     if let Some(p) = shard.partition(OFFSETS_TOPIC, partition) {
-        if shard
-            .extension(ReportedPartitions::default)
-            .0
-            .borrow()
-            .contains(&partition)
-        {
-            return None;
-        }
-        // Partition::replicate is the one write path; at replication factor 1 the open
-        // partition is its own leader.
-        return Some((true, p.leader_epoch()));
+        p.leader_node()?;
+        return Some((p.is_leader(), p.leader_epoch()));
     }
     let meta = shard.metadata();
     let topic = meta.topic(OFFSETS_TOPIC)?;
@@ -286,6 +297,7 @@ pub async fn start_core(shard: &Rc<Shard>) {
     let owned: Vec<i32> = (0..n)
         .filter(|p| shard.owner_of(OFFSETS_TOPIC, *p) == shard.core())
         .collect();
+    // (`begin_load` leaves alone a partition the engine already reported on.)
     for p in &owned {
         svc.begin_load(*p);
     }
