@@ -912,4 +912,67 @@ mod tests {
             assert!(r.assignment.is_empty());
         });
     }
+
+    /// Effects are carried out in order and an append can wait; state computed in one leader
+    /// epoch must not reach the log in a later one. Offset expiry (KIP-211) tombstones two
+    /// partitions in one pass; while the first append is in flight the second partition
+    /// changes hands and comes back in a newer epoch: its tombstones are not written.
+    #[test]
+    fn appends_computed_in_an_old_epoch_are_not_written_in_a_new_one() {
+        let log = Rc::new(MemLog::default());
+        let clock = Rc::new(ManualClock::new(0));
+        let svc = service(log.clone(), clock.clone());
+        // Expiry appends partition by partition in ascending order: `first` is appended
+        // (and held) before `second`.
+        let on = |p: i32| {
+            (0..100)
+                .map(|i| format!("grp-{i}"))
+                .find(|g| svc.partition_for(g) == p)
+                .expect("a group on each partition")
+        };
+        let (first, second) = (0, 1);
+        let other_group = on(second);
+        let mut commit = simple_commit(1);
+        commit.group_id = on(first);
+        block_on(svc.commit(&commit)).unwrap();
+        commit.group_id = other_group.clone();
+        block_on(svc.commit(&commit)).unwrap();
+        let records_of = |p: i32| log.parts.borrow().get(&p).map_or(0, Vec::len);
+        assert_eq!((records_of(first), records_of(second)), (1, 1));
+        // Past offsets.retention.minutes and the check interval: both offsets expire.
+        clock.advance_ms(GroupConfig::default().offsets_retention_ms + 1);
+        block_on(async {
+            log.hold.set(true);
+            let mut tick = std::pin::pin!(svc.tick());
+            assert!(futures_lite::future::poll_once(tick.as_mut())
+                .await
+                .is_none());
+            // The expiry pass dropped both groups from memory and waits on its first append.
+            // Meanwhile `second` moves away and back (epoch 2) and is replayed: its offset is
+            // still in the log, so it is served again.
+            svc.on_leadership(second, false, 1);
+            svc.on_leadership(second, true, 2);
+            log.hold.set(false);
+            svc.load_partition_in_epoch(second, 2).await.unwrap();
+            log.release();
+            tick.await;
+        });
+        assert_eq!(
+            records_of(first),
+            3,
+            "offset, its tombstone, group tombstone"
+        );
+        assert_eq!(
+            records_of(second),
+            1,
+            "no tombstone from the old epoch in the new one"
+        );
+        assert_eq!(
+            svc.fetch_offsets(&other_group, Some(&[("t".into(), vec![0])]))
+                .unwrap()[0]
+                .offset,
+            1,
+            "memory and log agree in epoch 2"
+        );
+    }
 }
