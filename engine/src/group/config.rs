@@ -26,6 +26,11 @@ pub struct GroupConfig {
     /// each partition costs a log per core on small machines. Must not change once groups
     /// exist (it decides where every group lives).
     pub offsets_topic_num_partitions: i32,
+    /// `offsets.commit.timeout.ms` (Kafka default 5000): how long an append to
+    /// `__consumer_offsets` (an offset commit or a group record) may wait for a majority of
+    /// the partition's replicas before the request fails with COORDINATOR_NOT_AVAILABLE (the
+    /// records may still commit later; the client retries).
+    pub offsets_commit_timeout_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -39,6 +44,7 @@ impl Default for GroupConfig {
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
             offsets_topic_num_partitions: 16,
+            offsets_commit_timeout_ms: 5000,
         }
     }
 }

@@ -31,6 +31,9 @@ const LOAD_READ_BYTES_MAX: usize = 1 << 30;
 /// on every change; it also covers a partition that is not open yet or not on this node).
 const LEADERSHIP_CHECK_INTERVAL_MS: u64 = 200;
 
+/// Kafka's REQUEST_TIMED_OUT error code (an append that outlived `offsets.commit.timeout.ms`).
+const REQUEST_TIMED_OUT: i16 = 7;
+
 /// Pause between attempts to replay a partition whose log could not be read.
 const LOAD_RETRY_MS: u64 = 500;
 
@@ -66,14 +69,28 @@ impl OffsetsLog for ShardOffsetsLog {
                 .map(|r| (Some(&r.key[..]), r.value.as_deref()))
                 .collect();
             let batch = freshet_raft::batch::encode_batch(0, timestamp_ms, -1, &kv);
-            shard
-                .local_replicate(OFFSETS_TOPIC, partition, batch, Acks::All)
-                .await
-                .map(|_| ())
-                .map_err(|code| {
-                    tracing::warn!(partition, code, "__consumer_offsets append failed");
-                    from_append_code(code)
-                })
+            let timeout_ms = shard.config().groups.offsets_commit_timeout_ms.max(0) as u64;
+            let append = async {
+                shard
+                    .local_replicate(OFFSETS_TOPIC, partition, batch, Acks::All)
+                    .await
+                    .map(|_| ())
+                    .map_err(|code| {
+                        tracing::warn!(partition, code, "__consumer_offsets append failed");
+                        from_append_code(code)
+                    })
+            };
+            let timeout = async {
+                glommio::timer::sleep(Duration::from_millis(timeout_ms)).await;
+                tracing::warn!(
+                    partition,
+                    timeout_ms,
+                    "__consumer_offsets append not committed in offsets.commit.timeout.ms"
+                );
+                // Kafka: REQUEST_TIMED_OUT → COORDINATOR_NOT_AVAILABLE.
+                Err(from_append_code(REQUEST_TIMED_OUT))
+            };
+            futures_lite::future::or(append, timeout).await
         })
     }
 
