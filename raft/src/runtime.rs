@@ -36,7 +36,7 @@ use glommio::channels::local_channel::LocalReceiver;
 use crate::log::GroupLog;
 use crate::meta::MetaStore;
 pub use crate::multiraft::GroupStatus;
-use crate::multiraft::{DriverError, Event, MultiRaft, ProposeError};
+use crate::multiraft::{DriverError, DriverStats, Event, MultiRaft, ProposeError};
 use crate::store::GroupState;
 use crate::transport::{Envelope, GroupId, NodeId, Transport};
 
@@ -129,6 +129,12 @@ enum Command<L> {
         group: GroupId,
         to: NodeId,
     },
+    /// Log compaction (Raft §7), see [`RaftHandle::compact`].
+    Compact {
+        group: GroupId,
+        kafka_offset: i64,
+        reply: SlotRef<Result<Option<i64>, DriverError>>,
+    },
     Stop,
 }
 
@@ -148,6 +154,8 @@ struct Shared<L> {
     callbacks: Vec<Callback>,
     /// Set once the loop has ended (why).
     stopped: Option<String>,
+    /// The driver's counters as of the last pass.
+    stats: DriverStats,
     stop_waiters: Vec<SlotRef<()>>,
 }
 
@@ -292,6 +300,33 @@ impl<L: GroupLog + 'static> RaftHandle<L> {
         }
     }
 
+    /// Log compaction (Raft §7; retention and DeleteRecords): drops `group`'s entries below
+    /// the one holding Kafka offset `kafka_offset`, never past the applied (committed)
+    /// entries: records at or after `kafka_offset` that are held stay, and the batch holding
+    /// it stays whole, so the new log start may be below `kafka_offset`. Works on any
+    /// replica (each one compacts its own log); a follower that later needs dropped entries
+    /// gets a snapshot from the leader and restarts its log at the leader's start. Returns
+    /// the log start Kafka offset afterwards, `Ok(None)` if the group is not open on this
+    /// core. Executed between passes. An error is an I/O failure of the log or the state
+    /// directory (which also stops the runtime) or a stopped runtime.
+    pub async fn compact(
+        &self,
+        group: GroupId,
+        kafka_offset: i64,
+    ) -> Result<Option<i64>, DriverError> {
+        let reply = new_slot();
+        let why = self.shared.borrow().stopped.clone();
+        let cmd = Command::Compact {
+            group,
+            kafka_offset,
+            reply: reply.clone(),
+        };
+        self.command(cmd, reply, || {
+            Err(DriverError::Stopped(why.unwrap_or_default()))
+        })
+        .await
+    }
+
     /// Stops the loop after the current pass and returns once it has stopped. Waiting
     /// proposals fail with `NotLeader`; the driver (and its references to the logs) is
     /// dropped.
@@ -308,6 +343,16 @@ impl<L: GroupLog + 'static> RaftHandle<L> {
             Completion { slot: reply }
         };
         waiter.await
+    }
+
+    /// This node's Raft id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.borrow().node_id
+    }
+
+    /// The driver's counters as of the last pass (flushes, envelopes, state-file writes...).
+    pub fn stats(&self) -> DriverStats {
+        self.shared.borrow().stats
     }
 
     /// Why the loop ended (stop or a fatal driver error), if it did.
@@ -416,6 +461,7 @@ where
             .filter_map(|g| Some((g, driver.status(g)?)))
             .collect(),
         callbacks: Vec::new(),
+        stats: driver.stats(),
         stopped: None,
         stop_waiters: Vec::new(),
     }));
@@ -448,6 +494,9 @@ where
                     complete(&reply, Err(DriverError::Stopped(why.clone())))
                 }
                 Command::Close { reply, .. } => complete(&reply, None),
+                Command::Compact { reply, .. } => {
+                    complete(&reply, Err(DriverError::Stopped(why.clone())))
+                }
                 Command::TransferLeader { .. } | Command::Stop => {}
             }
         }
@@ -547,6 +596,21 @@ where
                     driver.transfer_leader(group, to);
                     dirty.insert(group);
                 }
+                Command::Compact {
+                    group,
+                    kafka_offset,
+                    reply,
+                } => match driver.compact(group, kafka_offset).await {
+                    Ok(start) => {
+                        dirty.insert(group);
+                        complete(&reply, Ok(start));
+                    }
+                    Err(e) => {
+                        // The runtime stops with the I/O error; the caller learns why.
+                        complete(&reply, Err(DriverError::Stopped(e.to_string())));
+                        return Err(e);
+                    }
+                },
                 Command::Stop => stop = true,
             }
         }
@@ -624,6 +688,7 @@ where
         let mut changed = Vec::new();
         {
             let mut sh = shared.borrow_mut();
+            sh.stats = driver.stats();
             for g in refresh {
                 let Some(st) = driver.status(g) else { continue };
                 if opened.remove(&g) || sh.statuses.get(&g) != Some(&st) {

@@ -163,6 +163,12 @@ fn groups_are_opened_closed_and_reopened_while_the_loop_runs() {
         assert_eq!(b.kafka_offset, 0, "groups have their own offsets");
         let c = h.replicate(1, batch(2), WaitFor::Leader).await.unwrap();
         assert_eq!(c.kafka_offset, 3);
+        assert_eq!(h.node_id(), 1);
+        assert!(
+            h.stats().flushes >= 3,
+            "the driver flushed every write: {:?}",
+            h.stats()
+        );
 
         let log = h.close_group(1).await.expect("group 1 was open");
         assert!(h.status(1).is_none());
