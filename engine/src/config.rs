@@ -93,6 +93,14 @@ pub struct ClusterConfig {
     /// How often each core moves leadership of the groups it leads back to their preferred
     /// replica (`replicas[0]`) when that replica is in sync; 0 disables.
     pub leader_rebalance_interval_ms: u64,
+    /// Internal RPC calls (HELLO, LEADERS, controller forwarding) outstanding per peer.
+    pub rpc_calls_in_flight_per_peer_max: usize,
+    /// Discovery: a seed that did not answer HELLO is asked again after this long.
+    pub discovery_retry_ms: u64,
+    /// Each node sends its LEADERS list to every peer at least this often (and on change).
+    pub leaders_report_interval_ms: u64,
+    /// A peer's LEADERS list is dropped after this long without a new one.
+    pub leaders_expiry_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -109,6 +117,10 @@ impl Default for ClusterConfig {
             rpc_frame_bytes_max: 64 * 1024 * 1024,
             rpc_send_queue_frames_max: 1024,
             leader_rebalance_interval_ms: 5000,
+            rpc_calls_in_flight_per_peer_max: 64,
+            discovery_retry_ms: 200,
+            leaders_report_interval_ms: 1000,
+            leaders_expiry_ms: 5000,
         }
     }
 }

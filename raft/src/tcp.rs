@@ -159,7 +159,8 @@ pub fn listen(
     cfg: RpcConfig,
     inbox: LocalSender<Envelope>,
 ) -> io::Result<SocketAddr> {
-    serve_on(addr, cfg, Sink::Inbox(Rc::new(inbox)), None)
+    // Dropping the handle detaches the accept task: it serves for the executor's lifetime.
+    serve_on(addr, cfg, Sink::Inbox(Rc::new(inbox)), None).map(|l| l.local_addr())
 }
 
 // ------------------------------------------------------------------ serving requests
@@ -191,8 +192,27 @@ pub fn serve(
     cfg: RpcConfig,
     on_envelope: EnvelopeSink,
     on_request: RequestHandler,
-) -> io::Result<SocketAddr> {
+) -> io::Result<Listener> {
     serve_on(addr, cfg, Sink::Callback(on_envelope), Some(on_request))
+}
+
+/// A serving listener (per core, `!Send`). [`Listener::close`] stops accepting and closes
+/// the listening socket; connections already accepted keep being served until they end.
+pub struct Listener {
+    addr: SocketAddr,
+    accept: glommio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    /// The bound address (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting; the socket closes once the executor drops the accept task.
+    pub fn close(&self) {
+        self.accept.cancel();
+    }
 }
 
 fn serve_on(
@@ -200,12 +220,12 @@ fn serve_on(
     cfg: RpcConfig,
     sink: Sink,
     on_request: Option<RequestHandler>,
-) -> io::Result<SocketAddr> {
+) -> io::Result<Listener> {
     let listener = TcpListener::bind(addr).map_err(|e| io::Error::other(e.to_string()))?;
     let local = listener
         .local_addr()
         .map_err(|e| io::Error::other(e.to_string()))?;
-    glommio::spawn_local(async move {
+    let accept = glommio::spawn_local(async move {
         while let Ok(stream) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             glommio::spawn_local(read_loop(
@@ -218,7 +238,10 @@ fn serve_on(
         }
     })
     .detach();
-    Ok(local)
+    Ok(Listener {
+        addr: local,
+        accept,
+    })
 }
 
 /// Reads one frame body; `None` at end of stream, on an I/O error or an oversized length.
@@ -726,7 +749,8 @@ mod call_tests {
                 Rc::new(move |env| g.borrow_mut().push(env)),
                 handler(served.clone()),
             )
-            .unwrap();
+            .unwrap()
+            .local_addr();
             let c = RpcClient::new(RpcConfig::default());
             let t = Duration::from_secs(5);
             let echo = c.call(addr, 1, Bytes::from_static(b"ping"), t).await;
@@ -796,7 +820,8 @@ mod call_tests {
                 Rc::new(|_| {}),
                 handler(served.clone()),
             )
-            .unwrap();
+            .unwrap()
+            .local_addr();
             let c = RpcClient::new(cfg.clone());
             let sleep_ms = |ms: u64| Bytes::copy_from_slice(&ms.to_le_bytes());
             // A slow handler: the caller times out; the connection stays usable.
@@ -903,6 +928,40 @@ mod call_tests {
             s.write_all(&resp).await.unwrap();
             assert_eq!(call.await, Ok(Bytes::from_static(b"again")));
             assert_eq!(c.stats().connects, 2);
+        });
+    }
+
+    #[test]
+    fn a_closed_listener_refuses_new_connections_and_its_address_can_be_served_again() {
+        run(|| async {
+            let l = serve(
+                "127.0.0.1:0".parse().unwrap(),
+                RpcConfig::default(),
+                Rc::new(|_| {}),
+                handler(Rc::default()),
+            )
+            .unwrap();
+            let addr = l.local_addr();
+            let c = RpcClient::new(RpcConfig::default());
+            let t = Duration::from_secs(5);
+            assert!(c.call(addr, 1, Bytes::new(), t).await.is_ok());
+            l.close();
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            assert!(TcpStream::connect(addr).await.is_err());
+            // A restarted node binds the same address.
+            let again = serve(
+                addr,
+                RpcConfig::default(),
+                Rc::new(|_| {}),
+                handler(Rc::default()),
+            )
+            .unwrap();
+            let c2 = RpcClient::new(RpcConfig::default());
+            assert_eq!(
+                c2.call(again.local_addr(), 1, Bytes::from_static(b"x"), t)
+                    .await,
+                Ok(Bytes::from_static(b"x"))
+            );
         });
     }
 }
