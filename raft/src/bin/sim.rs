@@ -70,7 +70,7 @@ fn main() {
             Ok(r) => {
                 if !quiet {
                     println!(
-                        "seed {} ok: nodes {} groups {} proposed {} acked {} failed {} crashes {} partitions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?}, driver {:?} ({} ms wall)",
+                        "seed {} ok: nodes {} groups {} proposed {} acked {} failed {} crashes {} partitions {} compactions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?}, driver {:?} ({} ms wall)",
                         r.seed,
                         r.nodes,
                         r.groups,
@@ -79,6 +79,7 @@ fn main() {
                         r.failed,
                         r.crashes,
                         r.partitions,
+                        r.compactions,
                         r.leaderships,
                         r.envelopes,
                         r.converge_ms,

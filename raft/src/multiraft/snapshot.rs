@@ -119,8 +119,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
     /// Follower side of §7, inside a pass, before the entries of the same `Ready` are
     /// appended: see the module docs for the order of writes. `hs` is the `Ready`'s hard
     /// state, if it changed (its term and vote are persisted with the anchor). Returns the
-    /// tokens of proposals that can no longer be tracked (at or below the snapshot index)
-    /// and the new high watermark.
+    /// tokens of proposals that can no longer be tracked and the new high watermark.
     pub(super) async fn install_snapshot(
         meta: &M,
         gid: GroupId,
@@ -160,13 +159,13 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             st.install_snapshot(anchor, conf_state);
             st.hard_state = hard_state;
         }
-        // Proposals this node made as an earlier leader: those at or below the snapshot
-        // index may or may not have committed (their entries are gone here); later ones are
-        // still decided by what gets applied at their index.
-        let mut failed = Vec::new();
-        while g.pending.front().is_some_and(|p| p.index <= md.index) {
-            failed.push(g.pending.pop_front().expect("non-empty").token);
-        }
+        // Proposals this node made as an earlier leader: their entries are gone from this
+        // log, so they can no longer be tracked; they fail (Superseded, the client retries)
+        // even though some may have committed on the others, as after any leader change
+        // with an outcome this node cannot see. (Keeping those above the snapshot index
+        // would break the growing-index order of `pending` once this node leads again:
+        // found by sim seed 325.)
+        let failed = g.pending.drain(..).map(|p| p.token).collect();
         Ok((failed, anchor.kafka_offset))
     }
 

@@ -10,6 +10,12 @@
 //! - Kafka offsets are dense over data batches, Raft-internal batches have none, and every
 //!   node's offset translator agrees with a recount from the log;
 //! - no batch appears twice (proposals are never retried, so a duplicate is a bug);
+//! - log compaction (§7): nodes compact their groups at random points up to their applied
+//!   index during the faulty phase, so crashed or cut-off followers come back below the
+//!   leader's log start and catch up by snapshot. The checks above then hold from each
+//!   replica's log start on: every replica's log is byte-identical to the longest one from
+//!   its own start, its anchor agrees with the recount, no log start passes the high
+//!   watermark or the largest Kafka offset ever asked to compact to;
 //! - liveness after healing: every group elects a leader and every replica catches up.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +66,9 @@ pub struct SimConfig {
     pub crash_per_million: u32,
     /// Network partitions per simulated ms, per million.
     pub partition_per_million: u32,
+    /// Log compactions (a random node and group, up to a random applied point) per
+    /// simulated ms, per million; 0 disables them.
+    pub compact_per_million: u32,
     /// Per-group entry cache budget (small to exercise the asynchronous fetch path).
     pub cache_bytes_max: usize,
     /// Network faults during the faulty phase.
@@ -89,6 +98,12 @@ impl SimConfig {
                 delay_max_ms: 1 + r.below(30),
             },
             backend: Backend::Storage,
+            // Drawn last so that the other parameters of a seed are unchanged by it.
+            compact_per_million: if r.chance(200_000) {
+                0
+            } else {
+                r.below(15_000) as u32
+            },
         }
     }
 }
@@ -112,6 +127,8 @@ pub struct SimReport {
     pub crashes: u64,
     /// Network partitions.
     pub partitions: u64,
+    /// Log compactions that moved a log start (§7).
+    pub compactions: u64,
     /// Distinct (group, term) leaderships observed.
     pub leaderships: u64,
     /// Envelopes sent / dropped by the network.
@@ -250,6 +267,9 @@ struct Sim<S: NodeStore> {
     leaders: BTreeMap<(GroupId, u64), NodeId>,
     report: SimReport,
     heal_at_ms: Option<u64>,
+    /// Per group: the largest Kafka offset any node was asked to compact to (no log start
+    /// may pass it).
+    compact_requested: BTreeMap<GroupId, i64>,
 }
 
 const TICK_MS: u64 = 10;
@@ -365,6 +385,59 @@ impl<S: NodeStore> Sim<S> {
         }
     }
 
+    /// Log compaction (§7) on a random live node (a leader more often: its compaction is what
+    /// sends lagging followers snapshots) up to a random point between its log start and its
+    /// high watermark.
+    fn compact(&mut self) -> Result<(), String> {
+        let g = self.rng.below(self.cfg.groups);
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].driver.is_some())
+            .collect();
+        if up.is_empty() {
+            return Ok(());
+        }
+        let leaders: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|i| {
+                self.nodes[*i]
+                    .driver
+                    .as_ref()
+                    .is_some_and(|d| d.is_leader(g))
+            })
+            .collect();
+        let i = if !leaders.is_empty() && self.rng.chance(700_000) {
+            leaders[self.rng.below(leaders.len() as u64) as usize]
+        } else {
+            up[self.rng.below(up.len() as u64) as usize]
+        };
+        let n = &mut self.nodes[i];
+        let d = n.driver.as_mut().expect("up");
+        let start = d
+            .group_state(g)
+            .expect("group")
+            .borrow()
+            .anchor
+            .kafka_offset;
+        let hw = d.high_watermark(g).expect("group");
+        let k = start + self.rng.below((hw - start) as u64 + 1) as i64;
+        let r = self.compact_requested.entry(g).or_insert(0);
+        *r = (*r).max(k);
+        let got = block_on(d.compact(g, k))
+            .map_err(|e| format!("node {} compact group {g} to {k}: {e}", n.id))?
+            .ok_or("compact: group not open")?;
+        if got < start || got > k.max(start) || got > hw {
+            return Err(format!(
+                "node {} group {g}: compact({k}) from start {start} (hw {hw}) moved the start to {got}",
+                n.id
+            ));
+        }
+        if got > start {
+            self.report.compactions += 1;
+        }
+        Ok(())
+    }
+
     fn step(&mut self, now_ms: u64, faulty: bool) -> Result<(), String> {
         self.net.set_now(now_ms);
         self.clock.set_ms(now_ms as i64);
@@ -391,6 +464,9 @@ impl<S: NodeStore> Sim<S> {
         }
         if faulty && self.rng.chance(self.cfg.produce_per_million) {
             self.produce();
+        }
+        if faulty && self.rng.chance(self.cfg.compact_per_million) {
+            self.compact()?;
         }
         for n in &mut self.nodes {
             let Some(d) = n.driver.as_mut() else { continue };
@@ -487,38 +563,93 @@ impl<S: NodeStore> Sim<S> {
 
     fn check(&mut self) -> Result<(), String> {
         for g in 0..self.cfg.groups {
-            let reference = self.read_log(&self.nodes[0], g)?;
-            for n in &self.nodes[1..] {
-                let other = self.read_log(n, g)?;
-                if other.len() != reference.len() {
+            // Each node's log, from its own start (its anchor, §7).
+            let mut logs = Vec::new();
+            for n in &self.nodes {
+                let st = n
+                    .driver
+                    .as_ref()
+                    .expect("all up")
+                    .group_state(g)
+                    .expect("group");
+                let anchor = st.borrow().anchor;
+                let start = n.logs[&g].log_start_offset();
+                if start != anchor.log_offset {
                     return Err(format!(
-                        "Log Matching (§5.3): group {g}: node 1 has {} batches, node {} has {}",
-                        reference.len(),
+                        "node {} group {g}: log starts at {start}, anchor says {}",
+                        n.id, anchor.log_offset
+                    ));
+                }
+                let limit = self.compact_requested.get(&g).copied().unwrap_or(0);
+                if anchor.kafka_offset > limit {
+                    return Err(format!(
+                        "node {} group {g}: log start Kafka offset {} beyond the largest compaction asked for ({limit})",
+                        n.id, anchor.kafka_offset
+                    ));
+                }
+                logs.push((anchor, self.read_log(n, g)?));
+            }
+            // The reference: the longest history (lowest start). Log Matching (§5.3): every
+            // other log is byte-identical to it from that log's own start to the end.
+            let r = (0..logs.len())
+                .min_by_key(|i| logs[*i].0.log_offset)
+                .expect("nodes");
+            let (ref_anchor, reference) = (logs[r].0, logs[r].1.clone());
+            let ref_id = self.nodes[r].id;
+            for (i, n) in self.nodes.iter().enumerate() {
+                let (anchor, other) = &logs[i];
+                let tail: Vec<_> = reference
+                    .iter()
+                    .filter(|b| b.0 >= anchor.log_offset)
+                    .cloned()
+                    .collect();
+                if other.len() != tail.len() {
+                    return Err(format!(
+                        "Log Matching (§5.3): group {g}: from log offset {}, node {ref_id} has {} batches, node {} has {}",
+                        anchor.log_offset,
+                        tail.len(),
                         n.id,
                         other.len()
                     ));
                 }
-                for (a, b) in reference.iter().zip(&other) {
+                for (a, b) in tail.iter().zip(other) {
                     if a != b {
                         return Err(format!(
-                            "Log Matching (§5.3): group {g}: node 1 and node {} differ at log offset {} (terms {} vs {})",
+                            "Log Matching (§5.3): group {g}: node {ref_id} and node {} differ at log offset {} (terms {} vs {})",
                             n.id, a.0, a.1, b.1
                         ));
                     }
                 }
             }
-            // Recount Kafka offsets from the log; check every node's translator against it.
-            let mut kafka = 0i64;
+            // Recount Kafka offsets from the reference log, from its anchor; check every
+            // node's anchor and translator against it.
+            let mut kafka = ref_anchor.kafka_offset;
             let mut seen: BTreeMap<u64, i64> = BTreeMap::new();
-            let mut log_expected = reference.first().map_or(0, |r| r.0);
+            let mut log_expected = ref_anchor.log_offset;
+            let check_anchors = |log_offset: i64, kafka: i64| -> Result<(), String> {
+                for (i, n) in self.nodes.iter().enumerate() {
+                    let a = logs[i].0;
+                    if a.log_offset == log_offset && a.kafka_offset != kafka {
+                        return Err(format!(
+                            "node {} group {g}: anchor at log offset {log_offset} says Kafka offset {}, recount says {kafka}",
+                            n.id, a.kafka_offset
+                        ));
+                    }
+                }
+                Ok(())
+            };
             for (log_offset, _term, b) in &reference {
                 let h = crate::batch::parse_batch(b).map_err(|e| e.to_string())?;
                 if *log_offset != log_expected {
                     return Err(format!("group {g}: log offsets not dense at {log_offset}"));
                 }
+                check_anchors(*log_offset, kafka)?;
                 log_expected += i64::from(h.offset_count());
                 let internal = internal_kind(&h, b).is_some();
-                for n in &self.nodes {
+                for (i, n) in self.nodes.iter().enumerate() {
+                    if *log_offset < logs[i].0.log_offset {
+                        continue;
+                    }
                     let st = n
                         .driver
                         .as_ref()
@@ -550,6 +681,7 @@ impl<S: NodeStore> Sim<S> {
                 }
                 kafka += i64::from(h.offset_count());
             }
+            check_anchors(log_expected, kafka)?;
             for n in &self.nodes {
                 let d = n.driver.as_ref().expect("all up");
                 if d.high_watermark(g) != Some(kafka) {
@@ -560,6 +692,8 @@ impl<S: NodeStore> Sim<S> {
                     ));
                 }
             }
+            // §8: every acknowledged batch at or above the log start is held, at its offset
+            // (batches below it were compacted away on every replica, §7).
             for a in self.acked.iter().filter(|a| a.group == g) {
                 match seen.get(&a.token) {
                     Some(k) if *k == a.kafka_offset => {}
@@ -569,6 +703,7 @@ impl<S: NodeStore> Sim<S> {
                             a.token, a.kafka_offset
                         ))
                     }
+                    None if a.kafka_offset < ref_anchor.kafka_offset => {}
                     None => {
                         return Err(format!(
                             "§8 violated: group {g}: acknowledged token {} (offset {}) lost",
@@ -629,6 +764,7 @@ fn run<S: NodeStore>(cfg: &SimConfig, store: impl Fn(u64) -> S) -> Result<SimRep
             ..Default::default()
         },
         heal_at_ms: None,
+        compact_requested: BTreeMap::new(),
     };
     for i in 0..sim.nodes.len() {
         sim.start_node(i)?;
