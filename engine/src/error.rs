@@ -52,6 +52,13 @@ pub enum TopicError {
     InvalidPartitions(String),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// No controller leader answered in time (retriable).
+    #[error("controller unavailable: {0}")]
+    ControllerUnavailable(String),
     #[error("metadata store: {0}")]
     Store(String),
     #[error("broker is shutting down")]
@@ -66,6 +73,9 @@ impl TopicError {
             TopicError::InvalidName(_) => code::INVALID_TOPIC_EXCEPTION,
             TopicError::InvalidPartitions(_) => code::INVALID_PARTITIONS,
             TopicError::InvalidConfig(_) => code::INVALID_CONFIG,
+            TopicError::InvalidReplicationFactor(_) => code::INVALID_REPLICATION_FACTOR,
+            TopicError::InvalidReplicaAssignment(_) => code::INVALID_REPLICA_ASSIGNMENT,
+            TopicError::ControllerUnavailable(_) => code::REQUEST_TIMED_OUT,
             TopicError::Store(_) => code::KAFKA_STORAGE_ERROR,
             TopicError::ShuttingDown => code::LEADER_NOT_AVAILABLE,
         }

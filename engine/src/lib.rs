@@ -32,8 +32,8 @@
 //! snapshot and return once every core applied it. `shard::validate_new_topic` checks a
 //! CreateTopics entry without creating it (validate_only).
 
-pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod error;
 pub mod group;
 pub mod metadata;

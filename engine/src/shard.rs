@@ -90,7 +90,7 @@ impl Future for ReplyWait {
 pub type LocalLeader = (i32, i32, Vec<i32>);
 
 /// How `set_topic_config` changes a topic's config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicConfigChange {
     /// AlterConfigs: the topic's overrides become exactly these.
     Replace(Vec<(String, String)>),
