@@ -32,6 +32,7 @@
 //! snapshot and return once every core applied it. `shard::validate_new_topic` checks a
 //! CreateTopics entry without creating it (validate_only).
 
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod error;
