@@ -13,6 +13,8 @@
 #   BENCH_CORES       --cores of every node (default 1: three nodes share this machine's cores)
 #   BENCH_OUT         directory for JSON/SVG results and node logs (default target/bench-replication)
 #   BENCH_NO_DOCS     set to 1 to leave docs/benchmarks.md alone
+#   BENCH_DOC         the file to update (default docs/benchmarks.md of this checkout)
+#   CARGO_TARGET_DIR  honoured (the binary is $CARGO_TARGET_DIR/release/freshet)
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -22,7 +24,8 @@ RATE=${BENCH_RATE:-5000}
 PARTITIONS=${BENCH_PARTITIONS:-6}
 CORES=${BENCH_CORES:-1}
 OUT=${BENCH_OUT:-$ROOT/target/bench-replication}
-BIN=$ROOT/target/release/freshet
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release/freshet
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json
 
@@ -155,7 +158,7 @@ PY
 cat "$OUT/section.md"
 
 if [ "${BENCH_NO_DOCS:-0}" != "1" ]; then
-  python3 - "$ROOT/docs/benchmarks.md" "$OUT/section.md" <<'PY'
+  python3 - "${BENCH_DOC:-$ROOT/docs/benchmarks.md}" "$OUT/section.md" <<'PY'
 import sys
 doc, section = sys.argv[1], open(sys.argv[2]).read()
 begin, end = "<!-- BEGIN REPLICATION BENCH -->", "<!-- END REPLICATION BENCH -->"
