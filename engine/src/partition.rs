@@ -56,8 +56,6 @@ pub enum PartitionError {
     InvalidProducerEpoch,
     #[error("storage error: {0}")]
     Storage(String),
-    #[error("refused: {0}")]
-    PolicyViolation(String),
 }
 
 impl PartitionError {
@@ -75,7 +73,6 @@ impl PartitionError {
             PartitionError::DuplicateSequence => DUPLICATE_SEQUENCE_NUMBER,
             PartitionError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
             PartitionError::Storage(_) => code::KAFKA_STORAGE_ERROR,
-            PartitionError::PolicyViolation(_) => code::POLICY_VIOLATION,
         }
     }
 
@@ -225,6 +222,9 @@ pub struct Partition {
     producers_term: Cell<u64>,
     producers_rebuild: Semaphore,
     producer_state_scan_bytes: u64,
+    /// DeleteRecords' log start (Kafka offset, KIP-107), persisted in the partition
+    /// directory; the visible log start is the larger of it and the group's anchor.
+    deleted_below: Cell<i64>,
     dir: PathBuf,
 }
 
@@ -294,7 +294,9 @@ impl Partition {
         } else {
             0
         };
+        let deleted_below = read_log_start_file(&spec.dir);
         Ok(Rc::new(Partition {
+            deleted_below: Cell::new(deleted_below),
             topic: spec.topic,
             index: spec.index,
             topic_id: spec.topic_id,
@@ -400,7 +402,7 @@ impl Partition {
         PartitionOffsets {
             high_watermark: hw,
             last_stable_offset: hw,
-            log_start_offset: st.anchor.kafka_offset,
+            log_start_offset: st.anchor.kafka_offset.max(self.deleted_below.get()),
             log_end_offset: st.kafka_end_offset(),
         }
     }
@@ -736,6 +738,10 @@ impl Partition {
             });
         }
         if target > offsets.log_start_offset {
+            write_log_start_file(&self.dir, target)
+                .map_err(|e| PartitionError::Storage(format!("persisting the log start: {e}")))?;
+            self.deleted_below.set(target);
+            // The space goes with the whole batches below the new start.
             self.compact_to(target).await?;
             // Fetch waiters re-check their offsets against the new log start.
             self.hw_changed.notify_all();
@@ -743,14 +749,19 @@ impl Partition {
         Ok(self.offsets().log_start_offset)
     }
 
-    /// Moves the group's log start to `kafka_offset` (≤ the high watermark). Needs the Raft
-    /// group's anchor to move with the log's start (prefix truncation through the driver,
-    /// component F); until the runtime offers it, the change is refused rather than done
-    /// behind Raft's back (a restart would not find the group's anchor in the log).
+    /// Log compaction (Raft §7) of this replica's group up to the entry holding
+    /// `kafka_offset` (≤ the high watermark): the driver moves the group's anchor, then
+    /// prefix-truncates the log, so a restart and lagging followers (sent a snapshot) stay
+    /// consistent. Returns the group's log start afterwards (a batch's base: the batch
+    /// holding `kafka_offset` stays whole).
     async fn compact_to(&self, kafka_offset: i64) -> Result<i64, PartitionError> {
-        Err(PartitionError::PolicyViolation(format!(
-            "moving the log start of a replicated partition to {kafka_offset} needs raft log compaction, which this build lacks"
-        )))
+        match self.raft.compact(self.group, kafka_offset).await {
+            Ok(Some(start)) => Ok(start),
+            Ok(None) => Err(PartitionError::NotLeader),
+            Err(e) => Err(PartitionError::Storage(format!(
+                "compacting the raft group: {e}"
+            ))),
+        }
     }
 
     /// Retention (retention.bytes / retention.ms): the Kafka offset whole old segments could
@@ -824,6 +835,44 @@ impl Partition {
         let epochs = kafka_epochs(&st, &self.log.epochs());
         epoch_end_offset(&epochs, st.kafka_end_offset(), requested)
     }
+}
+
+/// File in the partition directory holding DeleteRecords' log start:
+/// `kafka_offset:i64 BE, crc32c(kafka_offset bytes):u32 BE`. The storage log ignores
+/// files it does not know (and deletes them with the directory).
+const LOG_START_FILE: &str = "kafka-log-start";
+
+/// Reads DeleteRecords' log start; 0 when absent, or (logged) unreadable.
+fn read_log_start_file(dir: &std::path::Path) -> i64 {
+    let path = dir.join(LOG_START_FILE);
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 12 && crc32c::crc32c(&b[..8]).to_be_bytes() == b[8..12] => {
+            i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+        }
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "corrupt DeleteRecords log start file ignored");
+            0
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "DeleteRecords log start file unreadable");
+            0
+        }
+    }
+}
+
+/// Replaces DeleteRecords' log start atomically and durably (write a new file, fsync,
+/// rename, fsync the directory). Blocking std::fs: DeleteRecords is rare.
+fn write_log_start_file(dir: &std::path::Path, kafka_offset: i64) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut b = kafka_offset.to_be_bytes().to_vec();
+    b.extend_from_slice(&crc32c::crc32c(&b).to_be_bytes());
+    let tmp = dir.join(format!("{LOG_START_FILE}.new"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&b)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(LOG_START_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Bytes asked of the log per read while replaying producer state.

@@ -966,6 +966,8 @@ impl Shard {
     /// A status change of one of this core's groups (the runtime's `on_change`, and once
     /// right after a partition opened).
     fn on_group_status(self: &Rc<Self>, group: GroupId, status: &GroupStatus) {
+        // The cluster leader table covers every group of this core, the controller's too.
+        crate::cluster::publish_local(self, group, status);
         let Some(p) = self.groups.borrow().get(&group).cloned() else {
             return; // not a partition group (the controller's), or already closed
         };
@@ -997,6 +999,7 @@ impl Shard {
     fn forget_group(self: &Rc<Self>, p: &Rc<Partition>) {
         self.groups.borrow_mut().remove(&p.group);
         self.local_leaders.borrow_mut().remove(&p.group);
+        crate::cluster::forget_local(self, p.group);
         crate::group::wire::on_partition_leadership(
             self,
             &p.topic,
