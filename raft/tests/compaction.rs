@@ -292,3 +292,68 @@ fn interrupted_snapshot_install_is_finished_when_the_group_opens_section_7() {
         "the entries above the anchor came back from the leader"
     );
 }
+
+#[test]
+fn compaction_interrupted_before_the_log_cut_is_finished_when_the_group_opens_section_7() {
+    let mut c = Cluster::new(3);
+    let l = c.wait_leader();
+    c.run_ms(50);
+    for t in 0..6u64 {
+        c.node(l).propose(0, batch(2, t as u8), t).unwrap();
+    }
+    c.run_ms(200);
+    let f = (l + 1) % 3;
+    // What `compact` writes first (the new anchor), then the crash before the log is cut.
+    let st = c.node(f).group_state(0).unwrap();
+    let index = st.borrow().compaction_index(6);
+    let row = *st.borrow().meta(index).unwrap();
+    let prev_term = st.borrow().meta(index - 1).unwrap().term;
+    c.crash(f);
+    let mut m = GroupMeta::decode(&block_on(c.metas[f].read(0)).unwrap().unwrap()).unwrap();
+    m.anchor.index = index;
+    m.anchor.prev_term = prev_term;
+    m.anchor.log_offset = row.log_offset;
+    m.anchor.kafka_offset = row.kafka_offset;
+    m.hard_state.commit = m.hard_state.commit.max(index - 1);
+    block_on(c.metas[f].write(0, m.encode())).unwrap();
+    let end = c.logs[f].next_offset();
+    assert!(c.logs[f].log_start_offset() < row.log_offset);
+    c.start(f);
+    assert_eq!(
+        (c.logs[f].log_start_offset(), c.logs[f].next_offset()),
+        (row.log_offset, end),
+        "the prefix below the anchor is gone, the rest kept"
+    );
+    assert_eq!(row.kafka_offset, 6);
+    c.run_ms(300);
+    assert_eq!(c.node(f).high_watermark(0), Some(12));
+    let st = c.node(f).group_state(0).unwrap();
+    assert_eq!(st.borrow().kafka_to_log(6), Some(row.log_offset));
+    assert_eq!(st.borrow().kafka_to_log(5), None);
+}
+
+#[test]
+fn a_log_cut_behind_rafts_back_refuses_to_open_section_7() {
+    let mut c = Cluster::new(3);
+    let l = c.wait_leader();
+    c.run_ms(50);
+    for t in 0..4u64 {
+        c.node(l).propose(0, batch(1, t as u8), t).unwrap();
+    }
+    c.run_ms(200);
+    let f = (l + 1) % 3;
+    c.crash(f);
+    // Storage retention run directly on a replicated log: the anchor no longer matches.
+    block_on(c.logs[f].prefix_truncate(3)).unwrap();
+    let voters = [1, 2, 3];
+    let mut d = MultiRaft::new(
+        RaftConfig::new(f as u64 + 1),
+        c.metas[f].clone(),
+        c.net.transport(f as u64 + 1),
+    );
+    let err = block_on(d.open_group(0, &voters, c.logs[f].clone())).unwrap_err();
+    assert!(
+        err.to_string().contains("out of range"),
+        "refused with the log's range: {err}"
+    );
+}
