@@ -22,7 +22,7 @@
 //! `Rc`) and the node's [`MetaStore`].
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -296,6 +296,10 @@ pub struct MultiRaft<L: GroupLog, M: MetaStore, T: Transport> {
     ticks: u64,
     hw_changes: Vec<(GroupId, i64)>,
     appended: Vec<Appended>,
+    /// Groups whose role, term or known leader changed during a tick (elections, check-quorum
+    /// step-downs), for [`MultiRaft::take_tick_changes`] (a set: bounded by the groups even
+    /// when nobody takes it, as in the simulator).
+    tick_changes: BTreeSet<GroupId>,
     /// Snapshots queued this round, to report to raft-rs once it is advanced (§7).
     snapshots_sent: Vec<(GroupId, NodeId)>,
 }
@@ -324,6 +328,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             ticks: 0,
             hw_changes: Vec::new(),
             appended: Vec::new(),
+            tick_changes: BTreeSet::new(),
             snapshots_sent: Vec::new(),
         }
     }
@@ -609,7 +614,9 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         let h = self.cfg.heartbeat_ticks as u64;
         self.ticks += 1;
         let burst = self.ticks.is_multiple_of(h);
-        for g in self.groups.values_mut() {
+        for (gid, g) in self.groups.iter_mut() {
+            let r = &g.raw.raft;
+            let before = (r.state, r.term, r.leader_id);
             if g.raw.raft.state == StateRole::Leader {
                 if burst {
                     for _ in 0..h {
@@ -620,7 +627,17 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 g.raw.tick();
             }
             Self::jitter(&mut self.rng, e, g);
+            let r = &g.raw.raft;
+            if (r.state, r.term, r.leader_id) != before {
+                self.tick_changes.insert(*gid);
+            }
         }
+    }
+
+    /// Groups whose role, term or known leader a [`MultiRaft::tick`] changed since the last
+    /// call (a follower campaigning, a leader stepping down at check-quorum).
+    pub fn take_tick_changes(&mut self) -> BTreeSet<GroupId> {
+        std::mem::take(&mut self.tick_changes)
     }
 
     /// Proposes one Kafka v2 batch to `group`. On success the outcome arrives later as an

@@ -676,15 +676,21 @@ where
         for (g, _) in driver.take_hw_changes() {
             dirty.insert(g);
         }
-        // Statuses: every group after a tick (in-sync windows expire with time), otherwise
-        // the groups this iteration touched.
-        let refresh: Vec<GroupId> = if ticked {
-            driver.group_ids()
-        } else {
-            dirty.extend(opened.iter().copied());
-            std::mem::take(&mut dirty).into_iter().collect()
-        };
-        dirty.clear();
+        // Statuses of the groups this iteration touched: envelopes, commands, proposals,
+        // outcomes, elections or step-downs caused by a tick, and after a tick every group
+        // this node leads with peers (in-sync windows and quorum expire with time alone).
+        dirty.extend(opened.iter().copied());
+        dirty.extend(driver.take_tick_changes());
+        if ticked {
+            let sh = shared.borrow();
+            dirty.extend(
+                sh.statuses
+                    .iter()
+                    .filter(|(_, s)| s.leader == Some(sh.node_id) && s.voters.len() > 1)
+                    .map(|(g, _)| *g),
+            );
+        }
+        let refresh = std::mem::take(&mut dirty);
         let mut changed = Vec::new();
         {
             let mut sh = shared.borrow_mut();

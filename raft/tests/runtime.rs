@@ -488,3 +488,83 @@ fn close_and_stop_fail_waiting_proposals_with_not_leader() {
         h.stop().await; // idempotent
     });
 }
+
+/// Raft thesis §6.2 (check-quorum): a leader that hears from no majority for an election
+/// timeout steps down by itself, with no message to tell it; the published status and
+/// `on_change` follow at once (a tick, not an envelope, changed it).
+#[test]
+fn a_leader_cut_off_from_its_followers_steps_down_and_its_status_says_so() {
+    run(|| async {
+        let nodes = cluster(3, |c| {
+            c.heartbeat_ticks = 2;
+            c.election_ticks = 20;
+        });
+        open_everywhere(&nodes, 6).await;
+        let l = leader_of(&nodes, 6).await;
+        let me = nodes[l].id;
+        let seen = record_changes(&nodes[l].raft);
+        for (i, n) in nodes.iter().enumerate() {
+            if i != l {
+                n.gate.set(true); // followers still hear the leader, never answer
+            }
+        }
+        wait_until(5, "the leader to step down", || {
+            nodes[l]
+                .raft
+                .status(6)
+                .is_some_and(|s| s.leader != Some(me))
+        })
+        .await;
+        let st = nodes[l].raft.status(6).unwrap();
+        assert!(st.in_sync.is_empty() && !st.quorum_active, "{st:?}");
+        assert!(
+            seen.borrow()
+                .iter()
+                .any(|(g, s)| *g == 6 && s.leader != Some(me)),
+            "on_change reported the step-down"
+        );
+        assert!(matches!(
+            nodes[l].raft.replicate(6, batch(1), WaitFor::Leader).await,
+            Err(ProposeError::NotLeader { .. })
+        ));
+    });
+}
+
+/// Raft §5.2: a follower that hears nothing for an election timeout stops trusting its leader
+/// and campaigns (pre-vote first, thesis §9.6). With everyone else silent nothing arrives to
+/// tell the runtime: the tick itself must surface the change in the published status.
+#[test]
+fn a_follower_that_stops_hearing_its_leader_reports_no_leader() {
+    run(|| async {
+        let nodes = cluster(3, |c| {
+            c.heartbeat_ticks = 2;
+            c.election_ticks = 20;
+        });
+        open_everywhere(&nodes, 8).await;
+        let l = leader_of(&nodes, 8).await;
+        let f = (l + 1) % 3;
+        wait_until(5, "the follower to know its leader", || {
+            nodes[f]
+                .raft
+                .status(8)
+                .is_some_and(|s| s.leader == Some(nodes[l].id))
+        })
+        .await;
+        let seen = record_changes(&nodes[f].raft);
+        for (i, n) in nodes.iter().enumerate() {
+            if i != f {
+                n.gate.set(true);
+            }
+        }
+        wait_until(5, "the follower to drop its leader", || {
+            nodes[f].raft.status(8).is_some_and(|s| s.leader.is_none())
+        })
+        .await;
+        assert!(
+            seen.borrow()
+                .iter()
+                .any(|(g, s)| *g == 8 && s.leader.is_none()),
+            "on_change reported it"
+        );
+    });
+}
