@@ -52,6 +52,16 @@ pub struct StartArgs {
     /// offsets.retention.minutes [default: 10080]
     #[arg(long)]
     pub offsets_retention_minutes: Option<i64>,
+    /// Internal RPC address (Raft traffic and node-to-node calls) [default: 127.0.0.1:33145]
+    #[arg(long)]
+    pub rpc_addr: Option<String>,
+    /// RPC address announced to other nodes [default: --rpc-addr]
+    #[arg(long)]
+    pub advertise_rpc_addr: Option<String>,
+    /// RPC addresses of all founding nodes, this one included (host:port,host:port,...);
+    /// none = a cluster of one
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
 }
 
 /// The TOML config file. Every field optional; unknown fields are an error.
@@ -79,19 +89,69 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     offsets_topic_num_partitions: Option<i32>,
     offsets_retention_minutes: Option<i64>,
+    rpc_addr: Option<String>,
+    advertise_rpc_addr: Option<String>,
+    /// RPC addresses of the founding nodes: a list, or one comma-separated string.
+    seeds: Option<Seeds>,
+    raft_tick_ms: Option<u64>,
+    raft_heartbeat_ticks: Option<usize>,
+    raft_election_ticks: Option<usize>,
+    default_replication_factor: Option<i16>,
+    min_insync_replicas: Option<i32>,
+    rpc_frame_bytes_max: Option<usize>,
+    rpc_send_queue_frames_max: Option<usize>,
+    rpc_calls_in_flight_per_peer_max: Option<usize>,
+    discovery_retry_ms: Option<u64>,
+    leaders_report_interval_ms: Option<u64>,
+    leaders_expiry_ms: Option<u64>,
+    leader_rebalance_interval_ms: Option<u64>,
     /// Broker-wide topic config defaults, e.g. `"retention.ms" = "3600000"`.
     topic_defaults: Option<std::collections::BTreeMap<String, String>>,
 }
 
+/// `seeds` in the TOML file: `["h:p", "h:p"]` or `"h:p,h:p"`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum Seeds {
+    List(Vec<String>),
+    Joined(String),
+}
+
+impl Seeds {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Seeds::List(v) => v,
+            Seeds::Joined(s) => s.split(',').map(str::to_string).collect(),
+        }
+    }
+}
+
 /// Builds the broker config: defaults, then the TOML file, then flags.
 fn broker_config(args: &StartArgs) -> Result<BrokerConfig, String> {
-    let file: FileConfig = match &args.config {
+    let mut file: FileConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             toml::from_str(&text).map_err(|e| format!("bad config {}: {e}", path.display()))?
         }
         None => FileConfig::default(),
+    };
+    let file_cluster = FileCluster {
+        rpc_addr: file.rpc_addr.clone(),
+        advertise_rpc_addr: file.advertise_rpc_addr.clone(),
+        seeds: file.seeds.take_seeds(),
+        raft_tick_ms: file.raft_tick_ms,
+        raft_heartbeat_ticks: file.raft_heartbeat_ticks,
+        raft_election_ticks: file.raft_election_ticks,
+        default_replication_factor: file.default_replication_factor,
+        min_insync_replicas: file.min_insync_replicas,
+        rpc_frame_bytes_max: file.rpc_frame_bytes_max,
+        rpc_send_queue_frames_max: file.rpc_send_queue_frames_max,
+        rpc_calls_in_flight_per_peer_max: file.rpc_calls_in_flight_per_peer_max,
+        discovery_retry_ms: file.discovery_retry_ms,
+        leaders_report_interval_ms: file.leaders_report_interval_ms,
+        leaders_expiry_ms: file.leaders_expiry_ms,
+        leader_rebalance_interval_ms: file.leader_rebalance_interval_ms,
     };
     let online = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -173,7 +233,99 @@ fn broker_config(args: &StartArgs) -> Result<BrokerConfig, String> {
     if cfg.num_partitions < 1 {
         return Err("num_partitions must be at least 1".into());
     }
+    cluster_config(args, file_cluster, &mut cfg)?;
     Ok(cfg)
+}
+
+/// The cluster keys of the TOML file (taken out before the rest is consumed).
+struct FileCluster {
+    rpc_addr: Option<String>,
+    advertise_rpc_addr: Option<String>,
+    seeds: Option<Vec<String>>,
+    raft_tick_ms: Option<u64>,
+    raft_heartbeat_ticks: Option<usize>,
+    raft_election_ticks: Option<usize>,
+    default_replication_factor: Option<i16>,
+    min_insync_replicas: Option<i32>,
+    rpc_frame_bytes_max: Option<usize>,
+    rpc_send_queue_frames_max: Option<usize>,
+    rpc_calls_in_flight_per_peer_max: Option<usize>,
+    discovery_retry_ms: Option<u64>,
+    leaders_report_interval_ms: Option<u64>,
+    leaders_expiry_ms: Option<u64>,
+    leader_rebalance_interval_ms: Option<u64>,
+}
+
+trait TakeSeeds {
+    fn take_seeds(&mut self) -> Option<Vec<String>>;
+}
+
+impl TakeSeeds for Option<Seeds> {
+    fn take_seeds(&mut self) -> Option<Vec<String>> {
+        self.take().map(Seeds::into_vec)
+    }
+}
+
+/// Cluster settings: defaults, then the file, then flags; then validated (node id, addresses,
+/// this node's RPC address among the seeds, Raft timing).
+fn cluster_config(
+    args: &StartArgs,
+    file: FileCluster,
+    cfg: &mut BrokerConfig,
+) -> Result<(), String> {
+    let c = &mut cfg.cluster;
+    if let Some(v) = args.rpc_addr.clone().or(file.rpc_addr) {
+        c.rpc_addr = v;
+    }
+    c.advertise_rpc_addr = args.advertise_rpc_addr.clone().or(file.advertise_rpc_addr);
+    if let Some(v) = args.seeds.clone().or(file.seeds) {
+        c.seeds = v
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = file.$f { c.$f = v; } )* };
+    }
+    set!(
+        raft_tick_ms,
+        raft_heartbeat_ticks,
+        raft_election_ticks,
+        default_replication_factor,
+        min_insync_replicas,
+        rpc_frame_bytes_max,
+        rpc_send_queue_frames_max,
+        rpc_calls_in_flight_per_peer_max,
+        discovery_retry_ms,
+        leaders_report_interval_ms,
+        leaders_expiry_ms,
+        leader_rebalance_interval_ms
+    );
+    if cfg.node_id < 0 {
+        return Err(format!("--node-id must be >= 0, got {}", cfg.node_id));
+    }
+    let c = &cfg.cluster;
+    if c.raft_tick_ms == 0 || c.raft_heartbeat_ticks == 0 {
+        return Err("raft_tick_ms and raft_heartbeat_ticks must be at least 1".into());
+    }
+    if c.raft_election_ticks <= c.raft_heartbeat_ticks {
+        return Err(format!(
+            "raft_election_ticks ({}) must exceed raft_heartbeat_ticks ({})",
+            c.raft_election_ticks, c.raft_heartbeat_ticks
+        ));
+    }
+    if c.default_replication_factor < 1 || c.min_insync_replicas < 1 {
+        return Err("default_replication_factor and min_insync_replicas must be at least 1".into());
+    }
+    if c.rpc_frame_bytes_max < 1024 || c.rpc_send_queue_frames_max == 0 {
+        return Err(
+            "rpc_frame_bytes_max must be at least 1024 and rpc_send_queue_frames_max at least 1"
+                .into(),
+        );
+    }
+    freshet_engine::cluster::validate(cfg).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// io_uring needs locked memory; raise RLIMIT_MEMLOCK to the hard limit (or unlimited when
@@ -290,6 +442,15 @@ pub fn run(args: StartArgs) -> i32 {
                     return;
                 }
             };
+            if let Err(e) = freshet_engine::cluster::start(&shard).await {
+                let _ = events.send(CoreEvent::Failed(format!(
+                    "core {} cluster layer: {e}",
+                    shard.core()
+                )));
+                core_stop.store(true, Ordering::Relaxed);
+                shard.close_partitions().await;
+                return;
+            }
             freshet_engine::group::wire::start_core(&shard).await;
             let core = shard.core();
             let server = match freshet_net::server::Server::bind(shard.clone()) {
@@ -303,6 +464,7 @@ pub fn run(args: StartArgs) -> i32 {
             };
             let _ = events.send(CoreEvent::Ready);
             server.run().await;
+            freshet_engine::cluster::stop(&shard).await;
             shard.close_partitions().await;
             tracing::info!(core, "core stopped");
         });
@@ -330,10 +492,20 @@ pub fn run(args: StartArgs) -> i32 {
         }
     }
     if !failed {
+        let rpc = if cfg.cluster.seeds.is_empty() {
+            "none (cluster of one)".to_string()
+        } else {
+            format!(
+                "{} (seeds {})",
+                cfg.cluster.rpc_addr,
+                cfg.cluster.seeds.join(",")
+            )
+        };
         println!(
-            "freshet ready: node {}, kafka {}, {} cores, data {}",
+            "freshet ready: node {}, kafka {}, rpc {}, {} cores, data {}",
             cfg.node_id,
             cfg.kafka_addr,
+            rpc,
             cores,
             cfg.data_dir.display()
         );
@@ -386,6 +558,80 @@ mod tests {
         );
         std::fs::write(&file, "no_such_option = 1\n").unwrap();
         assert!(broker_config(&args).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cluster_flags_and_keys_are_validated() {
+        let dir = std::env::temp_dir().join(format!("freshet-start-cl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broker.toml");
+        // Seeds as a TOML list; this node's address is one of them.
+        std::fs::write(
+            &file,
+            "rpc_addr = \"127.0.0.1:40001\"\nseeds = [\"127.0.0.1:40001\", \"127.0.0.1:40002\"]\n\
+             raft_election_ticks = 40\nleaders_report_interval_ms = 250\n",
+        )
+        .unwrap();
+        let args = StartArgs {
+            cores: Some(1),
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let cfg = broker_config(&args).unwrap();
+        assert_eq!(cfg.cluster.rpc_addr, "127.0.0.1:40001");
+        assert_eq!(cfg.cluster.seeds.len(), 2);
+        assert_eq!(cfg.cluster.raft_election_ticks, 40);
+        assert_eq!(cfg.cluster.leaders_report_interval_ms, 250);
+        // Flags win; a comma-separated string works in the file too.
+        std::fs::write(&file, "seeds = \"127.0.0.1:40001,127.0.0.1:40003\"\n").unwrap();
+        let args = StartArgs {
+            cores: Some(1),
+            config: Some(file.clone()),
+            rpc_addr: Some("127.0.0.1:40003".into()),
+            ..Default::default()
+        };
+        let cfg = broker_config(&args).unwrap();
+        assert_eq!(
+            cfg.cluster.seeds,
+            vec!["127.0.0.1:40001", "127.0.0.1:40003"]
+        );
+        // This node's RPC address is not a seed: refused before anything starts.
+        let args = StartArgs {
+            cores: Some(1),
+            rpc_addr: Some("127.0.0.1:40009".into()),
+            seeds: Some(vec!["127.0.0.1:40001".into(), "127.0.0.1:40002".into()]),
+            ..Default::default()
+        };
+        let e = broker_config(&args).unwrap_err();
+        assert!(e.contains("not among the seeds"), "{e}");
+        // ... unless it advertises one of them.
+        let args = StartArgs {
+            advertise_rpc_addr: Some("127.0.0.1:40002".into()),
+            ..args
+        };
+        assert!(broker_config(&args).is_ok());
+        // Nonsense is refused with a message.
+        for bad in [
+            StartArgs {
+                node_id: Some(-1),
+                ..Default::default()
+            },
+            StartArgs {
+                seeds: Some(vec!["no-port".into()]),
+                ..Default::default()
+            },
+            StartArgs {
+                rpc_addr: Some("256.0.0.1:1".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(broker_config(&StartArgs {
+                cores: Some(1),
+                ..bad
+            })
+            .is_err());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

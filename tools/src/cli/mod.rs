@@ -67,7 +67,8 @@ pub enum ClientCommand {
 /// `freshet cluster ...`
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Cluster id, controller, brokers, topic count and supported API versions
+    /// Cluster id, controller, brokers (reachable, leaders, replicas), partition health and
+    /// supported API versions
     #[command(after_help = "Example:\n  freshet cluster info --brokers 127.0.0.1:9092")]
     Info {
         #[command(flatten)]
@@ -135,17 +136,19 @@ async fn cluster_run(cmd: ClusterCommand) -> Result<(), ClientError> {
             );
             println!("controller:  {}", meta.controller_id);
             println!("brokers:     {}", meta.brokers.len());
-            for b in &meta.brokers {
-                println!(
-                    "  {:>4}  {}{}",
-                    b.id,
-                    b.addr(),
-                    b.rack
-                        .as_ref()
-                        .map(|r| format!("  rack={r}"))
-                        .unwrap_or_default()
-                );
-            }
+            let rows = broker_rows(&client, &meta, conn.request_timeout_ms).await;
+            print_table(
+                &[
+                    "  ID",
+                    "KAFKA-ADDR",
+                    "ROLE",
+                    "REACHABLE",
+                    "LEADERS",
+                    "REPLICAS",
+                    "RACK",
+                ],
+                &rows,
+            );
             let user_topics = meta.topics.iter().filter(|t| !t.is_internal).count();
             let parts: usize = meta
                 .topics
@@ -154,6 +157,11 @@ async fn cluster_run(cmd: ClusterCommand) -> Result<(), ClientError> {
                 .map(|t| t.partitions.len())
                 .sum();
             println!("topics:      {user_topics} ({parts} partitions)");
+            let (total, under, offline) = partition_health(&meta);
+            println!(
+                "partitions:  {total} (internal topics included): {under} under-replicated, \
+                 {offline} without a leader"
+            );
             if api_versions {
                 let conn = client.any_conn().await?;
                 println!("api versions ({}):", conn.addr());
@@ -172,6 +180,60 @@ async fn cluster_run(cmd: ClusterCommand) -> Result<(), ClientError> {
             Ok(())
         }
     }
+}
+
+/// One row per broker: id, Kafka address, controller or not, whether its Kafka listener
+/// answers (ApiVersions within `timeout_ms`, at most 2 s), and how many partitions it leads
+/// and holds replicas of. (Internal RPC addresses are not part of the Kafka protocol: each
+/// node prints its own in its `freshet ready` line.)
+async fn broker_rows(
+    client: &Client,
+    meta: &crate::client::ClusterMeta,
+    timeout_ms: u64,
+) -> Vec<Vec<String>> {
+    let timeout = std::time::Duration::from_millis(timeout_ms.min(2_000));
+    let mut rows = Vec::with_capacity(meta.brokers.len());
+    for b in &meta.brokers {
+        let addr = b.addr();
+        let reachable =
+            futures_lite::future::or(async { client.conn_to(&addr).await.is_ok() }, async {
+                glommio::timer::sleep(timeout).await;
+                false
+            })
+            .await;
+        let parts = meta.topics.iter().flat_map(|t| t.partitions.iter());
+        let leaders = parts.clone().filter(|p| p.leader == b.id).count();
+        let replicas = parts.filter(|p| p.replicas.contains(&b.id)).count();
+        rows.push(vec![
+            format!("{:>4}", b.id),
+            addr,
+            if b.id == meta.controller_id {
+                "controller".into()
+            } else {
+                "-".into()
+            },
+            if reachable { "yes" } else { "no" }.into(),
+            leaders.to_string(),
+            replicas.to_string(),
+            b.rack.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    rows
+}
+
+/// (partitions, under-replicated: ISR smaller than the replica set, offline: no leader).
+fn partition_health(meta: &crate::client::ClusterMeta) -> (usize, usize, usize) {
+    let parts: Vec<_> = meta
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .collect();
+    let under = parts
+        .iter()
+        .filter(|p| p.leader >= 0 && p.isr.len() < p.replicas.len())
+        .count();
+    let offline = parts.iter().filter(|p| p.leader < 0).count();
+    (parts.len(), under, offline)
 }
 
 /// Prints rows as left-aligned columns.
