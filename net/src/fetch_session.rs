@@ -17,6 +17,8 @@ pub struct SessionPartition {
     pub partition: i32,
     pub fetch_offset: i64,
     pub max_bytes: i32,
+    /// KIP-320: the leader epoch the client believes current (v9+); -1 = not checked.
+    pub current_leader_epoch: i32,
     /// Offsets last sent to the client (-1 = never sent).
     pub last_high_watermark: i64,
     pub last_log_start_offset: i64,
@@ -147,6 +149,7 @@ impl FetchSession {
             Some(x) => {
                 x.fetch_offset = p.fetch_offset;
                 x.max_bytes = p.max_bytes;
+                x.current_leader_epoch = p.current_leader_epoch;
             }
             None => self.partitions.push(p),
         }
@@ -187,6 +190,7 @@ mod tests {
             partition,
             fetch_offset: off,
             max_bytes: 1024,
+            current_leader_epoch: -1,
             last_high_watermark: -1,
             last_log_start_offset: -1,
         }

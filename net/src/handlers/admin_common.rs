@@ -316,6 +316,22 @@ pub(crate) fn describe_topic_config(
     out
 }
 
+/// The broker-level defaults of the topic configs: the `[topic_defaults]` table, plus
+/// `min.insync.replicas` from the cluster settings (`ClusterConfig::min_insync_replicas`) when
+/// the table does not set it and it differs from Kafka's default (1) — what a topic without its
+/// own value gets, reported as STATIC_BROKER_CONFIG.
+pub(crate) fn broker_topic_defaults(cfg: &BrokerConfig) -> std::borrow::Cow<'_, TopicConfig> {
+    const KEY: &str = "min.insync.replicas";
+    let min_isr = cfg.cluster.min_insync_replicas;
+    if min_isr == 1 || cfg.topic_defaults.entries.contains_key(KEY) {
+        return std::borrow::Cow::Borrowed(&cfg.topic_defaults);
+    }
+    let mut d = cfg.topic_defaults.clone();
+    d.set(KEY.to_string(), min_isr.to_string())
+        .expect("cluster min_insync_replicas is a valid min.insync.replicas");
+    std::borrow::Cow::Owned(d)
+}
+
 /// The broker's own configuration as Kafka names it. All read-only (Freshet has no dynamic
 /// broker configs); a value equal to Freshet's built-in default is DEFAULT_CONFIG, anything
 /// set by flags or the config file STATIC_BROKER_CONFIG.
@@ -388,10 +404,11 @@ pub(crate) fn describe_broker_config(cfg: &BrokerConfig) -> Vec<DescribedConfig>
     );
     push(
         "default.replication.factor",
-        "1".to_string(),
-        Some("1".to_string()),
+        cfg.cluster.default_replication_factor.to_string(),
+        Some(builtin.cluster.default_replication_factor.to_string()),
         config_type::INT,
-        "Replication factor of new topics (a single-node cluster: always 1).",
+        "Replication factor of auto-created topics and of CreateTopics with replication_factor \
+         -1 (capped at the number of brokers).",
     );
     push(
         "auto.create.topics.enable",
@@ -429,7 +446,7 @@ pub(crate) fn describe_broker_config(cfg: &BrokerConfig) -> Vec<DescribedConfig>
         "How often retention runs on each core.",
     );
     // Broker-level defaults of the topic configs, under their broker names.
-    for c in describe_topic_config(&TopicConfig::default(), &cfg.topic_defaults) {
+    for c in describe_topic_config(&TopicConfig::default(), &broker_topic_defaults(cfg)) {
         let info = topic_config_info(&c.name);
         let name = info.map(|i| i.broker_key).unwrap_or(&c.name).to_string();
         if out.iter().any(|o| o.name == name) {
@@ -792,6 +809,43 @@ mod tests {
                 "{k}={normalized}"
             );
         }
+    }
+
+    /// Replication settings: a cluster-wide min.insync.replicas is what topics without their
+    /// own value report (STATIC_BROKER_CONFIG, under the broker key), a topic's own value wins,
+    /// and the broker lists it with default.replication.factor.
+    #[test]
+    fn min_insync_replicas_default_comes_from_the_cluster_settings() {
+        let mut cfg = BrokerConfig::new("/d".into(), "127.0.0.1:9092".into(), 0, 1);
+        let plain = describe_topic_config(&TopicConfig::default(), &broker_topic_defaults(&cfg));
+        let m = find(&plain, "min.insync.replicas");
+        assert_eq!(
+            (m.value.as_str(), m.source),
+            ("1", config_source::DEFAULT_CONFIG)
+        );
+        cfg.cluster.min_insync_replicas = 2;
+        cfg.cluster.default_replication_factor = 3;
+        let cs = describe_topic_config(&TopicConfig::default(), &broker_topic_defaults(&cfg));
+        let m = find(&cs, "min.insync.replicas");
+        assert_eq!(
+            (m.value.as_str(), m.source),
+            ("2", config_source::STATIC_BROKER_CONFIG)
+        );
+        let own = TopicConfig::from_pairs([("min.insync.replicas", "3")]).unwrap();
+        let cs = describe_topic_config(&own, &broker_topic_defaults(&cfg));
+        let m = find(&cs, "min.insync.replicas");
+        assert_eq!(
+            (m.value.as_str(), m.source),
+            ("3", config_source::DYNAMIC_TOPIC_CONFIG)
+        );
+        assert_eq!(m.synonyms[1].1, "2", "the broker default is its synonym");
+        let b = describe_broker_config(&cfg);
+        assert_eq!(find(&b, "min.insync.replicas").value, "2");
+        let rf = find(&b, "default.replication.factor");
+        assert_eq!(
+            (rf.value.as_str(), rf.source),
+            ("3", config_source::STATIC_BROKER_CONFIG)
+        );
     }
 
     #[test]

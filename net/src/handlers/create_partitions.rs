@@ -1,7 +1,8 @@
 //! CreatePartitions (key 37, KIP-195): grows a topic to `count` partitions through core 0; the
 //! new partitions open on their owning cores before the answer. Counts can only increase
-//! (INVALID_PARTITIONS), manual assignments must name exactly this broker once per new
-//! partition (INVALID_REPLICA_ASSIGNMENT), unknown topics get UNKNOWN_TOPIC_OR_PARTITION, the
+//! (INVALID_PARTITIONS), manual assignments need one replica list per new partition, each of
+//! the topic's replication factor and naming registered brokers once
+//! (INVALID_REPLICA_ASSIGNMENT), unknown topics get UNKNOWN_TOPIC_OR_PARTITION, the
 //! same topic twice INVALID_REQUEST, internal topics POLICY_VIOLATION (their partition count
 //! decides where groups live). `validate_only` changes nothing.
 
@@ -16,6 +17,8 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 use kafka_protocol::protocol::VersionRange;
 
 use super::admin_common::{is_internal_topic, sb};
+use super::cluster_view::{leader_lookup, ClusterView};
+use super::placement_checks::check_replica_list;
 use super::{HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::CreatePartitions;
@@ -24,12 +27,22 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 3 };
 /// Largest partition count of a topic (as `validate_new_topic`).
 const PARTITIONS_MAX: i32 = 100_000;
 
-/// Checks one entry; Ok is the new total partition count.
+/// What a valid entry asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Growth {
+    /// The new total partition count.
+    pub total: i32,
+    /// Manual placement of each new partition (preferred leader first); `None` lets the
+    /// controller place them.
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
+
+/// Checks one entry against `snap` and the registered `brokers` (ids).
 pub(crate) fn check(
     snap: &MetadataSnapshot,
     t: &CreatePartitionsTopic,
-    node_id: i32,
-) -> Result<i32, (i16, String)> {
+    brokers: &[i32],
+) -> Result<Growth, (i16, String)> {
     let name = t.name.0.as_str();
     let meta = snap.topic(name).ok_or((
         code::UNKNOWN_TOPIC_OR_PARTITION,
@@ -66,35 +79,39 @@ pub(crate) fn check(
             ),
         ));
     }
-    if let Some(assignments) = &t.assignments {
-        let added = t.count - current;
-        if assignments.len() as i32 != added {
-            return Err((
-                code::INVALID_REPLICA_ASSIGNMENT,
-                format!(
-                    "{} replica assignments given for {added} new partitions.",
-                    assignments.len()
-                ),
-            ));
-        }
-        if assignments
-            .iter()
-            .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id)
-        {
-            return Err((
-                code::INVALID_REPLICA_ASSIGNMENT,
-                format!("Each new partition must be placed on exactly this broker ({node_id})."),
-            ));
-        }
+    let Some(assignments) = &t.assignments else {
+        return Ok(Growth {
+            total: t.count,
+            assignments: None,
+        });
+    };
+    let added = t.count - current;
+    if assignments.len() as i32 != added {
+        return Err((
+            code::INVALID_REPLICA_ASSIGNMENT,
+            format!(
+                "{} replica assignments given for {added} new partitions.",
+                assignments.len()
+            ),
+        ));
     }
-    Ok(t.count)
+    let rf = meta.replication_factor();
+    let mut lists = Vec::with_capacity(assignments.len());
+    for (i, a) in assignments.iter().enumerate() {
+        let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        check_replica_list(current + i as i32, &replicas, brokers, Some(rf))?;
+        lists.push(replicas);
+    }
+    Ok(Growth {
+        total: t.count,
+        assignments: Some(lists),
+    })
 }
 
 pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
     Box::pin(async move {
         let req: CreatePartitionsRequest = ctx.decode(body)?;
         let shard = ctx.shard().clone();
-        let node_id = shard.config().node_id;
         let mut seen: HashMap<String, usize> = HashMap::new();
         for t in &req.topics {
             *seen.entry(t.name.0.as_str().to_string()).or_default() += 1;
@@ -108,10 +125,13 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                     format!("Topic {name} appears more than once in the request."),
                 ))
             } else {
-                match check(&shard.metadata(), t, node_id) {
+                let snap = shard.metadata();
+                let leader_of = leader_lookup(&shard);
+                let brokers = ClusterView::this_node(&shard, &snap, &leader_of).broker_ids();
+                match check(&snap, t, &brokers) {
                     Ok(_) if req.validate_only => Ok(()),
-                    Ok(total) => shard
-                        .add_partitions(name.clone(), total)
+                    Ok(growth) => shard
+                        .add_partitions(name.clone(), growth.total)
                         .await
                         .map(|m| {
                             tracing::info!(topic = %name, partitions = m.partitions, "partitions added");
@@ -169,8 +189,14 @@ mod tests {
     fn partition_counts_only_grow() {
         let s = snap();
         let code_of =
-            |t: &CreatePartitionsTopic| check(&s, t, 1).map(|_| 0).unwrap_or_else(|e| e.0);
-        assert_eq!(check(&s, &req("orders", 5), 1), Ok(5));
+            |t: &CreatePartitionsTopic| check(&s, t, &[1]).map(|_| 0).unwrap_or_else(|e| e.0);
+        assert_eq!(
+            check(&s, &req("orders", 5), &[1]),
+            Ok(Growth {
+                total: 5,
+                assignments: None
+            })
+        );
         assert_eq!(code_of(&req("orders", 3)), code::INVALID_PARTITIONS);
         assert_eq!(code_of(&req("orders", 2)), code::INVALID_PARTITIONS);
         assert_eq!(code_of(&req("orders", 100_001)), code::INVALID_PARTITIONS);
@@ -193,5 +219,42 @@ mod tests {
             code_of(&req("orders", 4).with_assignments(Some(vec![assign(2)]))),
             code::INVALID_REPLICA_ASSIGNMENT
         );
+    }
+
+    /// New partitions of a replicated topic: each list names registered brokers once and has
+    /// the topic's replication factor (KRaft's consistency rule).
+    #[test]
+    fn new_partition_assignments_keep_the_topics_replication_factor() {
+        let mut s = snap();
+        let orders = s.topics.get_mut("orders").unwrap();
+        for a in &mut orders.assignments {
+            a.replicas = vec![0, 1];
+        }
+        let brokers = [0, 1, 2];
+        let assign = |b: &[i32]| {
+            CreatePartitionsAssignment::default()
+                .with_broker_ids(b.iter().map(|x| BrokerId(*x)).collect())
+        };
+        let grow = |lists: &[&[i32]]| {
+            check(
+                &s,
+                &req("orders", 3 + lists.len() as i32)
+                    .with_assignments(Some(lists.iter().map(|l| assign(l)).collect())),
+                &brokers,
+            )
+        };
+        assert_eq!(
+            grow(&[&[2, 0], &[1, 2]]),
+            Ok(Growth {
+                total: 5,
+                assignments: Some(vec![vec![2, 0], vec![1, 2]])
+            })
+        );
+        let code = |r: Result<Growth, (i16, String)>| r.map(|_| 0).unwrap_or_else(|e| e.0);
+        assert_eq!(code(grow(&[&[2]])), code::INVALID_REPLICA_ASSIGNMENT);
+        assert_eq!(code(grow(&[&[2, 3]])), code::INVALID_REPLICA_ASSIGNMENT);
+        assert_eq!(code(grow(&[&[2, 2]])), code::INVALID_REPLICA_ASSIGNMENT);
+        let (_, msg) = grow(&[&[0, 1], &[0]]).unwrap_err();
+        assert!(msg.contains("partition 4"), "{msg}");
     }
 }

@@ -2,10 +2,11 @@
 //! them and broadcasts the new metadata to every core before answering. Errors are per topic,
 //! checked in Kafka's order: duplicate entries in the request (INVALID_REQUEST), bad names
 //! (INVALID_TOPIC_EXCEPTION), existing topics (TOPIC_ALREADY_EXISTS), partition count
-//! (INVALID_PARTITIONS), replication factor other than 1/-1 on this one-node cluster
-//! (INVALID_REPLICATION_FACTOR), manual assignments (INVALID_REPLICA_ASSIGNMENT), configs
-//! (INVALID_CONFIG), and names colliding after '.'→'_' (INVALID_TOPIC_EXCEPTION).
-//! `validate_only` checks everything and creates nothing.
+//! (INVALID_PARTITIONS), replication factor other than -1 or 1..=registered brokers
+//! (INVALID_REPLICATION_FACTOR), manual assignments: partitions 0..n-1, registered brokers
+//! each once, one length (INVALID_REPLICA_ASSIGNMENT), configs (INVALID_CONFIG), and names
+//! colliding after '.'→'_' (INVALID_TOPIC_EXCEPTION). `validate_only` checks everything and
+//! creates nothing.
 
 use std::collections::HashMap;
 
@@ -21,7 +22,13 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use super::admin_common::{colliding_topic, describe_topic_config, normalize_config_value, sb};
+use super::admin_common::{
+    broker_topic_defaults, colliding_topic, describe_topic_config, normalize_config_value, sb,
+};
+use super::cluster_view::{leader_lookup, ClusterView};
+use super::placement_checks::{
+    check_replication_factor, check_topic_assignment, effective_replication_factor,
+};
 use super::{uuid_of, HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::CreateTopics;
@@ -31,15 +38,20 @@ pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct TopicPlan {
     pub partitions: i32,
+    /// As requested: -1 = the broker default (`default.replication.factor`).
+    pub replication_factor: i16,
+    /// Manual placement: partition p's replicas (preferred leader first); `None` lets the
+    /// controller place them.
+    pub assignments: Option<Vec<Vec<i32>>>,
     pub configs: Vec<(String, String)>,
 }
 
-/// Checks one CreateTopics entry against `snap` and the broker's settings (`node_id`,
-/// `default_partitions` for num_partitions -1). Err is (Kafka error code, message).
+/// Checks one CreateTopics entry against `snap`, the registered `brokers` (ids) and
+/// `default_partitions` (for num_partitions -1). Err is (Kafka error code, message).
 pub(crate) fn plan_topic(
     snap: &MetadataSnapshot,
     t: &CreatableTopic,
-    node_id: i32,
+    brokers: &[i32],
     default_partitions: i32,
 ) -> Result<TopicPlan, (i16, String)> {
     let name = t.name.0.as_str();
@@ -50,7 +62,7 @@ pub(crate) fn plan_topic(
             format!("Topic '{name}' already exists."),
         ));
     }
-    let partitions = if t.assignments.is_empty() {
+    let (partitions, assignments) = if t.assignments.is_empty() {
         let partitions = match t.num_partitions {
             -1 => default_partitions,
             n => n,
@@ -63,22 +75,8 @@ pub(crate) fn plan_topic(
                 ),
             ));
         }
-        match t.replication_factor {
-            -1 | 1 => {}
-            rf if rf <= 0 => {
-                return Err((
-                    code::INVALID_REPLICATION_FACTOR,
-                    format!("Replication factor must be larger than 0, or -1 to use the default value (got {rf})."),
-                ))
-            }
-            rf => {
-                return Err((
-                    code::INVALID_REPLICATION_FACTOR,
-                    format!("Unable to replicate the partition {rf} time(s): the target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."),
-                ))
-            }
-        }
-        partitions
+        check_replication_factor(t.replication_factor, brokers.len())?;
+        (partitions, None)
     } else {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err((
@@ -88,26 +86,18 @@ pub(crate) fn plan_topic(
                     .to_string(),
             ));
         }
-        let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
-        indexes.sort_unstable();
-        if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
-            return Err((
-                code::INVALID_REPLICA_ASSIGNMENT,
-                "Partitions must be numbered consecutively from 0.".to_string(),
-            ));
-        }
-        for a in &t.assignments {
-            if a.broker_ids.len() != 1 || a.broker_ids[0].0 != node_id {
-                return Err((
-                    code::INVALID_REPLICA_ASSIGNMENT,
-                    format!(
-                        "Partition {} must be placed on exactly this broker ({node_id}).",
-                        a.partition_index
-                    ),
-                ));
-            }
-        }
-        indexes.len() as i32
+        let entries: Vec<(i32, Vec<i32>)> = t
+            .assignments
+            .iter()
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.iter().map(|b| b.0).collect(),
+                )
+            })
+            .collect();
+        let lists = check_topic_assignment(&entries, brokers)?;
+        (lists.len() as i32, Some(lists))
     };
     let mut configs = Vec::with_capacity(t.configs.len());
     for c in &t.configs {
@@ -137,6 +127,8 @@ pub(crate) fn plan_topic(
     }
     Ok(TopicPlan {
         partitions,
+        replication_factor: t.replication_factor,
+        assignments,
         configs,
     })
 }
@@ -145,7 +137,6 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
     Box::pin(async move {
         let req: CreateTopicsRequest = ctx.decode(body)?;
         let shard = ctx.shard().clone();
-        let node_id = shard.config().node_id;
         let default_partitions = shard.config().num_partitions;
         let mut seen: HashMap<String, usize> = HashMap::new();
         for t in &req.topics {
@@ -172,7 +163,10 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                 ));
                 continue;
             }
-            let plan = match plan_topic(&shard.metadata(), t, node_id, default_partitions) {
+            let snap = shard.metadata();
+            let leader_of = leader_lookup(&shard);
+            let brokers = ClusterView::this_node(&shard, &snap, &leader_of).broker_ids();
+            let plan = match plan_topic(&snap, t, &brokers, default_partitions) {
                 Ok(p) => p,
                 Err(e) => {
                     results.push(fail(r, e));
@@ -181,14 +175,26 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             };
             let config = TopicConfig::from_pairs(plan.configs.iter().cloned())
                 .expect("configs were validated by plan_topic");
+            // The replication factor the topic gets (v5+ answers it).
+            r.replication_factor = match &plan.assignments {
+                Some(lists) => lists.first().map_or(1, |l| l.len() as i16),
+                None => effective_replication_factor(
+                    plan.replication_factor,
+                    shard.config().cluster.default_replication_factor,
+                    brokers.len(),
+                ),
+            };
             if !req.validate_only {
                 match shard
+                    // TODO(controller): pass plan.replication_factor and plan.assignments
+                    // once `Shard::create_topic` takes them.
                     .create_topic(name.clone(), plan.partitions, plan.configs)
                     .await
                 {
                     Ok(meta) => {
                         tracing::info!(topic = %name, partitions = meta.partitions, "topic created");
                         r.topic_id = uuid_of(&meta.id);
+                        r.replication_factor = meta.replication_factor() as i16;
                     }
                     Err(e) => {
                         results.push(fail(r, (e.kafka_code(), e.to_string())));
@@ -198,9 +204,9 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             }
             // v5+: the topic's partitions, replication factor and configs.
             r.num_partitions = plan.partitions;
-            r.replication_factor = 1;
             if ctx.api_version >= 5 {
-                let described = describe_topic_config(&config, &shard.config().topic_defaults);
+                let described =
+                    describe_topic_config(&config, &broker_topic_defaults(shard.config()));
                 r.configs = Some(
                     described
                         .into_iter()
@@ -263,7 +269,7 @@ mod tests {
     #[test]
     fn create_topics_entries_get_kafkas_error_codes() {
         let snap = snap_with(&["orders", "a.b"]);
-        let plan = |t: &CreatableTopic| code_of(plan_topic(&snap, t, 1, 1));
+        let plan = |t: &CreatableTopic| code_of(plan_topic(&snap, t, &[1], 1));
         assert_eq!(plan(&topic("fresh", 3, 1)), code::NONE);
         assert_eq!(
             plan(&topic("fresh", -1, -1)),
@@ -304,36 +310,51 @@ mod tests {
         assert_eq!(plan(&cfg("retention.ms", None)), code::INVALID_CONFIG);
     }
 
+    /// In a three-broker cluster: RF up to 3 places (and -1 leaves it to the controller),
+    /// RF 4 is INVALID_REPLICATION_FACTOR.
     #[test]
-    fn manual_assignments_must_place_every_partition_on_this_broker() {
+    fn replication_factor_is_bounded_by_the_registered_brokers() {
         let snap = snap_with(&[]);
+        let plan = |rf: i16| plan_topic(&snap, &topic("r", 2, rf), &[0, 1, 2], 1);
+        assert_eq!(plan(3).map(|p| p.replication_factor), Ok(3));
+        assert_eq!(
+            plan(-1).map(|p| (p.replication_factor, p.assignments)),
+            Ok((-1, None))
+        );
+        assert_eq!(code_of(plan(4)), code::INVALID_REPLICATION_FACTOR);
+    }
+
+    /// Manual assignments (KIP-4 replica_assignment): partitions 0..n-1, registered brokers
+    /// each once per partition, one replica count; they replace num_partitions and RF.
+    #[test]
+    fn manual_assignments_name_registered_brokers() {
+        let snap = snap_with(&[]);
+        let brokers = [1, 2, 3];
         let assign = |p: i32, brokers: &[i32]| {
             CreatableReplicaAssignment::default()
                 .with_partition_index(p)
                 .with_broker_ids(brokers.iter().map(|b| BrokerId(*b)).collect())
         };
-        let ok = topic("m", -1, -1).with_assignments(vec![assign(0, &[1]), assign(1, &[1])]);
+        let ok = topic("m", -1, -1).with_assignments(vec![assign(1, &[3, 1]), assign(0, &[1, 2])]);
         assert_eq!(
-            plan_topic(&snap, &ok, 1, 1),
+            plan_topic(&snap, &ok, &brokers, 1),
             Ok(TopicPlan {
                 partitions: 2,
+                replication_factor: -1,
+                assignments: Some(vec![vec![1, 2], vec![3, 1]]),
                 configs: vec![]
             })
         );
-        let other_broker = topic("m", -1, -1).with_assignments(vec![assign(0, &[2])]);
-        assert_eq!(
-            code_of(plan_topic(&snap, &other_broker, 1, 1)),
-            code::INVALID_REPLICA_ASSIGNMENT
-        );
+        let code = |t: &CreatableTopic| code_of(plan_topic(&snap, t, &brokers, 1));
+        let unknown_broker = topic("m", -1, -1).with_assignments(vec![assign(0, &[4])]);
+        assert_eq!(code(&unknown_broker), code::INVALID_REPLICA_ASSIGNMENT);
+        let twice = topic("m", -1, -1).with_assignments(vec![assign(0, &[2, 2])]);
+        assert_eq!(code(&twice), code::INVALID_REPLICA_ASSIGNMENT);
+        let uneven = topic("m", -1, -1).with_assignments(vec![assign(0, &[1, 2]), assign(1, &[3])]);
+        assert_eq!(code(&uneven), code::INVALID_REPLICA_ASSIGNMENT);
         let gap = topic("m", -1, -1).with_assignments(vec![assign(0, &[1]), assign(2, &[1])]);
-        assert_eq!(
-            code_of(plan_topic(&snap, &gap, 1, 1)),
-            code::INVALID_REPLICA_ASSIGNMENT
-        );
+        assert_eq!(code(&gap), code::INVALID_REPLICA_ASSIGNMENT);
         let both = topic("m", 2, -1).with_assignments(vec![assign(0, &[1])]);
-        assert_eq!(
-            code_of(plan_topic(&snap, &both, 1, 1)),
-            code::INVALID_REQUEST
-        );
+        assert_eq!(code(&both), code::INVALID_REQUEST);
     }
 }

@@ -3,7 +3,9 @@
 //! answers the new low watermark. Whole segments below it are deleted; the new start is
 //! persisted, so it survives a restart. Offsets above the high watermark (or negative other
 //! than -1) get OFFSET_OUT_OF_RANGE; unknown partitions UNKNOWN_TOPIC_OR_PARTITION; internal
-//! topics (`__consumer_offsets`: group state) INVALID_TOPIC_EXCEPTION, as in Kafka.
+//! topics (`__consumer_offsets`: group state) INVALID_TOPIC_EXCEPTION, as in Kafka. Clients send
+//! it to each partition's leader: a broker holding no replica answers NOT_LEADER_OR_FOLLOWER
+//! (the engine answers the same on a follower).
 
 use std::rc::Rc;
 
@@ -16,6 +18,7 @@ use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsRespon
 use kafka_protocol::protocol::VersionRange;
 
 use super::admin_common::{is_internal_topic, on_owning_cores, StepFuture};
+use super::cluster_view::hosts_replica;
 use super::{HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::DeleteRecords;
@@ -44,6 +47,7 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         let req: DeleteRecordsRequest = ctx.decode(body)?;
         let shard = ctx.shard().clone();
         let snap = shard.metadata();
+        let node_id = shard.config().node_id;
         let mut topics = Vec::with_capacity(req.topics.len());
         // (topic slot, partition slot) of every partition asked of a core.
         let mut slots = Vec::new();
@@ -60,6 +64,13 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                     // Kafka: "Cannot delete records of internal topic" (group state lives there).
                     Some(_) if is_internal_topic(name) => {
                         pr.error_code = code::INVALID_TOPIC_EXCEPTION
+                    }
+                    Some(m)
+                        if p.partition_index >= 0
+                            && p.partition_index < m.partitions
+                            && !hosts_replica(m, p.partition_index, node_id) =>
+                    {
+                        pr.error_code = code::NOT_LEADER_OR_FOLLOWER
                     }
                     Some(m) if p.partition_index >= 0 && p.partition_index < m.partitions => {
                         slots.push((ti, pi));

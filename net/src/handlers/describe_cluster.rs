@@ -1,6 +1,7 @@
-//! DescribeCluster (key 60, KIP-700): cluster id, controller (this node: a one-node cluster is
-//! its own controller) and the brokers (this node at its advertised address). Endpoint type
-//! 2 (controllers, KIP-919) is UNSUPPORTED_ENDPOINT_TYPE when asked of a broker, as in Kafka.
+//! DescribeCluster (key 60, KIP-700): cluster id, controller (the controller group's leader,
+//! -1 while unknown; a one-node cluster is its own controller) and the brokers (every registered
+//! broker, this node at its advertised address). Endpoint type 2 (controllers, KIP-919) is
+//! UNSUPPORTED_ENDPOINT_TYPE when asked of a broker, as in Kafka.
 
 use bytes::Bytes;
 use freshet_engine::code;
@@ -9,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, Describ
 use kafka_protocol::protocol::VersionRange;
 
 use super::admin_common::sb;
-use super::metadata::split_host_port;
+use super::cluster_view::{leader_lookup, ClusterView};
 use super::{HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::DescribeCluster;
@@ -30,7 +31,11 @@ const CLUSTER_OPS: i32 =
 pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
     Box::pin(async move {
         let req: DescribeClusterRequest = ctx.decode(body)?;
-        let cfg = ctx.shard().config();
+        let shard = ctx.shard().clone();
+        let cfg = shard.config();
+        let snap = shard.metadata();
+        let leader_of = leader_lookup(&shard);
+        let view = ClusterView::this_node(&shard, &snap, &leader_of);
         let endpoint_type = if ctx.api_version >= 1 {
             req.endpoint_type
         } else {
@@ -38,7 +43,7 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         };
         let mut resp = DescribeClusterResponse::default()
             .with_cluster_id(sb(cfg.cluster_id.clone()))
-            .with_controller_id(BrokerId(cfg.node_id))
+            .with_controller_id(BrokerId(view.controller_id()))
             .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
                 CLUSTER_OPS
             } else {
@@ -48,11 +53,17 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             resp.endpoint_type = endpoint_type;
         }
         if endpoint_type == ENDPOINT_BROKERS {
-            let (host, port) = split_host_port(cfg.advertised_addr());
-            resp.brokers = vec![DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(cfg.node_id))
-                .with_host(sb(host))
-                .with_port(port)];
+            resp.brokers = view
+                .brokers()
+                .into_iter()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.id))
+                        .with_host(sb(b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.map(sb))
+                })
+                .collect();
         } else {
             resp.error_code = code::UNSUPPORTED_ENDPOINT_TYPE;
             resp.error_message = Some(sb(format!(

@@ -15,8 +15,8 @@ use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsRe
 use kafka_protocol::protocol::VersionRange;
 
 use super::admin_common::{
-    describe_broker_config, describe_topic_config, filter_keys, is_this_broker, resource_type, sb,
-    DescribedConfig,
+    broker_topic_defaults, describe_broker_config, describe_topic_config, filter_keys,
+    is_this_broker, resource_type, sb, DescribedConfig,
 };
 use super::{HandlerFuture, RequestContext};
 
@@ -34,7 +34,10 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             let name = res.resource_name.as_str();
             let described: Result<Vec<DescribedConfig>, (i16, String)> = match res.resource_type {
                 resource_type::TOPIC => match snap.topic(name) {
-                    Some(t) => Ok(describe_topic_config(&t.config, &cfg.topic_defaults)),
+                    Some(t) => Ok(describe_topic_config(
+                        &t.config,
+                        &broker_topic_defaults(cfg),
+                    )),
                     None if validate_topic_name(name).is_err() => Err((
                         code::INVALID_TOPIC_EXCEPTION,
                         format!("Invalid topic name {name:?}."),

@@ -2,22 +2,37 @@
 //! polling (min_bytes / max_wait_ms, woken by high-watermark advances), per-partition and
 //! total max_bytes with at least one batch (KIP-74), incremental fetch sessions (KIP-227),
 //! topic ids for v13+. Records go into the response as the `Bytes` storage returned.
+//! A partition this broker holds no replica of is NOT_LEADER_OR_FOLLOWER without asking the
+//! engine (which answers the same on a follower); v9+ `current_leader_epoch` is checked on the
+//! owning core against the partition's epoch (KIP-320: FENCED_LEADER_EPOCH /
+//! UNKNOWN_LEADER_EPOCH). v12+ (KIP-951): those partitions name the current leader, and v16+
+//! responses carry its endpoint.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use freshet_engine::metadata::MetadataSnapshot;
 use freshet_engine::{code, FetchedData, PartitionOffsets, Shard};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
-use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use super::cluster_view::{hosts_replica, leader_lookup, ClusterView, LeaderHints};
+use super::offset_for_leader_epoch::fencing_error;
 use super::{topic_name, uuid_of, HandlerFuture, RequestContext};
 use crate::fetch_session::{classify, SessionAction, SessionPartition};
 
 pub const API_KEY: ApiKey = ApiKey::Fetch;
 pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 16 };
+
+/// First Fetch version whose partitions carry `current_leader` (KIP-951).
+const CURRENT_LEADER_VERSION: i16 = 12;
+/// First Fetch version whose responses carry `node_endpoints` (KIP-951).
+const NODE_ENDPOINTS_VERSION: i16 = 16;
 
 /// Upper bound on max_wait_ms we honour (a client asking for more waits this long).
 const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -50,6 +65,11 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                     partition: p.partition,
                     fetch_offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: if ctx.api_version >= 9 {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    },
                     last_high_watermark: -1,
                     last_log_start_offset: -1,
                 };
@@ -234,12 +254,16 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                 s.rotate_to_end(&returned_data);
             }
         }
-        ctx.respond(
-            &FetchResponse::default()
-                .with_error_code(code::NONE)
-                .with_session_id(session_id)
-                .with_responses(topics),
-        )
+        let mut resp = FetchResponse::default()
+            .with_error_code(code::NONE)
+            .with_session_id(session_id);
+        if ctx.api_version >= CURRENT_LEADER_VERSION {
+            let endpoints = add_leader_hints(&shard, &mut topics);
+            if ctx.api_version >= NODE_ENDPOINTS_VERSION {
+                resp.node_endpoints = endpoints;
+            }
+        }
+        ctx.respond(&resp.with_responses(topics))
     })
 }
 
@@ -268,6 +292,47 @@ fn trim_to_budget(records: Bytes, budget: usize, at_least_one: bool) -> Bytes {
     records.slice(..end)
 }
 
+/// KIP-951: names the current leader in every partition answered NOT_LEADER_OR_FOLLOWER or
+/// FENCED_LEADER_EPOCH and returns the leaders' endpoints (sent from v16).
+fn add_leader_hints(shard: &Rc<Shard>, topics: &mut [FetchableTopicResponse]) -> Vec<NodeEndpoint> {
+    let snap = shard.metadata();
+    let leader_of = leader_lookup(shard);
+    let view = ClusterView::this_node(shard, &snap, &leader_of);
+    let mut hints = LeaderHints::default();
+    for tr in topics.iter_mut() {
+        let Some(t) = snap
+            .topic(tr.topic.0.as_str())
+            .or_else(|| snap.topic_by_id(tr.topic_id.as_bytes()))
+        else {
+            continue;
+        };
+        for pd in &mut tr.partitions {
+            if !matches!(
+                pd.error_code,
+                code::NOT_LEADER_OR_FOLLOWER | code::FENCED_LEADER_EPOCH
+            ) {
+                continue;
+            }
+            if let Some((leader, epoch)) = hints.hint(&view, t, pd.partition_index) {
+                pd.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+            }
+        }
+    }
+    hints
+        .endpoints()
+        .into_iter()
+        .map(|e| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(e.id))
+                .with_host(StrBytes::from_string(e.host))
+                .with_port(e.port)
+                .with_rack(e.rack.map(StrBytes::from_string))
+        })
+        .collect()
+}
+
 fn push_partition(
     topics: &mut Vec<FetchableTopicResponse>,
     sp: &SessionPartition,
@@ -292,12 +357,27 @@ fn push_partition(
     }
 }
 
-/// Reads every planned partition on its owning core; results in plan order.
+/// Where a planned partition is read: here, or nowhere because another broker holds it.
+fn not_hosted(snap: &MetadataSnapshot, node_id: i32, p: &SessionPartition) -> bool {
+    snap.topic(&p.topic)
+        .is_some_and(|t| !hosts_replica(t, p.partition, node_id))
+}
+
+/// Reads every planned partition on its owning core; results in plan order. A partition this
+/// broker holds no replica of is NOT_LEADER_OR_FOLLOWER; on the owning core the KIP-320
+/// epoch check comes first, as in Kafka (`Partition.localLogWithEpochOrThrow`).
 async fn read_all(shard: &Rc<Shard>, plan: &[SessionPartition]) -> Vec<ReadResult> {
-    // Per owning core: (plan index, topic, partition, fetch offset, max bytes).
-    type Read = (usize, String, i32, i64, usize);
+    // Per owning core: (plan index, topic, partition, fetch offset, max bytes, current epoch).
+    type Read = (usize, String, i32, i64, usize, i32);
+    let snap = shard.metadata();
+    let node_id = shard.config().node_id;
+    let mut results: Vec<Option<ReadResult>> = (0..plan.len()).map(|_| None).collect();
     let mut per_core: BTreeMap<usize, Vec<Read>> = BTreeMap::new();
     for (i, p) in plan.iter().enumerate() {
+        if not_hosted(&snap, node_id, p) {
+            results[i] = Some(Err((code::NOT_LEADER_OR_FOLLOWER, None)));
+            continue;
+        }
         per_core
             .entry(shard.owner_of(&p.topic, p.partition))
             .or_default()
@@ -307,6 +387,7 @@ async fn read_all(shard: &Rc<Shard>, plan: &[SessionPartition]) -> Vec<ReadResul
                 p.partition,
                 p.fetch_offset,
                 p.max_bytes.max(0) as usize,
+                p.current_leader_epoch,
             ));
     }
     let mut tasks = Vec::new();
@@ -317,7 +398,14 @@ async fn read_all(shard: &Rc<Shard>, plan: &[SessionPartition]) -> Vec<ReadResul
             let r = shard
                 .invoke_on(core, move |s| async move {
                     let mut out = Vec::with_capacity(items.len());
-                    for (_, t, p, off, max) in items {
+                    for (_, t, p, off, max, current_epoch) in items {
+                        if let Some(part) = s.partition(&t, p) {
+                            let e = fencing_error(current_epoch, part.leader_epoch());
+                            if e != code::NONE {
+                                out.push(Err((e, Some(part.offsets()))));
+                                continue;
+                            }
+                        }
                         out.push(s.local_read(&t, p, off, max).await);
                     }
                     out
@@ -326,7 +414,6 @@ async fn read_all(shard: &Rc<Shard>, plan: &[SessionPartition]) -> Vec<ReadResul
             (idx, r)
         }));
     }
-    let mut results: Vec<Option<ReadResult>> = (0..plan.len()).map(|_| None).collect();
     for t in tasks {
         let (idx, r) = t.await;
         let n = idx.len();

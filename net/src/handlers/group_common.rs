@@ -7,6 +7,7 @@
 
 use freshet_engine::group::{GroupCall, GroupReply, GroupRouter};
 
+use super::cluster_view::Endpoint;
 use super::RequestContext;
 use kafka_protocol::protocol::StrBytes;
 
@@ -18,10 +19,9 @@ pub struct GroupCtx<'a> {
     pub client_id: &'a str,
     /// The peer's IP address, reported in DescribeGroups.
     pub client_host: &'a str,
-    /// This broker's id and advertised address (FindCoordinator).
-    pub node_id: i32,
-    pub host: &'a str,
-    pub port: i32,
+    /// The coordinator broker of a group (or transactional) key, for FindCoordinator: the
+    /// leader of the key's `__consumer_offsets` partition; Err is a Kafka error code.
+    pub coordinator: &'a dyn Fn(&str) -> Result<Endpoint, i16>,
     /// Partition count of a topic (`None`: no such topic), from this core's metadata.
     pub topic_partitions: &'a dyn Fn(&str) -> Option<i32>,
 }
@@ -31,17 +31,14 @@ impl<'a> GroupCtx<'a> {
     pub fn new(
         ctx: &'a RequestContext,
         router: &'a dyn GroupRouter,
-        host: &'a str,
-        port: i32,
+        coordinator: &'a dyn Fn(&str) -> Result<Endpoint, i16>,
         topic_partitions: &'a dyn Fn(&str) -> Option<i32>,
     ) -> Self {
         GroupCtx {
             router,
             client_id: ctx.client_id.as_deref().unwrap_or(""),
             client_host: &ctx.client_host,
-            node_id: ctx.shard().config().node_id,
-            host,
-            port,
+            coordinator,
             topic_partitions,
         }
     }
@@ -72,6 +69,25 @@ pub fn opt_strbytes(s: Option<String>) -> Option<StrBytes> {
     s.map(to_strbytes)
 }
 
+/// This core's answer to "which broker coordinates key `k`": the leader of `__consumer_offsets`
+/// partition `partition_for_group(k, offsets.topic.num.partitions)` (Kafka's placement), from
+/// the newest metadata and leader table at the time of the call.
+pub fn coordinator_lookup(
+    shard: &std::rc::Rc<freshet_engine::Shard>,
+) -> impl Fn(&str) -> Result<Endpoint, i16> + 'static {
+    let shard = shard.clone();
+    move |key: &str| {
+        let snap = shard.metadata();
+        let leader_of = super::cluster_view::leader_lookup(&shard);
+        let view = super::cluster_view::ClusterView::this_node(&shard, &snap, &leader_of);
+        let n = shard.config().groups.offsets_topic_num_partitions;
+        view.coordinator(
+            freshet_engine::group::OFFSETS_TOPIC,
+            freshet_engine::group::partition_for_group(key, n),
+        )
+    }
+}
+
 /// Defines `handle(ctx, body)` for a group API file whose logic is
 /// `serve(&GroupCtx, version, request) -> response`.
 macro_rules! group_entry {
@@ -80,11 +96,10 @@ macro_rules! group_entry {
             Box::pin(async move {
                 let req: $req = ctx.decode(body)?;
                 let router = freshet_engine::group::wire::ShardRouter::new(ctx.shard().clone());
-                let (host, port) =
-                    super::metadata::split_host_port(ctx.shard().config().advertised_addr());
                 let shard = ctx.shard().clone();
+                let coordinator = super::group_common::coordinator_lookup(&shard);
                 let lookup = move |t: &str| shard.metadata().topic(t).map(|m| m.partitions);
-                let gctx = super::group_common::GroupCtx::new(&ctx, &router, &host, port, &lookup);
+                let gctx = super::group_common::GroupCtx::new(&ctx, &router, &coordinator, &lookup);
                 let resp = serve(&gctx, ctx.api_version, req).await;
                 ctx.respond(&resp)
             })

@@ -16,6 +16,7 @@ use futures_lite::future::block_on;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
+use super::cluster_view::{Endpoint, COORDINATOR_NOT_AVAILABLE};
 use super::group_common::GroupCtx;
 
 /// A clock that stands still (the tests fire timers with `tick`).
@@ -96,14 +97,22 @@ fn one_core() -> OneCore {
     OneCore { svc: Rc::new(svc) }
 }
 
+/// The coordinator of every key in these tests: broker 1 at 127.0.0.1:9092.
+fn this_broker(_key: &str) -> Result<Endpoint, i16> {
+    Ok(Endpoint {
+        id: 1,
+        host: "127.0.0.1".to_string(),
+        port: 9092,
+        rack: None,
+    })
+}
+
 fn ctx(router: &OneCore) -> GroupCtx<'_> {
     GroupCtx {
         router,
         client_id: "tester",
         client_host: "/127.0.0.1",
-        node_id: 1,
-        host: "127.0.0.1",
-        port: 9092,
+        coordinator: &this_broker,
         topic_partitions: &|t: &str| (t == "t").then_some(8),
     }
 }
@@ -313,6 +322,56 @@ fn find_coordinator_answers_this_broker_for_single_and_batched_keys() {
             );
         } else {
             assert_eq!((r.error_code, r.node_id.0, r.port), (0, 1, 9092));
+        }
+    }
+}
+
+/// In a cluster, a key whose offsets partition has no known leader gets
+/// COORDINATOR_NOT_AVAILABLE (node -1) — per key from v4 (KIP-699) — and the client retries;
+/// other keys of the same batch still get their coordinator.
+#[test]
+fn find_coordinator_reports_an_unknown_coordinator_per_key() {
+    let router = one_core();
+    let lookup = |key: &str| match key {
+        "led" => Ok(Endpoint {
+            id: 2,
+            host: "10.0.0.2".to_string(),
+            port: 9093,
+            rack: None,
+        }),
+        _ => Err(COORDINATOR_NOT_AVAILABLE),
+    };
+    let c = GroupCtx {
+        coordinator: &lookup,
+        ..ctx(&router)
+    };
+    for v in super::find_coordinator::VERSIONS.min..=super::find_coordinator::VERSIONS.max {
+        let mut req = FindCoordinatorRequest::default();
+        if v >= 4 {
+            req.coordinator_keys = vec![s("led"), s("electing")];
+        } else {
+            req.key = s("electing");
+        }
+        let r = block_on(super::find_coordinator::serve(&c, v, req));
+        encodes(&r, v);
+        if v >= 4 {
+            let got: Vec<(i16, i32, &str, i32)> = r
+                .coordinators
+                .iter()
+                .map(|c| (c.error_code, c.node_id.0, c.host.as_str(), c.port))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (0, 2, "10.0.0.2", 9093),
+                    (COORDINATOR_NOT_AVAILABLE, -1, "", -1)
+                ]
+            );
+        } else {
+            assert_eq!(
+                (r.error_code, r.node_id.0, r.port),
+                (COORDINATOR_NOT_AVAILABLE, -1, -1)
+            );
         }
     }
 }

@@ -15,8 +15,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::VersionRange;
 
 use super::admin_common::{
-    alter_config_resource, apply_list_op, duplicate_flags, first_duplicate, normalize_config_value,
-    sb,
+    alter_config_resource, apply_list_op, broker_topic_defaults, duplicate_flags, first_duplicate,
+    normalize_config_value, sb,
 };
 use super::{HandlerFuture, RequestContext};
 
@@ -85,7 +85,7 @@ fn topic_ops(
         ));
     }
     let snap = shard.metadata();
-    let defaults = &shard.config().topic_defaults;
+    let defaults = &*broker_topic_defaults(shard.config());
     let mut ops = Vec::with_capacity(configs.len());
     for c in configs {
         let key = c.name.as_str();

@@ -1,6 +1,9 @@
-//! Metadata (key 3): brokers (this node), cluster id, controller, and topics with their
-//! partitions (leader = this node). Missing topics are auto-created when
-//! `auto.create.topics.enable` (and, v4+, the request's allow_auto_topic_creation) allow it.
+//! Metadata (key 3): brokers (every registered broker; this node alone in a cluster of one),
+//! cluster id, controller (the controller group's leader), and topics with their partitions:
+//! leader and leader epoch from this core's leader table, replicas from the assignment, ISR
+//! from the leader; LEADER_NOT_AVAILABLE with leader -1 while a partition has no known leader
+//! (see `cluster_view`). Missing topics are auto-created when `auto.create.topics.enable`
+//! (and, v4+, the request's allow_auto_topic_creation) allow it.
 
 use bytes::Bytes;
 use freshet_engine::code;
@@ -11,6 +14,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use super::cluster_view::{leader_lookup, ClusterView};
 use super::{ensure_topic, topic_name, uuid_of, HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::Metadata;
@@ -23,74 +27,123 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
     Box::pin(async move {
         let req: MetadataRequest = ctx.decode(body)?;
         let shard = ctx.shard().clone();
-        let node_id = shard.config().node_id;
-        let (host, port) = split_host_port(shard.config().advertised_addr());
         // v0: an empty list means all topics; v1+: null means all topics.
         let all = match &req.topics {
             None => true,
             Some(t) => t.is_empty() && ctx.api_version == 0,
         };
         let allow_auto = ctx.api_version < 4 || req.allow_auto_topic_creation;
-        let mut topics = Vec::new();
+        // Topics found or created first (auto-creation waits), described afterwards against
+        // the newest snapshot and leader table.
+        let mut found: Vec<Result<TopicMeta, MetadataResponseTopic>> = Vec::new();
         if all {
-            for t in shard.metadata().topics.values() {
-                topics.push(topic_entry(t, node_id));
-            }
+            found.extend(shard.metadata().topics.values().cloned().map(Ok));
         } else {
             for rt in req.topics.unwrap_or_default() {
                 match rt.name {
                     Some(name) => {
                         let name = name.0.as_str().to_string();
-                        match ensure_topic(&shard, &name, allow_auto).await {
-                            Ok(t) => topics.push(topic_entry(&t, node_id)),
-                            Err(err) => topics.push(
-                                MetadataResponseTopic::default()
-                                    .with_error_code(err)
-                                    .with_name(Some(topic_name(&name)))
-                                    .with_topic_authorized_operations(OPS_NOT_REQUESTED),
-                            ),
-                        }
+                        found.push(match ensure_topic(&shard, &name, allow_auto).await {
+                            Ok(t) => Ok(t),
+                            Err(err) => Err(MetadataResponseTopic::default()
+                                .with_error_code(err)
+                                .with_name(Some(topic_name(&name)))
+                                .with_topic_authorized_operations(OPS_NOT_REQUESTED)),
+                        });
                     }
                     None => {
                         let snap = shard.metadata();
-                        match snap.topic_by_id(rt.topic_id.as_bytes()) {
-                            Some(t) => topics.push(topic_entry(t, node_id)),
-                            None => topics.push(
-                                MetadataResponseTopic::default()
-                                    .with_error_code(code::UNKNOWN_TOPIC_ID)
-                                    .with_topic_id(rt.topic_id)
-                                    .with_topic_authorized_operations(OPS_NOT_REQUESTED),
-                            ),
-                        }
+                        found.push(match snap.topic_by_id(rt.topic_id.as_bytes()) {
+                            Some(t) => Ok(t.clone()),
+                            None => Err(MetadataResponseTopic::default()
+                                .with_error_code(code::UNKNOWN_TOPIC_ID)
+                                .with_topic_id(rt.topic_id)
+                                .with_topic_authorized_operations(OPS_NOT_REQUESTED)),
+                        });
                     }
                 }
             }
         }
+        wait_for_new_leaders(&shard, &found).await;
+        let snap = shard.metadata();
+        let leader_of = leader_lookup(&shard);
+        let view = ClusterView::this_node(&shard, &snap, &leader_of);
+        let topics = found
+            .into_iter()
+            .map(|t| match t {
+                // A topic created by this request may be newer than `snap`; its entry is.
+                Ok(t) => topic_entry(&view, snap.topic(&t.name).unwrap_or(&t)),
+                Err(e) => e,
+            })
+            .collect();
+        let brokers = view
+            .brokers()
+            .into_iter()
+            .map(|b| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(b.host))
+                    .with_port(b.port)
+                    .with_rack(b.rack.map(StrBytes::from_string))
+            })
+            .collect();
         let resp = MetadataResponse::default()
-            .with_brokers(vec![MetadataResponseBroker::default()
-                .with_node_id(BrokerId(node_id))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port)])
+            .with_brokers(brokers)
             .with_cluster_id(Some(StrBytes::from_string(
                 shard.config().cluster_id.clone(),
             )))
-            .with_controller_id(BrokerId(node_id))
+            .with_controller_id(BrokerId(view.controller_id()))
             .with_cluster_authorized_operations(OPS_NOT_REQUESTED)
             .with_topics(topics);
         ctx.respond(&resp)
     })
 }
 
-fn topic_entry(t: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+/// How long Metadata waits, in a cluster of one, for the leaders of partitions the leader
+/// table does not know yet (a topic created a moment ago: its single-replica groups lead before
+/// the creation is answered, the table learns it a few milliseconds later).
+const SINGLE_NODE_LEADER_WAIT_MS: u64 = 1000;
+
+/// In a cluster of one, waits (bounded) until this core's leader table knows the leader of
+/// every partition of `topics`, so a client asking right after a creation sees the leader
+/// instead of a LEADER_NOT_AVAILABLE retry. In a real cluster a missing leader is news the
+/// client must get at once.
+async fn wait_for_new_leaders(
+    shard: &std::rc::Rc<freshet_engine::Shard>,
+    topics: &[Result<TopicMeta, MetadataResponseTopic>],
+) {
+    let me = shard.config().node_id;
+    if !shard.metadata().brokers.keys().all(|id| *id == me) {
+        return;
+    }
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(SINGLE_NODE_LEADER_WAIT_MS);
+    for t in topics.iter().flatten() {
+        for a in &t.assignments {
+            if shard.leader_of(a.group).is_some() {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            freshet_engine::cluster::wait_for_leader(shard, a.group, left).await;
+        }
+    }
+}
+
+fn topic_entry(view: &ClusterView<'_>, t: &TopicMeta) -> MetadataResponseTopic {
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
     let partitions = (0..t.partitions)
         .map(|i| {
+            let p = view.partition(t, i);
             MetadataResponsePartition::default()
-                .with_error_code(code::NONE)
+                .with_error_code(p.error)
                 .with_partition_index(i)
-                .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(node_id)])
-                .with_isr_nodes(vec![BrokerId(node_id)])
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.epoch)
+                .with_replica_nodes(ids(p.replicas))
+                .with_isr_nodes(ids(p.isr))
         })
         .collect();
     MetadataResponseTopic::default()

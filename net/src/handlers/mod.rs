@@ -35,6 +35,7 @@ use crate::NetCore;
 mod admin_common;
 mod alter_configs;
 mod api_versions;
+mod cluster_view;
 mod create_partitions;
 mod create_topics;
 mod delete_records;
@@ -48,6 +49,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
+mod placement_checks;
 mod produce;
 // Consumer groups (engine/src/group; shared plumbing in group_common.rs).
 mod delete_groups;

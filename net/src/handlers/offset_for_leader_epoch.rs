@@ -2,7 +2,8 @@
 //! leader epoch <= the requested one and the offset where it ends, from the partition's
 //! leader-epoch cache on its owning core (one mesh call per core). `current_leader_epoch`
 //! (KIP-320 fencing) must match the partition's epoch: a newer one is UNKNOWN_LEADER_EPOCH, an
-//! older one FENCED_LEADER_EPOCH; -1 skips the check.
+//! older one FENCED_LEADER_EPOCH; -1 skips the check. A partition this broker holds no replica
+//! of is NOT_LEADER_OR_FOLLOWER (the engine answers the same on a follower).
 
 use std::rc::Rc;
 
@@ -15,6 +16,7 @@ use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLea
 use kafka_protocol::protocol::VersionRange;
 
 use super::admin_common::{on_owning_cores, StepFuture};
+use super::cluster_view::hosts_replica;
 use super::{HandlerFuture, RequestContext};
 
 pub const API_KEY: ApiKey = ApiKey::OffsetForLeaderEpoch;
@@ -36,7 +38,8 @@ pub(crate) fn fencing_error(current_leader_epoch: i32, partition_epoch: i32) -> 
     }
 }
 
-/// Runs on the owning core: Ok((epoch, end offset)) or a Kafka error code.
+/// Runs on the owning core: Ok((epoch, end offset)) or a Kafka error code (the engine checks
+/// leadership first, then the KIP-320 epoch by the rules of `fencing_error`).
 fn epoch_step(
     s: Rc<Shard>,
     topic: String,
@@ -44,13 +47,7 @@ fn epoch_step(
     (current_leader_epoch, leader_epoch): (i32, i32),
 ) -> StepFuture<Result<(i32, i64), i16>> {
     Box::pin(async move {
-        let Some(p) = s.partition(&topic, partition) else {
-            return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
-        };
-        match fencing_error(current_leader_epoch, p.leader_epoch()) {
-            code::NONE => Ok(p.end_offset_for_epoch(leader_epoch)),
-            e => Err(e),
-        }
+        s.local_end_offset_for_epoch(&topic, partition, current_leader_epoch, leader_epoch)
     })
 }
 
@@ -59,6 +56,7 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         let req: OffsetForLeaderEpochRequest = ctx.decode(body)?;
         let shard = ctx.shard().clone();
         let snap = shard.metadata();
+        let node_id = shard.config().node_id;
         let mut topics = Vec::with_capacity(req.topics.len());
         let mut slots = Vec::new();
         let mut work = Vec::new();
@@ -73,6 +71,11 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                     .with_end_offset(-1);
                 match meta {
                     Some(m) if p.partition >= 0 && p.partition < m.partitions => {
+                        if !hosts_replica(m, p.partition, node_id) {
+                            pr.error_code = code::NOT_LEADER_OR_FOLLOWER;
+                            tr.partitions.push(pr);
+                            continue;
+                        }
                         slots.push((ti, pi));
                         work.push((
                             name.to_string(),

@@ -1,15 +1,26 @@
 //! Produce (key 0): appends record batches through `Partition::replicate` on each partition's
-//! owning core (one mesh call per core), acks 0/1/-1, per-partition error codes.
+//! owning core (one mesh call per core), acks 0/1/-1, per-partition error codes. A partition
+//! this broker holds no replica of is NOT_LEADER_OR_FOLLOWER without asking the engine; the
+//! engine answers NOT_LEADER_OR_FOLLOWER on a follower and NOT_ENOUGH_REPLICAS when acks=all
+//! finds too few in-sync replicas. v10+ (KIP-951): a NOT_LEADER_OR_FOLLOWER partition names
+//! the current leader and the response carries its endpoint.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use freshet_engine::metadata::TopicMeta;
 use freshet_engine::{code, Acks, ReplicateOutcome};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
-use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
 
+use super::cluster_view::{hosts_replica, leader_lookup, ClusterView, LeaderHints};
 use super::{ensure_topic, topic_name, uuid_of, HandlerFuture, RequestContext};
+
+/// First Produce version with KIP-951 leader hints (current_leader, node_endpoints).
+const LEADER_HINTS_VERSION: i16 = 10;
 
 pub const API_KEY: ApiKey = ApiKey::Produce;
 pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
@@ -30,6 +41,9 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         let req: ProduceRequest = ctx.decode(body)?;
         let shard = ctx.shard().clone();
         let acks = Acks::from_kafka(req.acks);
+        let node_id = shard.config().node_id;
+        // The topic of each entry (for the leader hints).
+        let mut topic_metas: Vec<Option<TopicMeta>> = Vec::with_capacity(req.topic_data.len());
         // Response skeleton in request order; filled per partition.
         let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
         let mut per_core: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
@@ -67,6 +81,10 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                     (Ok(t), _) if pd.index < 0 || pd.index >= t.partitions => {
                         Err(code::UNKNOWN_TOPIC_OR_PARTITION)
                     }
+                    // Another broker holds this partition.
+                    (Ok(t), _) if !hosts_replica(t, pd.index, node_id) => {
+                        Err(code::NOT_LEADER_OR_FOLLOWER)
+                    }
                     (Ok(t), _) => Ok(t),
                 };
                 match (topic, pd.records) {
@@ -91,6 +109,7 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                 tr.topic_id = uuid_of(&t.id);
             }
             responses.push(tr);
+            topic_metas.push(resolved.ok());
         }
         if acks.is_none() {
             tracing::warn!(acks = req.acks, "produce with invalid acks");
@@ -146,6 +165,47 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         if req.acks == 0 {
             return Ok(None);
         }
-        ctx.respond(&ProduceResponse::default().with_responses(responses))
+        let mut resp = ProduceResponse::default();
+        if ctx.api_version >= LEADER_HINTS_VERSION {
+            resp.node_endpoints = add_leader_hints(&shard, &mut responses, &topic_metas);
+        }
+        ctx.respond(&resp.with_responses(responses))
     })
+}
+
+/// KIP-951: names the current leader in every NOT_LEADER_OR_FOLLOWER partition of
+/// `responses` (`topics[i]` is the topic of `responses[i]`) and returns the leaders' endpoints.
+fn add_leader_hints(
+    shard: &std::rc::Rc<freshet_engine::Shard>,
+    responses: &mut [TopicProduceResponse],
+    topics: &[Option<TopicMeta>],
+) -> Vec<NodeEndpoint> {
+    let snap = shard.metadata();
+    let leader_of = leader_lookup(shard);
+    let view = ClusterView::this_node(shard, &snap, &leader_of);
+    let mut hints = LeaderHints::default();
+    for (tr, t) in responses.iter_mut().zip(topics) {
+        let Some(t) = t else { continue };
+        for pr in &mut tr.partition_responses {
+            if pr.error_code != code::NOT_LEADER_OR_FOLLOWER {
+                continue;
+            }
+            if let Some((leader, epoch)) = hints.hint(&view, t, pr.index) {
+                pr.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+            }
+        }
+    }
+    hints
+        .endpoints()
+        .into_iter()
+        .map(|e| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(e.id))
+                .with_host(StrBytes::from_string(e.host))
+                .with_port(e.port)
+                .with_rack(e.rack.map(StrBytes::from_string))
+        })
+        .collect()
 }
