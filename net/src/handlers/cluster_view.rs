@@ -262,6 +262,75 @@ pub(crate) fn leader_lookup(shard: &Rc<Shard>) -> impl Fn(u64) -> Option<Leader>
     }
 }
 
+/// Test fixtures shared by the handlers' tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+    use freshet_engine::metadata::{BrokerInfo, PartitionAssignment};
+    use freshet_engine::TopicConfig;
+
+    /// Topic "t": 3 partitions, groups 10..12, replicas [0, 1]; brokers 0 (`h0:9000`) and
+    /// 1 (`h1:9001`).
+    pub fn two_brokers() -> (TopicMeta, MetadataSnapshot) {
+        let t = TopicMeta {
+            name: "t".to_string(),
+            id: [3; 16],
+            partitions: 3,
+            config: TopicConfig::default(),
+            revision: 1,
+            assignments: (0..3)
+                .map(|p| PartitionAssignment {
+                    group: 10 + p,
+                    replicas: vec![0, 1],
+                })
+                .collect(),
+        };
+        let snap = MetadataSnapshot {
+            revision: 1,
+            topics: [("t".to_string(), t.clone())].into_iter().collect(),
+            brokers: (0..2)
+                .map(|id| {
+                    (
+                        id,
+                        BrokerInfo {
+                            id,
+                            host: format!("h{id}"),
+                            port: 9000 + id,
+                            rpc_addr: String::new(),
+                            rack: None,
+                        },
+                    )
+                })
+                .collect(),
+            next_group: 20,
+        };
+        (t, snap)
+    }
+
+    /// Broker 1 leads every group at epoch 7 except group 12 (unknown).
+    pub fn broker_1_leads(group: u64) -> Option<Leader> {
+        (group != 12).then_some(Leader {
+            leader: 1,
+            epoch: 7,
+            isr: vec![1, 0],
+        })
+    }
+
+    /// Broker 0's view of [`two_brokers`] with [`broker_1_leads`].
+    pub fn view_of_broker_0(snap: &MetadataSnapshot) -> ClusterView<'_> {
+        ClusterView {
+            snap,
+            this: Endpoint {
+                id: 0,
+                host: "h0".to_string(),
+                port: 9000,
+                rack: None,
+            },
+            leader_of: &broker_1_leads,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

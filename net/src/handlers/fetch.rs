@@ -258,7 +258,10 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             .with_error_code(code::NONE)
             .with_session_id(session_id);
         if ctx.api_version >= CURRENT_LEADER_VERSION {
-            let endpoints = add_leader_hints(&shard, &mut topics);
+            let snap = shard.metadata();
+            let leader_of = leader_lookup(&shard);
+            let view = ClusterView::this_node(&shard, &snap, &leader_of);
+            let endpoints = add_leader_hints(&view, &mut topics);
             if ctx.api_version >= NODE_ENDPOINTS_VERSION {
                 resp.node_endpoints = endpoints;
             }
@@ -294,10 +297,11 @@ fn trim_to_budget(records: Bytes, budget: usize, at_least_one: bool) -> Bytes {
 
 /// KIP-951: names the current leader in every partition answered NOT_LEADER_OR_FOLLOWER or
 /// FENCED_LEADER_EPOCH and returns the leaders' endpoints (sent from v16).
-fn add_leader_hints(shard: &Rc<Shard>, topics: &mut [FetchableTopicResponse]) -> Vec<NodeEndpoint> {
-    let snap = shard.metadata();
-    let leader_of = leader_lookup(shard);
-    let view = ClusterView::this_node(shard, &snap, &leader_of);
+fn add_leader_hints(
+    view: &ClusterView<'_>,
+    topics: &mut [FetchableTopicResponse],
+) -> Vec<NodeEndpoint> {
+    let snap = view.snap;
     let mut hints = LeaderHints::default();
     for tr in topics.iter_mut() {
         let Some(t) = snap
@@ -313,7 +317,7 @@ fn add_leader_hints(shard: &Rc<Shard>, topics: &mut [FetchableTopicResponse]) ->
             ) {
                 continue;
             }
-            if let Some((leader, epoch)) = hints.hint(&view, t, pd.partition_index) {
+            if let Some((leader, epoch)) = hints.hint(view, t, pd.partition_index) {
                 pd.current_leader = LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(leader))
                     .with_leader_epoch(epoch);
@@ -472,6 +476,50 @@ async fn wait_for_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handlers::cluster_view::fixture;
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::Encodable;
+
+    /// KIP-951 in Fetch: partitions answered NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH
+    /// name the leader another broker holds (v12+), the response lists its endpoint (v16+);
+    /// the answer encodes at every version from v12.
+    #[test]
+    fn not_leader_and_fenced_answers_name_the_current_leader() {
+        let (_, snap) = fixture::two_brokers();
+        let view = fixture::view_of_broker_0(&snap);
+        let part = |index: i32, error_code: i16| {
+            PartitionData::default()
+                .with_partition_index(index)
+                .with_error_code(error_code)
+                .with_records(Some(Bytes::new()))
+        };
+        let mut topics = vec![FetchableTopicResponse::default()
+            .with_topic(topic_name("t"))
+            .with_partitions(vec![
+                part(0, code::NOT_LEADER_OR_FOLLOWER),
+                part(1, code::FENCED_LEADER_EPOCH),
+                part(2, code::NOT_LEADER_OR_FOLLOWER),
+                part(0, code::OFFSET_OUT_OF_RANGE),
+            ])];
+        let endpoints = add_leader_hints(&view, &mut topics);
+        let leaders: Vec<(i32, i32)> = topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.current_leader.leader_id.0, p.current_leader.leader_epoch))
+            .collect();
+        let none = LeaderIdAndEpoch::default();
+        let unset = (none.leader_id.0, none.leader_epoch);
+        assert_eq!(leaders, vec![(1, 7), (1, 7), unset, unset]);
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!((endpoints[0].node_id.0, endpoints[0].port), (1, 9001));
+        for v in CURRENT_LEADER_VERSION..=VERSIONS.max {
+            let mut resp = FetchResponse::default().with_responses(topics.clone());
+            if v >= NODE_ENDPOINTS_VERSION {
+                resp.node_endpoints = endpoints.clone();
+            }
+            resp.encode(&mut BytesMut::new(), v).unwrap();
+        }
+    }
 
     /// A fake batch of `total` bytes whose header carries batchLength = total - 12.
     fn batch(total: usize) -> Vec<u8> {

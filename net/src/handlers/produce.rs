@@ -167,7 +167,10 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         }
         let mut resp = ProduceResponse::default();
         if ctx.api_version >= LEADER_HINTS_VERSION {
-            resp.node_endpoints = add_leader_hints(&shard, &mut responses, &topic_metas);
+            let snap = shard.metadata();
+            let leader_of = leader_lookup(&shard);
+            let view = ClusterView::this_node(&shard, &snap, &leader_of);
+            resp.node_endpoints = add_leader_hints(&view, &mut responses, &topic_metas);
         }
         ctx.respond(&resp.with_responses(responses))
     })
@@ -176,13 +179,10 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
 /// KIP-951: names the current leader in every NOT_LEADER_OR_FOLLOWER partition of
 /// `responses` (`topics[i]` is the topic of `responses[i]`) and returns the leaders' endpoints.
 fn add_leader_hints(
-    shard: &std::rc::Rc<freshet_engine::Shard>,
+    view: &ClusterView<'_>,
     responses: &mut [TopicProduceResponse],
     topics: &[Option<TopicMeta>],
 ) -> Vec<NodeEndpoint> {
-    let snap = shard.metadata();
-    let leader_of = leader_lookup(shard);
-    let view = ClusterView::this_node(shard, &snap, &leader_of);
     let mut hints = LeaderHints::default();
     for (tr, t) in responses.iter_mut().zip(topics) {
         let Some(t) = t else { continue };
@@ -190,7 +190,7 @@ fn add_leader_hints(
             if pr.error_code != code::NOT_LEADER_OR_FOLLOWER {
                 continue;
             }
-            if let Some((leader, epoch)) = hints.hint(&view, t, pr.index) {
+            if let Some((leader, epoch)) = hints.hint(view, t, pr.index) {
                 pr.current_leader = LeaderIdAndEpoch::default()
                     .with_leader_id(BrokerId(leader))
                     .with_leader_epoch(epoch);
@@ -208,4 +208,64 @@ fn add_leader_hints(
                 .with_rack(e.rack.map(StrBytes::from_string))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::cluster_view::fixture;
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::Encodable;
+
+    /// KIP-951: a Produce answer's NOT_LEADER_OR_FOLLOWER partitions name the leader another
+    /// broker holds (with its epoch) and the response lists that broker's endpoint once;
+    /// other partitions and unknown leaders get nothing; it encodes from v10 (tagged fields)
+    /// and is left out below.
+    #[test]
+    fn not_leader_answers_name_the_current_leader() {
+        let (t, snap) = fixture::two_brokers();
+        let view = fixture::view_of_broker_0(&snap);
+        let part = |index: i32, error_code: i16| {
+            PartitionProduceResponse::default()
+                .with_index(index)
+                .with_error_code(error_code)
+        };
+        let mut responses = vec![TopicProduceResponse::default()
+            .with_name(topic_name("t"))
+            .with_partition_responses(vec![
+                part(0, code::NOT_LEADER_OR_FOLLOWER),
+                part(1, code::NONE),
+                part(2, code::NOT_LEADER_OR_FOLLOWER),
+            ])];
+        let endpoints = add_leader_hints(&view, &mut responses, &[Some(t)]);
+        let parts = &responses[0].partition_responses;
+        assert_eq!(
+            (
+                parts[0].current_leader.leader_id.0,
+                parts[0].current_leader.leader_epoch
+            ),
+            (1, 7)
+        );
+        assert_eq!(parts[1].current_leader, LeaderIdAndEpoch::default());
+        assert_eq!(
+            parts[2].current_leader,
+            LeaderIdAndEpoch::default(),
+            "leader of group 12 unknown"
+        );
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(
+            (
+                endpoints[0].node_id.0,
+                endpoints[0].host.as_str(),
+                endpoints[0].port
+            ),
+            (1, "h1", 9001)
+        );
+        let resp = ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints);
+        for v in LEADER_HINTS_VERSION..=VERSIONS.max {
+            resp.encode(&mut BytesMut::new(), v).unwrap();
+        }
+    }
 }
