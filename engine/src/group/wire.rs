@@ -233,6 +233,14 @@ pub fn on_partition_leadership(
 
 fn apply_leadership(shard: &Rc<Shard>, partition: i32, is_leader: bool, epoch: i32) {
     let svc = service(shard);
+    if shard.stopping() {
+        // Shutdown closes every partition: answer parked requests NOT_COORDINATOR quietly
+        // (no "leadership moved" line per partition) and load nothing.
+        if !is_leader {
+            svc.unload_partition(partition);
+        }
+        return;
+    }
     // Broker start, election still running (no leader known yet): the partition stays
     // "loading" (COORDINATOR_LOAD_IN_PROGRESS) until the outcome is reported.
     let electing = || {
