@@ -93,6 +93,15 @@ pub struct ClusterConfig {
     /// How often each core moves leadership of the groups it leads back to their preferred
     /// replica (`replicas[0]`) when that replica is in sync; 0 disables.
     pub leader_rebalance_interval_ms: u64,
+    /// The controller writes a snapshot of the metadata state every this many applied
+    /// commands (`<data>/controller/snapshot`); a restart replays only newer commands.
+    pub controller_snapshot_commands: u64,
+    /// How long a metadata change (CreateTopics, ...) waits for a controller leader to accept
+    /// and apply it before failing with REQUEST_TIMED_OUT (retriable).
+    pub controller_request_timeout_ms: u64,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets`, capped at the
+    /// number of registered brokers.
+    pub offsets_topic_replication_factor: i16,
     /// Internal RPC calls (HELLO, LEADERS, controller forwarding) outstanding per peer.
     pub rpc_calls_in_flight_per_peer_max: usize,
     /// Discovery: a seed that did not answer HELLO is asked again after this long.
@@ -117,6 +126,9 @@ impl Default for ClusterConfig {
             rpc_frame_bytes_max: 64 * 1024 * 1024,
             rpc_send_queue_frames_max: 1024,
             leader_rebalance_interval_ms: 5000,
+            controller_snapshot_commands: 1000,
+            controller_request_timeout_ms: 10_000,
+            offsets_topic_replication_factor: 3,
             rpc_calls_in_flight_per_peer_max: 64,
             discovery_retry_ms: 200,
             leaders_report_interval_ms: 1000,

@@ -1,24 +1,20 @@
-//! Topic metadata: the versioned snapshot every core reads, and its on-disk store.
+//! Topic metadata: the versioned snapshot every core reads.
 //!
-//! Core 0 owns the metadata: it is the only core that changes it, persists it (one small
-//! checksummed file per topic under `<data-dir>/meta/`, written atomically: temp file, fsync,
-//! rename, fsync of the directory) and broadcasts each new `MetadataSnapshot` over the mesh.
-//! Every core keeps a read-only `Rc<MetadataSnapshot>` and replaces it only with a snapshot of a
-//! higher revision, so a stale (reordered) update is ignored.
-//!
-//! The store uses blocking `std::fs`: metadata changes are rare (topic creation/deletion,
-//! config changes) and happen on core 0 only; the data path never touches it.
+//! The controller (`crate::controller`, a Raft group on core 0 of every founding node) is the
+//! only writer: it applies the committed metadata commands in order and broadcasts each new
+//! `MetadataSnapshot` over the core mesh. Every core keeps a read-only `Rc<MetadataSnapshot>`
+//! and replaces it only with a snapshot of a higher revision, so a stale (reordered) update is
+//! ignored. (The per-topic files under `<data-dir>/meta/` of earlier versions are no longer
+//! read; see docs/design/controller.md.)
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use thiserror::Error;
 
 use crate::config::{ConfigError, TopicConfig};
 
-/// Errors of the metadata store.
+/// Errors of metadata persistence.
 #[derive(Debug, Error)]
 pub enum MetadataError {
     #[error("metadata I/O on {path}: {source}")]
@@ -180,284 +176,9 @@ pub fn random_topic_id() -> TopicId {
     id
 }
 
-const FILE_MAGIC: &str = "freshet-topic v1";
-
-/// Serialises a topic to its file text (last line: crc32c of everything before it).
-pub fn encode_topic(t: &TopicMeta) -> String {
-    let mut s = String::new();
-    writeln!(s, "{FILE_MAGIC}").unwrap();
-    writeln!(s, "name={}", t.name).unwrap();
-    writeln!(s, "id={}", hex(&t.id)).unwrap();
-    writeln!(s, "partitions={}", t.partitions).unwrap();
-    writeln!(s, "revision={}", t.revision).unwrap();
-    for (p, a) in t.assignments.iter().enumerate() {
-        let replicas: Vec<String> = a.replicas.iter().map(|r| r.to_string()).collect();
-        writeln!(s, "assignment.{p}={}:{}", a.group, replicas.join(",")).unwrap();
-    }
-    for (k, v) in &t.config.entries {
-        writeln!(s, "config.{k}={v}").unwrap();
-    }
-    let crc = crc32c::crc32c(s.as_bytes());
-    writeln!(s, "crc32c={crc:08x}").unwrap();
-    s
-}
-
-/// Parses a topic file; any damage (bad checksum, missing field) is an error.
-pub fn decode_topic(text: &str) -> Result<TopicMeta, String> {
-    let body_end = text
-        .rfind("crc32c=")
-        .ok_or_else(|| "no checksum line".to_string())?;
-    let (body, crc_line) = text.split_at(body_end);
-    let want = u32::from_str_radix(crc_line.trim_end().trim_start_matches("crc32c="), 16)
-        .map_err(|_| "unparsable checksum".to_string())?;
-    if crc32c::crc32c(body.as_bytes()) != want {
-        return Err("checksum mismatch".to_string());
-    }
-    let mut lines = body.lines();
-    if lines.next() != Some(FILE_MAGIC) {
-        return Err("bad header line".to_string());
-    }
-    let (mut name, mut id, mut partitions, mut revision) = (None, None, None, None);
-    let mut config = TopicConfig::default();
-    let mut assignments: BTreeMap<usize, PartitionAssignment> = BTreeMap::new();
-    for line in lines {
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("bad line {line:?}"))?;
-        match k {
-            "name" => name = Some(v.to_string()),
-            "id" => id = Some(unhex(v).ok_or_else(|| "bad id".to_string())?),
-            "partitions" => partitions = Some(v.parse().map_err(|_| "bad partitions")?),
-            "revision" => revision = Some(v.parse().map_err(|_| "bad revision")?),
-            _ if k.starts_with("assignment.") => {
-                let p: usize = k["assignment.".len()..]
-                    .parse()
-                    .map_err(|_| format!("bad assignment key {k:?}"))?;
-                let (group, replicas) = v
-                    .split_once(':')
-                    .ok_or_else(|| format!("bad assignment {v:?}"))?;
-                let group = group.parse().map_err(|_| format!("bad group in {v:?}"))?;
-                let replicas = replicas
-                    .split(',')
-                    .map(|r| r.parse::<i32>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| format!("bad replicas in {v:?}"))?;
-                assignments.insert(p, PartitionAssignment { group, replicas });
-            }
-            _ => {
-                let key = k
-                    .strip_prefix("config.")
-                    .ok_or_else(|| format!("unknown field {k:?}"))?;
-                config
-                    .set(key.to_string(), v.to_string())
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-    }
-    let partitions: i32 = partitions.ok_or("missing partitions")?;
-    if assignments.len() != partitions as usize
-        || assignments.keys().enumerate().any(|(i, p)| i != *p)
-    {
-        return Err(format!(
-            "{} partition assignments for {partitions} partitions",
-            assignments.len()
-        ));
-    }
-    Ok(TopicMeta {
-        name: name.ok_or("missing name")?,
-        id: id.ok_or("missing id")?,
-        partitions,
-        config,
-        revision: revision.ok_or("missing revision")?,
-        assignments: assignments.into_values().collect(),
-    })
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<TopicId> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
-}
-
-/// The on-disk metadata of all topics. Owned by core 0 only (per-core, `!Sync` by use).
-#[derive(Debug)]
-pub struct MetadataStore {
-    dir: PathBuf,
-}
-
-impl MetadataStore {
-    /// Opens (creating if needed) `<data_dir>/meta`.
-    pub fn open(data_dir: &Path) -> Result<Self, MetadataError> {
-        let dir = data_dir.join("meta");
-        std::fs::create_dir_all(&dir).map_err(|source| MetadataError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        Ok(MetadataStore { dir })
-    }
-
-    fn topic_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.topic"))
-    }
-
-    /// Loads every topic; leftover temp files from an interrupted write are removed.
-    pub fn load(&self) -> Result<MetadataSnapshot, MetadataError> {
-        let io = |source| MetadataError::Io {
-            path: self.dir.clone(),
-            source,
-        };
-        let mut snap = MetadataSnapshot {
-            next_group: CONTROLLER_GROUP + 1,
-            ..Default::default()
-        };
-        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            let fname = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-            if fname.ends_with(".tmp") {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            if !fname.ends_with(".topic") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).map_err(|source| MetadataError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let t = decode_topic(&text).map_err(|reason| MetadataError::Corrupt {
-                path: path.clone(),
-                reason,
-            })?;
-            snap.revision = snap.revision.max(t.revision);
-            for a in &t.assignments {
-                snap.next_group = snap.next_group.max(a.group + 1);
-            }
-            snap.topics.insert(t.name.clone(), t);
-        }
-        Ok(snap)
-    }
-
-    /// Writes one topic atomically (temp + fsync + rename + directory fsync).
-    pub fn save_topic(&self, t: &TopicMeta) -> Result<(), MetadataError> {
-        let path = self.topic_path(&t.name);
-        let tmp = self.dir.join(format!("{}.topic.tmp", t.name));
-        let io = |source| MetadataError::Io {
-            path: path.clone(),
-            source,
-        };
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(encode_topic(t).as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        self.sync_dir()
-    }
-
-    /// Removes a topic's file (durably).
-    pub fn remove_topic(&self, name: &str) -> Result<(), MetadataError> {
-        let path = self.topic_path(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(MetadataError::Io { path, source }),
-        }
-        self.sync_dir()
-    }
-
-    fn sync_dir(&self) -> Result<(), MetadataError> {
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| MetadataError::Io {
-                path: self.dir.clone(),
-                source,
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tmpdir(tag: &str) -> PathBuf {
-        let id = random_topic_id();
-        let p = std::env::temp_dir().join(format!("freshet-meta-{tag}-{}", hex(&id[..4])));
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-
-    fn topic(name: &str, partitions: i32, revision: u64) -> TopicMeta {
-        TopicMeta {
-            name: name.into(),
-            id: random_topic_id(),
-            partitions,
-            config: TopicConfig::from_pairs([("retention.ms", "1000")]).unwrap(),
-            revision,
-            assignments: (0..partitions)
-                .map(|p| PartitionAssignment {
-                    group: 10 + p as u64,
-                    replicas: vec![0, 1],
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn topics_survive_a_restart_with_ids_configs_and_revision() {
-        let dir = tmpdir("restart");
-        let a = topic("orders", 3, 1);
-        let b = topic("clicks.v2", 1, 2);
-        {
-            let store = MetadataStore::open(&dir).unwrap();
-            store.save_topic(&a).unwrap();
-            store.save_topic(&b).unwrap();
-        }
-        let snap = MetadataStore::open(&dir).unwrap().load().unwrap();
-        assert_eq!(snap.revision, 2);
-        assert_eq!(snap.topic("orders"), Some(&a));
-        assert_eq!(snap.topic_by_id(&b.id), Some(&b));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_removed_topic_stays_removed_and_temp_files_are_discarded() {
-        let dir = tmpdir("remove");
-        let store = MetadataStore::open(&dir).unwrap();
-        store.save_topic(&topic("gone", 1, 1)).unwrap();
-        store.remove_topic("gone").unwrap();
-        // A crash between writing the temp file and the rename leaves only the temp file.
-        std::fs::write(
-            dir.join("meta/half.topic.tmp"),
-            "freshet-topic v1\nname=half",
-        )
-        .unwrap();
-        let snap = store.load().unwrap();
-        assert!(snap.topics.is_empty());
-        assert!(!dir.join("meta/half.topic.tmp").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_flipped_byte_is_detected_by_the_checksum() {
-        let text = encode_topic(&topic("t", 4, 7));
-        assert!(decode_topic(&text).is_ok());
-        let damaged = text.replace("partitions=4", "partitions=5");
-        assert_eq!(decode_topic(&damaged), Err("checksum mismatch".to_string()));
-        let dir = tmpdir("corrupt");
-        let store = MetadataStore::open(&dir).unwrap();
-        std::fs::write(dir.join("meta/t.topic"), damaged).unwrap();
-        assert!(matches!(store.load(), Err(MetadataError::Corrupt { .. })));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {
@@ -466,5 +187,11 @@ mod tests {
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name("a/b").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn raft_node_ids_are_broker_ids_plus_one() {
+        assert_eq!(raft_node_id(0), 1);
+        assert_eq!(broker_id_of(raft_node_id(41)), 41);
     }
 }

@@ -6,9 +6,11 @@
 //! back, correlated by a call id. Calls to the own core run inline without touching the mesh.
 //! Each (core → peer) direction has a budget of `mesh_in_flight_per_peer` outstanding calls.
 //!
-//! Core 0 owns the metadata (see `metadata.rs`): topic changes run there (every core's
-//! `create_topic` etc. forwards to core 0), are persisted, and the new snapshot is broadcast to
-//! every core, which opens/closes/reconfigures the partitions it owns.
+//! Metadata changes go through the controller (`crate::controller`, a Raft group on core 0 of
+//! every founding node): every core's `create_topic` etc. hands an intent to core 0, which
+//! submits it to the controller leader (itself or over RPC); each node applies the committed
+//! command and core 0 broadcasts the new snapshot to every core, which opens/closes/
+//! reconfigures the partitions it owns.
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
@@ -35,10 +37,10 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::sync::Semaphore;
 
 use crate::config::{BrokerConfig, TopicConfig};
+use crate::controller::command::Intent;
 use crate::error::{code, MeshError, TopicError};
 use crate::metadata::{
-    broker_id_of, raft_node_id, random_topic_id, validate_topic_name, MetadataSnapshot,
-    MetadataStore, TopicMeta,
+    broker_id_of, raft_node_id, validate_topic_name, MetadataSnapshot, TopicMeta,
 };
 use crate::notify::Notify;
 use crate::partition::{
@@ -113,9 +115,6 @@ pub struct Shard {
     metadata_changed: Notify,
     apply_lock: Semaphore,
     partitions: RefCell<HashMap<String, BTreeMap<i32, Rc<Partition>>>>,
-    /// Core 0 only: the persisted metadata and the lock serialising changes.
-    store: Option<MetadataStore>,
-    change_lock: Semaphore,
     stop: Arc<AtomicBool>,
     /// Next producer id this core hands out (InitProducerId); steps by `cores`.
     next_producer_id: Cell<i64>,
@@ -151,11 +150,6 @@ impl Shard {
             .map_err(|_| TopicError::Store("joining the core mesh failed".into()))?;
         let core = senders.peer_id();
         assert!(core < cores, "mesh peer id {core} >= cores {cores}");
-        let store = if core == 0 {
-            Some(MetadataStore::open(&config.data_dir)?)
-        } else {
-            None
-        };
         let budgets = (0..cores)
             .map(|_| Semaphore::new(config.mesh_in_flight_per_peer as u64))
             .collect();
@@ -174,8 +168,6 @@ impl Shard {
             metadata_changed: Notify::new(),
             apply_lock: Semaphore::new(1),
             partitions: RefCell::new(HashMap::new()),
-            store,
-            change_lock: Semaphore::new(1),
             stop,
             next_producer_id: Cell::new(0),
             extensions: RefCell::new(HashMap::new()),
@@ -210,13 +202,12 @@ impl Shard {
             .detach();
         }
         if core == 0 {
-            let snap = shard.store.as_ref().expect("core 0 has the store").load()?;
-            tracing::info!(
-                topics = snap.topics.len(),
-                revision = snap.revision,
-                "metadata loaded"
-            );
-            shard.broadcast(snap).await;
+            // The controller group (voters = the founders) replays the metadata log and
+            // publishes the state to every core (docs/design/controller.md).
+            let founders = crate::cluster::founders(&shard)
+                .await
+                .map_err(|e| TopicError::Store(format!("cluster membership: {e}")))?;
+            crate::controller::Controller::start(&shard, founders).await?;
         } else {
             // Wait for core 0's first snapshot; give up if the process is stopping (core 0
             // failed to start, e.g. a corrupt metadata file).
@@ -366,195 +357,96 @@ impl Shard {
 
     // ---------------------------------------------------------------- metadata (core 0 owns)
 
-    /// Creates a topic (forwarded to core 0). Returns the new topic once every core has
-    /// applied the change (its partitions are open on their owning cores).
+    /// Carries a metadata change out through the controller: core 0 of this node submits
+    /// it to the controller leader (itself, or over RPC) and the call returns once this node
+    /// applied the resulting revision on every core. Returns that revision.
+    pub async fn submit_intent(self: &Rc<Self>, intent: Intent) -> Result<u64, TopicError> {
+        if self.stopping() {
+            return Err(TopicError::ShuttingDown);
+        }
+        self.invoke_on(0, move |s| async move {
+            match crate::controller::controller_of(&s) {
+                Some(c) => c.submit(&s, intent).await,
+                None => Err(TopicError::ControllerUnavailable(
+                    "this node runs no controller".into(),
+                )),
+            }
+        })
+        .await
+        .map_err(|_| TopicError::ShuttingDown)?
+    }
+
+    /// The topic `name` as this node knows it after a change.
+    fn topic_after_change(&self, name: String) -> Result<TopicMeta, TopicError> {
+        self.metadata()
+            .topic(&name)
+            .cloned()
+            .ok_or(TopicError::Unknown(name))
+    }
+
+    /// Creates a topic through the controller: `replication_factor` −1 = the default
+    /// (`default.replication.factor`); `assignments` (partition p → broker ids, preferred
+    /// leader first) replaces placement when given (`partitions` then −1 or their count).
+    /// Returns the new topic once this node applied it (its local replicas are open).
     pub async fn create_topic(
         self: &Rc<Self>,
         name: String,
         partitions: i32,
+        replication_factor: i16,
+        assignments: Option<Vec<Vec<i32>>>,
         configs: Vec<(String, String)>,
     ) -> Result<TopicMeta, TopicError> {
-        self.invoke_on(0, move |s| async move {
-            let node_id = s.config.node_id;
-            s.change_metadata(
-                move |snap| {
-                    validate_new_topic(snap, &name, partitions, &configs)?;
-                    let config = TopicConfig::from_pairs(configs)?;
-                    let t = TopicMeta {
-                        name: name.clone(),
-                        id: random_topic_id(),
-                        partitions,
-                        config,
-                        revision: snap.revision + 1,
-                        assignments: crate::metadata::single_replica_assignments(
-                            snap.next_group,
-                            partitions,
-                            node_id,
-                        ),
-                    };
-                    Ok(Some(t))
-                },
-                None,
-            )
-            .await
+        self.submit_intent(Intent::CreateTopic {
+            name: name.clone(),
+            partitions,
+            replication_factor,
+            configs,
+            assignments,
         })
-        .await
-        .map_err(|_| TopicError::ShuttingDown)?
-        .map(|t| t.expect("create_topic yields a topic"))
+        .await?;
+        self.topic_after_change(name)
     }
 
-    /// Deletes a topic and its data (forwarded to core 0).
+    /// Deletes a topic (everywhere: every replica's node removes its data when it applies
+    /// the change).
     pub async fn delete_topic(self: &Rc<Self>, name: String) -> Result<(), TopicError> {
-        self.invoke_on(0, move |s| async move {
-            let n = name.clone();
-            s.change_metadata(
-                move |snap| {
-                    if snap.topic(&n).is_none() {
-                        return Err(TopicError::Unknown(n.clone()));
-                    }
-                    Ok(None)
-                },
-                Some(name),
-            )
-            .await
-        })
-        .await
-        .map_err(|_| TopicError::ShuttingDown)??;
+        self.submit_intent(Intent::DeleteTopic { name }).await?;
         Ok(())
     }
 
-    /// Grows a topic to `total_partitions` partitions (forwarded to core 0).
+    /// Grows a topic to `total_partitions` partitions; `assignments` (the new partitions
+    /// only) replaces placement when given.
     pub async fn add_partitions(
         self: &Rc<Self>,
         name: String,
         total_partitions: i32,
+        assignments: Option<Vec<Vec<i32>>>,
     ) -> Result<TopicMeta, TopicError> {
-        self.edit_topic(name, move |t, next_group| {
-            if total_partitions <= t.partitions {
-                return Err(TopicError::InvalidPartitions(format!(
-                    "topic {} has {} partitions; new count {total_partitions} must be larger",
-                    t.name, t.partitions
-                )));
-            }
-            let first_group = next_group;
-            let broker = t
-                .assignments
-                .first()
-                .and_then(|a| a.replicas.first())
-                .copied()
-                .unwrap_or(0);
-            let mut added = crate::metadata::single_replica_assignments(
-                first_group,
-                total_partitions - t.partitions,
-                broker,
-            );
-            t.assignments.append(&mut added);
-            t.partitions = total_partitions;
-            Ok(())
+        self.submit_intent(Intent::AddPartitions {
+            name: name.clone(),
+            total_partitions,
+            assignments,
         })
-        .await
+        .await?;
+        self.topic_after_change(name)
     }
 
-    /// Changes a topic's config (forwarded to core 0).
+    /// Changes a topic's config.
     pub async fn set_topic_config(
         self: &Rc<Self>,
         name: String,
         change: TopicConfigChange,
     ) -> Result<TopicMeta, TopicError> {
-        self.edit_topic(name, move |t, _| {
-            match change {
-                TopicConfigChange::Replace(pairs) => {
-                    t.config = TopicConfig::from_pairs(pairs)?;
-                }
-                TopicConfigChange::Incremental(ops) => {
-                    for (k, v) in ops {
-                        match v {
-                            Some(v) => t.config.set(k, v)?,
-                            None => t.config.unset(&k),
-                        }
-                    }
-                }
-            }
-            Ok(())
+        self.submit_intent(Intent::SetTopicConfig {
+            name: name.clone(),
+            change,
         })
-        .await
-    }
-
-    /// Edits an existing topic on core 0 (forwarded there): `edit` changes a copy of the
-    /// topic's metadata (its second argument is the next unused Raft group id), which then gets the next revision and is persisted and broadcast by
-    /// `change_metadata`. Unknown topic: `TopicError::Unknown`.
-    async fn edit_topic<F>(self: &Rc<Self>, name: String, edit: F) -> Result<TopicMeta, TopicError>
-    where
-        F: FnOnce(&mut TopicMeta, u64) -> Result<(), TopicError> + Send + 'static,
-    {
-        self.invoke_on(0, move |s| async move {
-            s.change_metadata(
-                move |snap| {
-                    let mut t = snap
-                        .topic(&name)
-                        .ok_or_else(|| TopicError::Unknown(name.clone()))?
-                        .clone();
-                    edit(&mut t, snap.next_group)?;
-                    t.revision = snap.revision + 1;
-                    Ok(Some(t))
-                },
-                None,
-            )
-            .await
-        })
-        .await
-        .map_err(|_| TopicError::ShuttingDown)?
-        .map(|t| t.expect("editing an existing topic yields that topic"))
-    }
-
-    /// Core 0: applies one change under the change lock, persists it, broadcasts the new
-    /// snapshot and waits until every core applied it. `edit` returns the new/changed topic
-    /// (`Some`) or, with `delete` set, `None`.
-    async fn change_metadata<F>(
-        self: &Rc<Self>,
-        edit: F,
-        delete: Option<String>,
-    ) -> Result<Option<TopicMeta>, TopicError>
-    where
-        F: FnOnce(&MetadataSnapshot) -> Result<Option<TopicMeta>, TopicError>,
-    {
-        assert_eq!(self.core, 0, "metadata changes run on core 0");
-        if self.stopping() {
-            return Err(TopicError::ShuttingDown);
-        }
-        let _guard = self
-            .change_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| TopicError::ShuttingDown)?;
-        let store = self.store.as_ref().expect("core 0 has the store");
-        let cur = self.metadata();
-        let changed = edit(&cur)?;
-        let mut next = (*cur).clone();
-        next.revision = cur.revision + 1;
-        if let Some(name) = &delete {
-            store.remove_topic(name)?;
-            next.topics.remove(name);
-            tracing::info!(topic = %name, revision = next.revision, "topic deleted");
-        }
-        if let Some(t) = &changed {
-            for a in &t.assignments {
-                next.next_group = next.next_group.max(a.group + 1);
-            }
-            assert_eq!(
-                t.revision, next.revision,
-                "topic revision must be the new one"
-            );
-            store.save_topic(t)?;
-            next.topics.insert(t.name.clone(), t.clone());
-            tracing::info!(topic = %t.name, partitions = t.partitions, revision = next.revision, "topic metadata changed");
-        }
-        self.broadcast(next).await;
-        Ok(changed)
+        .await?;
+        self.topic_after_change(name)
     }
 
     /// Sends `snap` to every core (including this one) and waits for all to apply it.
-    async fn broadcast(self: &Rc<Self>, snap: MetadataSnapshot) {
+    pub(crate) async fn broadcast(self: &Rc<Self>, snap: MetadataSnapshot) {
         let mut tasks = Vec::with_capacity(self.cores());
         for c in 0..self.cores() {
             let me = self.clone();

@@ -47,7 +47,7 @@ fn topics_created_on_any_core_are_served_by_their_owners_and_survive_restart() {
     run_cores(2, dir.clone(), |shard| async move {
         if shard.core() == 1 {
             let t = shard
-                .create_topic("orders".into(), 4, vec![])
+                .create_topic("orders".into(), 4, -1, None, vec![])
                 .await
                 .expect("created via core 0");
             assert_eq!(t.partitions, 4);
@@ -74,7 +74,7 @@ fn topics_created_on_any_core_are_served_by_their_owners_and_survive_restart() {
                 assert_eq!(out.last_offset, p as i64);
             }
             assert!(shard
-                .create_topic("orders".into(), 1, vec![])
+                .create_topic("orders".into(), 1, -1, None, vec![])
                 .await
                 .is_err());
             // Tell core 0 we are done (it serves our calls until then).

@@ -77,7 +77,10 @@ const PID: i64 = 4242;
 fn kip_98_a_batch_retried_across_a_restart_is_a_duplicate_with_its_original_offsets() {
     let dir = temp_dir("pstate-restart");
     run_broker(dir.clone(), 64 << 20, |shard| async move {
-        shard.create_topic("t".into(), 1, vec![]).await.unwrap();
+        shard
+            .create_topic("t".into(), 1, -1, None, vec![])
+            .await
+            .unwrap();
         // Seven batches of 2 records: sequences 0, 2, ..., 12 at offsets 0, 2, ..., 12.
         for i in 0..7 {
             let out = shard
@@ -149,6 +152,8 @@ fn kip_360_a_producer_outside_the_scanned_tail_is_unknown_and_accepted() {
             .create_topic(
                 "t".into(),
                 1,
+                -1,
+                None,
                 vec![("segment.bytes".to_string(), "4096".to_string())],
             )
             .await

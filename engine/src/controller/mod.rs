@@ -5,8 +5,12 @@
 //! - [`state`]: applying commands to a `MetadataSnapshot`; resolving intents on the leader.
 //! - [`placement`]: replica placement.
 //! - [`snapshot`]: the rkyv snapshot file.
+//! - [`service`]: the running controller on core 0 (apply, publish, submit, forward).
 
 pub mod command;
 pub mod placement;
+pub mod service;
 pub mod snapshot;
 pub mod state;
+
+pub use service::{controller_of, Controller};

@@ -340,7 +340,7 @@ pub async fn start_core(shard: &Rc<Shard>) {
                     ("retention.ms".to_string(), "-1".to_string()),
                 ];
                 match shard
-                    .create_topic(OFFSETS_TOPIC.to_string(), n, configs)
+                    .create_topic(OFFSETS_TOPIC.to_string(), n, -1, None, configs)
                     .await
                 {
                     Ok(_) | Err(TopicError::AlreadyExists(_)) => {}

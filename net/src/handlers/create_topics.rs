@@ -188,7 +188,7 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                 match shard
                     // TODO(controller): pass plan.replication_factor and plan.assignments
                     // once `Shard::create_topic` takes them.
-                    .create_topic(name.clone(), plan.partitions, plan.configs)
+                    .create_topic(name.clone(), plan.partitions, -1, None, plan.configs)
                     .await
                 {
                     Ok(meta) => {

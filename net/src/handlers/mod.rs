@@ -230,7 +230,7 @@ pub(crate) async fn ensure_topic(
     }
     let partitions = shard.config().num_partitions;
     match shard
-        .create_topic(name.to_string(), partitions, Vec::new())
+        .create_topic(name.to_string(), partitions, -1, None, Vec::new())
         .await
     {
         Ok(t) => {

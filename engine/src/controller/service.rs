@@ -1,0 +1,675 @@
+//! The running controller on core 0: opens the controller Raft group, applies committed
+//! commands in log order, publishes each new state to every core, answers intents as leader
+//! and forwards them to the leader otherwise. See docs/design/controller.md.
+//!
+//! Ownership: per core (`!Send`), exists on core 0 of a founding node only; other cores reach
+//! it through `Shard::invoke_on(0, ..)`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use freshet_raft::batch::{internal_kind, split_batches};
+use freshet_raft::runtime::WaitFor;
+use freshet_raft::store::GroupState;
+use freshet_raft::transport::NodeId;
+use freshet_storage::{DmaDisk, Log, LogConfig};
+use glommio::sync::Semaphore;
+
+use crate::controller::command::{command_batch, command_of_batch, Answer, Intent};
+use crate::controller::snapshot::{read_snapshot, write_snapshot};
+use crate::controller::state::{apply, initial_snapshot, resolve, ResolveContext};
+use crate::error::TopicError;
+use crate::metadata::{
+    broker_id_of, raft_node_id, random_topic_id, BrokerInfo, MetadataSnapshot, CONTROLLER_GROUP,
+};
+use crate::notify::Notify;
+use crate::partition::PartitionLog;
+use crate::shard::Shard;
+
+/// Apply outcomes kept for answering intents (by revision).
+const OUTCOMES_KEPT: usize = 4096;
+/// Bytes read from the controller log per read while applying.
+const APPLY_READ_BYTES: usize = 1 << 20;
+/// Retry period while no controller leader is known.
+const RETRY_MS: u64 = 100;
+
+/// Whether an intent ran here or must go to the leader.
+enum Local {
+    Done(Answer),
+    NotLeader,
+}
+
+/// The controller of this node. Per core 0, `!Send`; hung on the shard (see [`controller_of`]).
+pub struct Controller {
+    dir: PathBuf,
+    me: NodeId,
+    voters: Vec<NodeId>,
+    log: PartitionLog,
+    table: Rc<RefCell<GroupState>>,
+    /// The applied state (revision = commands applied = next Kafka offset to apply).
+    state: RefCell<MetadataSnapshot>,
+    /// Recent apply outcomes: (revision after the command, result).
+    outcomes: RefCell<VecDeque<(u64, Result<(), TopicError>)>>,
+    /// Revision every core of this node has applied.
+    published: Cell<u64>,
+    /// Signalled by the controller group's `on_change` (commit/leader moved).
+    group_changed: Notify,
+    /// Signalled after each publication.
+    published_changed: Notify,
+    /// Serialises leader-side resolve → propose → apply, so each intent sees the last.
+    change_lock: Semaphore,
+    /// Serialises apply passes.
+    apply_lock: Semaphore,
+    commands_since_snapshot: Cell<u64>,
+}
+
+/// The slot on core 0's shard holding the controller once it is open.
+#[derive(Default)]
+pub struct ControllerSlot(RefCell<Option<Rc<Controller>>>);
+
+/// This node's controller, if this is core 0 of a founding node and it is open.
+pub fn controller_of(shard: &Shard) -> Option<Rc<Controller>> {
+    shard.extension(ControllerSlot::default).0.borrow().clone()
+}
+
+impl Controller {
+    /// Core 0: loads the snapshot, opens the controller log and Raft group with `founders`
+    /// (broker ids) as voters, catches up (bounded wait), publishes the first state and starts
+    /// the apply and registration tasks.
+    pub async fn start(
+        shard: &Rc<Shard>,
+        founders: Vec<i32>,
+    ) -> Result<Rc<Controller>, TopicError> {
+        assert_eq!(shard.core(), 0, "the controller runs on core 0");
+        let cfg = shard.config().clone();
+        let dir = cfg.data_dir.join("controller");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| TopicError::Store(format!("{}: {e}", dir.display())))?;
+        let snap = read_snapshot(&dir)
+            .map_err(|e| TopicError::Store(e.to_string()))?
+            .unwrap_or_else(initial_snapshot);
+        let log_cfg = LogConfig {
+            retention_bytes: None,
+            retention_ms: None,
+            segment_bytes_max: 64 << 20,
+            preallocate_bytes: 1 << 20,
+            cache_bytes_max: 1 << 20,
+            ..LogConfig::default()
+        };
+        let log = Rc::new(
+            Log::open(DmaDisk, dir.join("log"), log_cfg, shard.clock().clone())
+                .await
+                .map_err(|e| TopicError::Store(format!("controller log: {e}")))?,
+        );
+        let voters: Vec<NodeId> = founders.iter().map(|b| raft_node_id(*b)).collect();
+        let table = shard
+            .raft()
+            .open_group(CONTROLLER_GROUP, voters.clone(), log.clone())
+            .await
+            .map_err(|e| TopicError::Store(format!("controller group: {e}")))?;
+        tracing::info!(
+            revision = snap.revision,
+            topics = snap.topics.len(),
+            brokers = snap.brokers.len(),
+            voters = ?founders,
+            "controller opened"
+        );
+        let ctl = Rc::new(Controller {
+            dir,
+            me: raft_node_id(cfg.node_id),
+            voters,
+            log,
+            table,
+            published: Cell::new(0),
+            state: RefCell::new(snap),
+            outcomes: RefCell::new(VecDeque::new()),
+            group_changed: Notify::new(),
+            published_changed: Notify::new(),
+            change_lock: Semaphore::new(1),
+            apply_lock: Semaphore::new(1),
+            commands_since_snapshot: Cell::new(0),
+        });
+        *shard.extension(ControllerSlot::default).0.borrow_mut() = Some(ctl.clone());
+        crate::cluster::register_method(
+            shard,
+            crate::cluster::CONTROLLER_PROPOSE,
+            Rc::new(|s, payload| Box::pin(async move { Ok(serve_propose(s, payload).await) })),
+        );
+        {
+            let weak = Rc::downgrade(&ctl);
+            shard.raft().on_change(Box::new(move |group, _status| {
+                if group == CONTROLLER_GROUP {
+                    if let Some(c) = weak.upgrade() {
+                        c.group_changed.notify_all();
+                    }
+                }
+            }));
+        }
+        // Catch up before the first publication: at once for a cluster of one (it leads as
+        // soon as it opens); bounded by a few election timeouts otherwise.
+        let wait_ms = cfg.cluster.raft_tick_ms * cfg.cluster.raft_election_ticks as u64 * 3;
+        let deadline = Instant::now() + Duration::from_millis(wait_ms.max(100));
+        loop {
+            ctl.apply_committed(shard, false).await;
+            if ctl.caught_up(shard) || Instant::now() >= deadline || shard.stopping() {
+                break;
+            }
+            ctl.wait_group_change(Duration::from_millis(20)).await;
+        }
+        ctl.publish(shard).await;
+        glommio::spawn_local(Controller::apply_task(
+            Rc::downgrade(&ctl),
+            Rc::downgrade(shard),
+        ))
+        .detach();
+        glommio::spawn_local(Controller::register_task(ctl.clone(), Rc::downgrade(shard))).detach();
+        Ok(ctl)
+    }
+
+    /// The applied state.
+    pub fn state(&self) -> MetadataSnapshot {
+        self.state.borrow().clone()
+    }
+
+    /// Broker id of the controller leader, if known.
+    pub fn leader(&self, shard: &Shard) -> Option<i32> {
+        shard
+            .raft()
+            .status(CONTROLLER_GROUP)
+            .and_then(|s| s.leader)
+            .filter(|l| *l >= 1)
+            .map(broker_id_of)
+    }
+
+    /// A leader is known, this node has seen a commit in the leader's term (so every entry of
+    /// earlier terms is committed and known here, Raft §5.4.2), and applied up to the high
+    /// watermark.
+    fn caught_up(&self, shard: &Shard) -> bool {
+        let Some(st) = shard.raft().status(CONTROLLER_GROUP) else {
+            return false;
+        };
+        let term_committed = self
+            .table
+            .borrow()
+            .meta(st.commit_index)
+            .is_some_and(|m| m.term == st.term);
+        st.leader.is_some()
+            && term_committed
+            && self.state.borrow().revision as i64 >= st.high_watermark
+    }
+
+    /// This node leads, is caught up (including the no-op of its own term: only then does
+    /// its state reflect every earlier leader's commands, Raft §8) and published its state.
+    fn leader_ready(&self, shard: &Shard) -> bool {
+        let leads = shard
+            .raft()
+            .status(CONTROLLER_GROUP)
+            .is_some_and(|s| s.leader == Some(self.me));
+        leads && self.caught_up(shard) && self.published.get() >= self.state.borrow().revision
+    }
+
+    /// Why the leader is or is not ready (for error messages and logs).
+    fn readiness(&self, shard: &Shard) -> String {
+        let st = shard.raft().status(CONTROLLER_GROUP);
+        let st = st.as_ref();
+        let commit_term = st.and_then(|s| self.table.borrow().meta(s.commit_index).map(|m| m.term));
+        let state = self.state.borrow();
+        let missing: Vec<i32> = self
+            .voters
+            .iter()
+            .map(|v| broker_id_of(*v))
+            .filter(|b| !state.brokers.contains_key(b))
+            .collect();
+        format!(
+            "leader {:?} term {:?} commit {:?} (its term {commit_term:?}) high watermark {:?}, applied {} published {}, founders not registered {missing:?}",
+            st.and_then(|s| s.leader),
+            st.map(|s| s.term),
+            st.map(|s| s.commit_index),
+            st.map(|s| s.high_watermark),
+            state.revision,
+            self.published.get(),
+        )
+    }
+
+    async fn wait_group_change(&self, max: Duration) {
+        let seen = self.group_changed.generation();
+        futures_lite::future::or(self.group_changed.wait(seen), async {
+            glommio::timer::sleep(max).await;
+        })
+        .await;
+    }
+
+    async fn apply_task(me: std::rc::Weak<Controller>, shard: std::rc::Weak<Shard>) {
+        loop {
+            let (Some(ctl), Some(s)) = (me.upgrade(), shard.upgrade()) else {
+                return;
+            };
+            if s.stopping() {
+                return;
+            }
+            let seen = ctl.group_changed.generation();
+            ctl.apply_committed(&s, true).await;
+            let wait = ctl.group_changed.wait(seen);
+            drop(s);
+            futures_lite::future::or(wait, async {
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+            })
+            .await;
+        }
+    }
+
+    /// Applies every committed command not applied yet (reading the group's log through its
+    /// translator) and, with `publish`, sends the new state to every core.
+    async fn apply_committed(&self, shard: &Rc<Shard>, publish: bool) {
+        let Ok(_g) = self.apply_lock.acquire_permit(1).await else {
+            return;
+        };
+        let mut applied = 0u64;
+        while let Some(hw) = shard
+            .raft()
+            .status(CONTROLLER_GROUP)
+            .map(|s| s.high_watermark)
+        {
+            let next = self.state.borrow().revision as i64;
+            if next >= hw {
+                break;
+            }
+            let Some(from) = self.table.borrow().kafka_to_log(next) else {
+                tracing::warn!(
+                    next,
+                    hw,
+                    "controller log has no entry for the next command yet"
+                );
+                break;
+            };
+            let bytes = match freshet_raft::log::GroupLog::read(
+                &self.log,
+                from,
+                APPLY_READ_BYTES,
+                self.log.next_offset(),
+            )
+            .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, from, "reading the controller log failed");
+                    break;
+                }
+            };
+            let batches = match split_batches(bytes) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, from, "controller log batch unreadable");
+                    break;
+                }
+            };
+            let before = self.state.borrow().revision;
+            for (h, b) in batches {
+                if internal_kind(&h, &b).is_some() {
+                    continue;
+                }
+                let Some(k) = self.table.borrow().log_to_kafka(h.base_offset) else {
+                    continue;
+                };
+                let rev = self.state.borrow().revision as i64;
+                if k < rev {
+                    continue;
+                }
+                if k >= hw {
+                    break;
+                }
+                assert_eq!(
+                    k, rev,
+                    "controller commands are applied densely in Kafka order"
+                );
+                self.apply_one(&b);
+                applied += 1;
+            }
+            if self.state.borrow().revision == before {
+                break; // nothing readable past `next` yet
+            }
+        }
+        if applied > 0 {
+            let n = self.commands_since_snapshot.get() + applied;
+            self.commands_since_snapshot.set(n);
+            if n >= shard.config().cluster.controller_snapshot_commands.max(1) {
+                let snap = self.state.borrow().clone();
+                match write_snapshot(&self.dir, &snap) {
+                    Ok(()) => {
+                        self.commands_since_snapshot.set(0);
+                        tracing::info!(revision = snap.revision, "controller snapshot written");
+                    }
+                    Err(e) => tracing::error!(error = %e, "controller snapshot failed"),
+                }
+            }
+            if publish {
+                self.publish(shard).await;
+            }
+        }
+    }
+
+    fn apply_one(&self, batch: &Bytes) {
+        let mut st = self.state.borrow_mut();
+        let outcome = match command_of_batch(batch) {
+            Ok(cmd) => {
+                let r = apply(&mut st, &cmd);
+                match &r {
+                    Ok(()) => tracing::info!(
+                        revision = st.revision,
+                        kind = cmd.kind(),
+                        "controller command applied"
+                    ),
+                    Err(e) => {
+                        tracing::info!(revision = st.revision, error = %e, "controller command refused")
+                    }
+                }
+                r
+            }
+            Err(e) => {
+                // Deterministic on every node: an undecodable command counts but changes
+                // nothing.
+                st.revision += 1;
+                tracing::error!(revision = st.revision, error = %e, "undecodable controller command");
+                Err(TopicError::Store(format!("undecodable command: {e}")))
+            }
+        };
+        let mut o = self.outcomes.borrow_mut();
+        o.push_back((st.revision, outcome));
+        while o.len() > OUTCOMES_KEPT {
+            o.pop_front();
+        }
+    }
+
+    /// Sends the applied state to every core and waits until all applied it.
+    async fn publish(&self, shard: &Rc<Shard>) {
+        let snap = self.state.borrow().clone();
+        let rev = snap.revision;
+        shard.broadcast(snap).await;
+        if rev > self.published.get() || rev == 0 {
+            self.published.set(rev);
+        }
+        self.published_changed.notify_all();
+    }
+
+    /// Waits until this node published `revision` (or `deadline`).
+    async fn wait_published(
+        &self,
+        shard: &Shard,
+        revision: u64,
+        deadline: Instant,
+    ) -> Result<(), TopicError> {
+        while self.published.get() < revision {
+            if shard.stopping() {
+                return Err(TopicError::ShuttingDown);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(TopicError::ControllerUnavailable(format!(
+                    "metadata revision {revision} not applied here in time (at {})",
+                    self.published.get()
+                )));
+            }
+            let seen = self.published_changed.generation();
+            futures_lite::future::or(self.published_changed.wait(seen), async {
+                glommio::timer::sleep((deadline - now).min(Duration::from_millis(50))).await;
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    fn outcome_of(&self, revision: u64) -> Option<Result<(), TopicError>> {
+        self.outcomes
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(r, _)| *r == revision)
+            .map(|(_, o)| o.clone())
+    }
+
+    /// Every founder has registered its broker (placement must see all of them: a topic
+    /// created on first start before the others registered would get too few replicas).
+    fn founders_registered(&self) -> bool {
+        let st = self.state.borrow();
+        self.voters
+            .iter()
+            .all(|v| st.brokers.contains_key(&broker_id_of(*v)))
+    }
+
+    /// Runs `intent` here if this node is the ready controller leader: resolve against the
+    /// applied state, propose, wait until applied and published here.
+    async fn execute_local(&self, shard: &Rc<Shard>, intent: &Intent, deadline: Instant) -> Local {
+        let needs_brokers = !matches!(
+            intent,
+            Intent::RegisterBroker(_) | Intent::DeleteTopic { .. }
+        );
+        // Wait for readiness without holding the change lock (the registration of a founder
+        // must be able to pass an intent that waits for it), then re-check under the lock.
+        let _guard = loop {
+            if shard.stopping() {
+                return Local::Done(Err(TopicError::ShuttingDown));
+            }
+            let leads = shard
+                .raft()
+                .status(CONTROLLER_GROUP)
+                .is_some_and(|s| s.leader == Some(self.me));
+            if !leads {
+                return Local::NotLeader;
+            }
+            if self.leader_ready(shard) && (!needs_brokers || self.founders_registered()) {
+                let Ok(g) = self.change_lock.acquire_permit(1).await else {
+                    return Local::Done(Err(TopicError::ShuttingDown));
+                };
+                if self.leader_ready(shard) && (!needs_brokers || self.founders_registered()) {
+                    break g;
+                }
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Local::Done(Err(TopicError::ControllerUnavailable(format!(
+                    "controller leader not ready: {}",
+                    self.readiness(shard)
+                ))));
+            }
+            self.apply_committed(shard, true).await;
+            self.wait_group_change(Duration::from_millis(20)).await;
+        };
+        let ctx = ResolveContext {
+            default_replication_factor: shard.config().cluster.default_replication_factor,
+            offsets_topic_replication_factor: shard
+                .config()
+                .cluster
+                .offsets_topic_replication_factor,
+            new_topic_id: random_topic_id(),
+        };
+        let cmd = match resolve(&self.state.borrow(), intent.clone(), &ctx) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Local::Done(Ok(self.state.borrow().revision)),
+            Err(e) => return Local::Done(Err(e)),
+        };
+        let batch = command_batch(&cmd, shard.clock().now_ms());
+        let committed = match shard
+            .raft()
+            .replicate(CONTROLLER_GROUP, batch, WaitFor::Majority)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                return Local::Done(Err(TopicError::ControllerUnavailable(format!(
+                    "controller proposal failed: {e}"
+                ))))
+            }
+        };
+        let revision = committed.kafka_offset as u64 + 1;
+        // Apply (our own task may already be doing it) and publish on this node.
+        self.group_changed.notify_all();
+        while self.published.get() < revision && Instant::now() < deadline && !shard.stopping() {
+            self.apply_committed(shard, true).await;
+            if self.published.get() < revision {
+                self.wait_group_change(Duration::from_millis(10)).await;
+            }
+        }
+        if let Err(e) = self.wait_published(shard, revision, deadline).await {
+            return Local::Done(Err(e));
+        }
+        Local::Done(match self.outcome_of(revision) {
+            Some(Ok(())) | None => Ok(revision),
+            Some(Err(e)) => Err(e),
+        })
+    }
+
+    /// Core 0: carries `intent` out through the controller leader (here or over RPC) and
+    /// returns once this node applied the resulting revision.
+    pub async fn submit(&self, shard: &Rc<Shard>, intent: Intent) -> Answer {
+        let timeout =
+            Duration::from_millis(shard.config().cluster.controller_request_timeout_ms.max(1));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if shard.stopping() {
+                return Err(TopicError::ShuttingDown);
+            }
+            let leader = shard.raft().status(CONTROLLER_GROUP).and_then(|s| s.leader);
+            match leader {
+                Some(l) if l == self.me => match self.execute_local(shard, &intent, deadline).await
+                {
+                    Local::Done(a) => return a,
+                    Local::NotLeader => {}
+                },
+                Some(l) if l >= 1 => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match crate::cluster::rpc_call(
+                        shard,
+                        broker_id_of(l),
+                        crate::cluster::CONTROLLER_PROPOSE,
+                        Bytes::from(intent.encode()),
+                        remaining,
+                    )
+                    .await
+                    {
+                        Ok(reply) => match crate::controller::command::decode_answer(&reply) {
+                            Ok(Ok(rev)) => {
+                                self.group_changed.notify_all();
+                                return self
+                                    .wait_published(shard, rev, deadline)
+                                    .await
+                                    .map(|()| rev);
+                            }
+                            Ok(Err(TopicError::ControllerUnavailable(why))) => {
+                                tracing::debug!(
+                                    leader = broker_id_of(l),
+                                    why,
+                                    "controller leader busy; retrying"
+                                );
+                            }
+                            Ok(Err(e)) => return Err(e),
+                            Err(e) => tracing::warn!(error = %e, "bad controller answer"),
+                        },
+                        Err(e) => {
+                            tracing::debug!(leader = broker_id_of(l), error = %e, "forwarding to the controller failed; retrying")
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(TopicError::ControllerUnavailable(format!(
+                    "no controller leader answered within {} ms",
+                    timeout.as_millis()
+                )));
+            }
+            self.wait_group_change(Duration::from_millis(RETRY_MS))
+                .await;
+        }
+    }
+
+    /// The `CONTROLLER_PROPOSE` handler's work on core 0: run the intent only if this node
+    /// leads (no second forwarding hop; the caller retries on `ControllerUnavailable`).
+    pub async fn serve_forwarded(&self, shard: &Rc<Shard>, intent: Intent) -> Answer {
+        let timeout =
+            Duration::from_millis(shard.config().cluster.controller_request_timeout_ms.max(1));
+        match self
+            .execute_local(shard, &intent, Instant::now() + timeout)
+            .await
+        {
+            Local::Done(a) => a,
+            Local::NotLeader => Err(TopicError::ControllerUnavailable(
+                "this node is not the controller leader".into(),
+            )),
+        }
+    }
+
+    /// Registers this broker (RegisterBroker) once a controller leader exists, and again
+    /// whenever the registered addresses differ from this node's (KIP-631 broker
+    /// registration).
+    async fn register_task(me: Rc<Controller>, shard: std::rc::Weak<Shard>) {
+        loop {
+            let Some(s) = shard.upgrade() else { return };
+            if s.stopping() {
+                return;
+            }
+            let info = own_broker_info(&s);
+            if me.state.borrow().brokers.get(&info.id) == Some(&info) {
+                return;
+            }
+            match me.submit(&s, Intent::RegisterBroker(info.clone())).await {
+                Ok(rev) => tracing::info!(
+                    broker = info.id,
+                    revision = rev,
+                    "broker registered with the controller"
+                ),
+                Err(e) => {
+                    tracing::info!(error = %e, "broker registration not done yet; retrying");
+                    drop(s);
+                    glommio::timer::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+/// This node's registration: Kafka listener (advertised), RPC address (advertised).
+pub fn own_broker_info(shard: &Shard) -> BrokerInfo {
+    let cfg = shard.config();
+    let addr = cfg.advertised_addr();
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_matches(|c| c == '[' || c == ']').to_string(),
+            p.parse().unwrap_or(9092),
+        ),
+        None => (addr.to_string(), 9092),
+    };
+    BrokerInfo {
+        id: cfg.node_id,
+        host,
+        port,
+        rpc_addr: cfg.cluster.advertised_rpc_addr().to_string(),
+        rack: None,
+    }
+}
+
+/// The `CONTROLLER_PROPOSE` RPC handler (any core): decodes the intent, runs it on core 0 if
+/// this node is the controller leader, and returns the encoded [`Answer`] (always an answer;
+/// a malformed intent is answered with an error, not a dropped connection).
+pub async fn serve_propose(shard: Rc<Shard>, payload: Bytes) -> Bytes {
+    let answer: Answer = match Intent::decode(&payload) {
+        Err(e) => Err(TopicError::Store(format!(
+            "malformed controller intent: {e}"
+        ))),
+        Ok(intent) => shard
+            .invoke_on(0, move |s| async move {
+                match controller_of(&s) {
+                    Some(c) => c.serve_forwarded(&s, intent).await,
+                    None => Err(TopicError::ControllerUnavailable(
+                        "this node runs no controller".into(),
+                    )),
+                }
+            })
+            .await
+            .unwrap_or(Err(TopicError::ShuttingDown)),
+    };
+    Bytes::from(crate::controller::command::encode_answer(&answer))
+}
