@@ -131,7 +131,7 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                 match check(&snap, t, &brokers) {
                     Ok(_) if req.validate_only => Ok(()),
                     Ok(growth) => shard
-                        .add_partitions(name.clone(), growth.total)
+                        .add_partitions(name.clone(), growth.total, growth.assignments)
                         .await
                         .map(|m| {
                             tracing::info!(topic = %name, partitions = m.partitions, "partitions added");

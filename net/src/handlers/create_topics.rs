@@ -186,9 +186,13 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             };
             if !req.validate_only {
                 match shard
-                    // TODO(controller): pass plan.replication_factor and plan.assignments
-                    // once `Shard::create_topic` takes them.
-                    .create_topic(name.clone(), plan.partitions, -1, None, plan.configs)
+                    .create_topic(
+                        name.clone(),
+                        plan.partitions,
+                        plan.replication_factor,
+                        plan.assignments,
+                        plan.configs,
+                    )
                     .await
                 {
                     Ok(meta) => {
