@@ -13,6 +13,7 @@
 #   BENCH_CORES       --cores of every node (default 1: three nodes share this machine's cores)
 #   BENCH_OUT         directory for JSON/SVG results and node logs (default target/bench-replication)
 #   BENCH_NO_DOCS     set to 1 to leave docs/benchmarks.md alone
+#   BENCH_NO_BUILD    set to 1 to use the existing release binary as it is
 #   BENCH_DOC         the file to update (default docs/benchmarks.md of this checkout)
 #   CARGO_TARGET_DIR  honoured (the binary is $CARGO_TARGET_DIR/release/freshet)
 set -euo pipefail
@@ -29,7 +30,7 @@ BIN=$TARGET/release/freshet
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json
 
-cargo build --release -p freshet >&2
+[ "${BENCH_NO_BUILD:-0}" = "1" ] || cargo build --release -p freshet >&2
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -97,6 +98,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 start_nodes rf1 1
 measure rf1 1
 stop_nodes
+rm -rf "${DATA:?}/rf1"  # the RF1 run's data (GiBs) is not needed for the RF3 run
 start_nodes rf3 3
 measure rf3 3
 stop_nodes
@@ -120,8 +122,9 @@ def cpu():
     return platform.processor() or "unknown"
 mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                       text=True).stdout.strip()
+# Uncommitted changes that can affect the binary (scripts and docs cannot).
+dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!tools/scripts",
+                        ":!docs"], capture_output=True, text=True).stdout.strip()
 r = {k: load(k) for k in ("rf1-max", "rf1-rate", "rf3-max", "rf3-rate")}
 print("Machine: %d cores (%s), %.0f GiB RAM, shared VM; commit %s%s; release build; every node and the client on "
       "this one machine over loopback (three RF3 nodes share its cores). Load average (1/5/15 min): %s at the "
