@@ -80,6 +80,31 @@ start_nodes() {
   done
 }
 
+# wait_brokers ADDR COUNT: waits until ADDR's Metadata lists COUNT brokers (nodes print `freshet
+# ready` before the controller has registered every one of them).
+wait_brokers() {
+  python3 - "$1" "$2" <<'PY'
+import socket, struct, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+want, deadline, n = int(sys.argv[2]), time.monotonic() + 60, -1
+while time.monotonic() < deadline:
+    try:
+        s = socket.create_connection((host, int(port)), timeout=5)
+        body = struct.pack(">hhih", 3, 1, 1, 5) + b"wait-b" [:5] + struct.pack(">i", 0)  # Metadata v1, no topics
+        s.sendall(struct.pack(">i", len(body)) + body)
+        hdr = s.recv(4, socket.MSG_WAITALL)
+        resp = s.recv(struct.unpack(">i", hdr)[0], socket.MSG_WAITALL)
+        s.close()
+        n = struct.unpack(">i", resp[4:8])[0]
+        if n >= want:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit("only %d of %d brokers registered after 60 s" % (n, want))
+PY
+}
+
 COMMON=(-q --acks all --linger-ms 1 --batch-bytes 1048576 --message-size 1024 --partitions "$PARTITIONS"
         --duration "$DURATION")
 
@@ -100,6 +125,7 @@ measure rf1 1
 stop_nodes
 rm -rf "${DATA:?}/rf1"  # the RF1 run's data (GiBs) is not needed for the RF3 run
 start_nodes rf3 3
+wait_brokers "${BOOTSTRAP%%,*}" 3
 measure rf3 3
 stop_nodes
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
