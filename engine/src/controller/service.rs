@@ -36,6 +36,8 @@ const OUTCOMES_KEPT: usize = 4096;
 const APPLY_READ_BYTES: usize = 1 << 20;
 /// Retry period while no controller leader is known.
 const RETRY_MS: u64 = 100;
+/// Longest single forwarding attempt to the controller leader (then re-check the leader).
+const FORWARD_ATTEMPT_MS: u64 = 2000;
 
 /// Whether an intent ran here or must go to the leader.
 enum Local {
@@ -540,7 +542,11 @@ impl Controller {
                     Local::NotLeader => {}
                 },
                 Some(l) if l >= 1 => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    // One attempt never uses the whole budget: a leader that just died must
+                    // leave time to reach its successor.
+                    let remaining = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(FORWARD_ATTEMPT_MS));
                     match crate::cluster::rpc_call(
                         shard,
                         broker_id_of(l),
