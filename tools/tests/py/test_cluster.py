@@ -716,7 +716,8 @@ def test_consumer_group_keeps_committing_after_its_coordinator_is_killed(cluster
     n = 3000
     create_topic(cluster, topic_name, 3, 3)
     wait_topic_ready(cluster, topic_name, 3, 3)
-    cf_produce(cluster.bootstrap, topic_name, [_rec(None, str(j).encode()) for j in range(n)])
+    # Explicit partitions: every partition gets records, so every one has a commit to check.
+    cf_produce(cluster.bootstrap, topic_name, [_rec(j % 3, str(j).encode()) for j in range(n)])
     tps = [confluent_kafka.TopicPartition(topic_name, p) for p in range(3)]
     group_conf = {"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
