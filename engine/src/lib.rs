@@ -28,8 +28,9 @@
 //!
 //! # Topic administration
 //! `Shard::{create_topic, delete_topic, add_partitions, set_topic_config}` may be called on any
-//! core; they run on core 0 (the metadata owner), persist the change, broadcast the new
-//! snapshot and return once every core applied it. `shard::validate_new_topic` checks a
+//! core; core 0 hands the change to the controller ([`controller`], a Raft group of the founding
+//! nodes; forwarded to its leader over RPC when another node leads) and the call returns once
+//! this node applied the committed change on every core. `shard::validate_new_topic` checks a
 //! CreateTopics entry without creating it (validate_only).
 
 pub mod cluster;
