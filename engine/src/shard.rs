@@ -548,6 +548,15 @@ impl Shard {
                         if let Some(st) = p.status() {
                             self.on_group_status(a.group, &st);
                         }
+                        // The status seen at open is no change for the partition: tell the
+                        // group coordinator about the initial leadership explicitly.
+                        crate::group::wire::on_partition_leadership(
+                            self,
+                            &p.topic,
+                            p.index,
+                            p.is_leader(),
+                            p.leader_epoch(),
+                        );
                         opened.push(p);
                     }
                     Err(e) => {

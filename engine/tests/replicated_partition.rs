@@ -1,0 +1,256 @@
+//! Three replicas of one partition, each on its own Raft runtime, talking over real loopback
+//! TCP inside one executor: the engine's `Partition` on top of `freshet_raft::runtime`.
+//! Checks the Kafka face of a replicated partition: only the leader serves produce and
+//! fetch (NOT_LEADER_OR_FOLLOWER elsewhere), acknowledged batches get dense Kafka offsets and
+//! reach every replica byte for byte (Raft §5.3 Log Matching, seen through the offset
+//! translation that hides the Raft-internal no-ops), acks=all needs min.insync.replicas in
+//! sync (NOT_ENOUGH_REPLICAS), an idempotent producer's retry is a duplicate even on a new
+//! leader (KIP-98), and after the leader goes away a new one continues the offsets with a
+//! higher leader epoch (Raft §5.2, §5.4).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use freshet_engine::config::TopicConfig;
+use freshet_engine::partition::{Acks, Partition, PartitionRaft, PartitionSpec};
+use freshet_raft::batch::split_batches;
+use freshet_raft::meta::MemMetaStore;
+use freshet_raft::multiraft::{MultiRaft, RaftConfig};
+use freshet_raft::runtime::spawn;
+use freshet_raft::tcp::{listen, RpcConfig, TcpTransport};
+use freshet_storage::batch::build_batch;
+use glommio::channels::local_channel;
+
+const GROUP: u64 = 7;
+
+struct Replica {
+    node: u64,
+    raft: PartitionRaft,
+    partition: Rc<RefCell<Option<Rc<Partition>>>>,
+}
+
+impl Replica {
+    fn p(&self) -> Rc<Partition> {
+        self.partition.borrow().clone().expect("open")
+    }
+}
+
+/// An idempotent producer's batch (producer id 42, epoch 0, base sequence `seq`).
+fn idempotent_batch(records: usize, seq: i32) -> Bytes {
+    let mut b = build_batch(records, 8, 1_700_000_000_000, b'i');
+    b[43..51].copy_from_slice(&42i64.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn batch(records: usize) -> Bytes {
+    Bytes::from(build_batch(records, 8, 1_700_000_000_000, b'x'))
+}
+
+/// Kafka base offsets of the batches in fetched bytes.
+fn bases(records: &Bytes) -> Vec<i64> {
+    split_batches(records.clone())
+        .expect("whole batches")
+        .iter()
+        .map(|(h, _)| h.base_offset)
+        .collect()
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out: {what}"
+        );
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn start_replicas(dir: &std::path::Path) -> Vec<Replica> {
+    let mut inboxes = Vec::new();
+    let mut addrs = Vec::new();
+    for node in 1..=3u64 {
+        let (tx, rx) = local_channel::new_bounded(1024);
+        let a = listen("127.0.0.1:0".parse().unwrap(), RpcConfig::default(), tx).unwrap();
+        addrs.push((node, a));
+        inboxes.push(rx);
+    }
+    let mut replicas = Vec::new();
+    for ((node, _), rx) in addrs.clone().into_iter().zip(inboxes) {
+        let t = TcpTransport::new(node, RpcConfig::default());
+        for (peer, a) in &addrs {
+            if *peer != node {
+                t.add_peer(*peer, *a);
+            }
+        }
+        let mut cfg = RaftConfig::new(node);
+        cfg.heartbeat_ticks = 2;
+        cfg.election_ticks = 10;
+        cfg.in_sync_lag_ticks = 20;
+        let raft: PartitionRaft = spawn(MultiRaft::new(cfg, MemMetaStore::default(), t), rx, 10);
+        let slot: Rc<RefCell<Option<Rc<Partition>>>> = Rc::default();
+        let s = slot.clone();
+        raft.on_change(Box::new(move |_, status| {
+            if let Some(p) = s.borrow().as_ref() {
+                p.on_status(status);
+            }
+        }));
+        let config = TopicConfig::default().effective(&TopicConfig::default());
+        let spec = PartitionSpec {
+            topic: "t".into(),
+            index: 0,
+            topic_id: [1; 16],
+            group: GROUP,
+            replicas: vec![0, 1, 2],
+            dir: dir.join(format!("node-{node}")),
+            config,
+            min_insync_replicas: 2,
+            producer_state_scan_bytes: 1 << 20,
+        };
+        let p = Partition::open(spec, raft.clone(), node, freshet_engine::system_clock())
+            .await
+            .expect("partition opens");
+        if let Some(st) = raft.status(GROUP) {
+            p.on_status(&st);
+        }
+        *slot.borrow_mut() = Some(p);
+        replicas.push(Replica {
+            node,
+            raft,
+            partition: slot,
+        });
+    }
+    replicas
+}
+
+#[test]
+fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survives_losing_it() {
+    let dir = std::env::temp_dir().join(format!("freshet-replicated-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.clone();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let replicas = start_replicas(&d).await;
+            wait_until("a leader", || replicas.iter().any(|r| r.p().is_leader())).await;
+            let leader = replicas.iter().find(|r| r.p().is_leader()).unwrap();
+            let lp = leader.p();
+            let epoch_1 = lp.leader_epoch();
+            assert!(epoch_1 >= 1, "leader epoch is the Raft term");
+            // Followers answer NOT_LEADER_OR_FOLLOWER (6) to produce and fetch.
+            for f in replicas.iter().filter(|r| r.node != leader.node) {
+                let e = f.p().replicate(batch(1), Acks::All).await.unwrap_err();
+                assert_eq!(e.kafka_code(), 6);
+                assert_eq!(f.p().read(0, 1 << 20).await.unwrap_err().kafka_code(), 6);
+            }
+            // acks=all: committed on a majority; dense Kafka offsets (no-ops take none).
+            let a = lp
+                .replicate(idempotent_batch(3, 0), Acks::All)
+                .await
+                .unwrap();
+            let b = lp.replicate(batch(2), Acks::All).await.unwrap();
+            let c = lp.replicate(batch(1), Acks::Leader).await.unwrap();
+            assert_eq!((a.base_offset, a.last_offset), (0, 2));
+            assert_eq!((b.base_offset, b.last_offset), (3, 4));
+            assert_eq!(c.base_offset, 5);
+            wait_until("hw 6 on the leader", || lp.high_watermark() == 6).await;
+            let got = lp.read(0, 1 << 20).await.unwrap();
+            assert_eq!(bases(&got.records), vec![0, 3, 5]);
+            assert_eq!(lp.list_offset(-1).await.unwrap(), (-1, 6));
+            assert_eq!(lp.list_offset(-2).await.unwrap(), (-1, 0));
+            // Every replica holds the same batches at the same Kafka offsets (§5.3).
+            for r in &replicas {
+                let p = r.p();
+                wait_until("followers' hw", || p.high_watermark() == 6).await;
+                let theirs = p.read_committed(0, 1 << 20).await.unwrap();
+                assert_eq!(theirs.records, got.records, "node {}", r.node);
+            }
+            // KIP-98: a retried batch is answered with its original offsets.
+            let dup = lp
+                .replicate(idempotent_batch(3, 0), Acks::All)
+                .await
+                .unwrap();
+            assert_eq!((dup.base_offset, dup.last_offset), (0, 2));
+            // One follower gone: 2 in sync still meets min.insync.replicas = 2 ...
+            let gone = replicas.iter().find(|r| r.node != leader.node).unwrap();
+            let gp = gone.partition.borrow_mut().take().unwrap();
+            gp.close(false).await.unwrap();
+            let six = lp.replicate(batch(1), Acks::All).await.unwrap();
+            assert_eq!(six.base_offset, 6);
+            // ... but not min.insync.replicas = 3: NOT_ENOUGH_REPLICAS (19) once the
+            // follower dropped out of the in-sync set; acks=1 is still accepted.
+            lp.set_config(TopicConfig::default().effective(&TopicConfig::default()), 3);
+            wait_until("in-sync set shrinks", || {
+                lp.status().is_some_and(|s| s.in_sync.len() == 2)
+            })
+            .await;
+            let e = lp.replicate(batch(1), Acks::All).await.unwrap_err();
+            assert_eq!(e.kafka_code(), 19);
+            let one = lp.replicate(batch(1), Acks::Leader).await.unwrap();
+            assert_eq!(one.base_offset, 7);
+            lp.set_config(TopicConfig::default().effective(&TopicConfig::default()), 1);
+            // The closed follower comes back (same log, state in its MetaStore): it
+            // rejoins and catches up.
+            let back = replicas.iter().find(|r| r.node == gone.node).unwrap();
+            let spec_dir = d.join(format!("node-{}", back.node));
+            let reopened = Partition::open(
+                PartitionSpec {
+                    topic: "t".into(),
+                    index: 0,
+                    topic_id: [1; 16],
+                    group: GROUP,
+                    replicas: vec![0, 1, 2],
+                    dir: spec_dir,
+                    config: TopicConfig::default().effective(&TopicConfig::default()),
+                    min_insync_replicas: 2,
+                    producer_state_scan_bytes: 1 << 20,
+                },
+                back.raft.clone(),
+                back.node,
+                freshet_engine::system_clock(),
+            )
+            .await
+            .expect("reopens");
+            *back.partition.borrow_mut() = Some(reopened.clone());
+            wait_until("rejoined follower catches up", || {
+                reopened.high_watermark() == 8
+            })
+            .await;
+            // The leader goes away: the two others elect a new one (higher term), which
+            // continues the offsets and knows the idempotent producer (KIP-98).
+            let old = leader.partition.borrow_mut().take().unwrap();
+            old.close(false).await.unwrap();
+            let others: Vec<_> = replicas.iter().filter(|r| r.node != leader.node).collect();
+            wait_until("a new leader", || others.iter().any(|r| r.p().is_leader())).await;
+            let nl = others.iter().find(|r| r.p().is_leader()).unwrap().p();
+            assert!(nl.leader_epoch() > epoch_1, "new term, new epoch");
+            // A new leader counts a follower in sync once it heard from it.
+            wait_until("new leader's in-sync set", || {
+                nl.status().is_some_and(|s| s.in_sync.len() == 2)
+            })
+            .await;
+            let dup = nl
+                .replicate(idempotent_batch(3, 0), Acks::All)
+                .await
+                .unwrap();
+            assert_eq!((dup.base_offset, dup.last_offset), (0, 2));
+            let e = nl.replicate(batch(2), Acks::All).await.unwrap();
+            assert_eq!(e.base_offset, 8);
+            let all = nl.read(0, 1 << 20).await.unwrap();
+            assert_eq!(bases(&all.records), vec![0, 3, 5, 6, 7, 8]);
+            // OffsetForLeaderEpoch: the first term ends where the new leader's began.
+            assert_eq!(nl.end_offset_for_epoch(epoch_1).1, 8);
+            for r in &replicas {
+                r.raft.stop().await;
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
