@@ -589,24 +589,27 @@ def test_replication_factor_above_node_count_is_invalid(cluster, topic_name):
 
 def test_delete_topic_removes_its_replicas_on_every_node(cluster, topic_name):
     """(e2) DeleteTopics of an RF3 topic removes its partition directories on every node, including
-    node 2 which was down during the delete and learns it from the controller log when it returns;
-    the name can then be created again, empty."""
+    the node that was down during the delete — the controller leader, SIGKILLed just before, so
+    the request must reach the newly elected controller (Raft §5.2) — which learns of the delete
+    from the controller log when it returns; the name can then be created again, empty."""
     create_topic(cluster, topic_name, 3, 3)
     wait_topic_ready(cluster, topic_name, 3, 3)
     cf_produce(cluster.bootstrap, topic_name, [_rec(p, b"x") for p in range(3)])
     for i in range(3):
         assert cluster.topic_dirs(i, topic_name) == [f"{topic_name}-{p}" for p in range(3)], i
-    cluster.kill(2)
+    down = cluster.metadata(via=0)["controller"]
+    assert down in NODES, down
+    cluster.kill(down)
     a = admin(cluster)
     a.delete_topics([topic_name], operation_timeout=TIMEOUT_S)[topic_name].result(TIMEOUT_S)
-    for i in (0, 1):
+    for i in sorted(NODES - {down}):
         cluster.wait_for(lambda i=i: topic_name not in cluster.metadata(via=i)["topics"]
                          and cluster.topic_dirs(i, topic_name) == [],
                          f"topic gone from node {i}'s metadata and data dir")
-    cluster.restart(2)
-    cluster.wait_for(lambda: topic_name not in cluster.metadata(via=2)["topics"]
-                     and cluster.topic_dirs(2, topic_name) == [],
-                     "topic gone from node 2 (down during the delete) after its restart")
+    cluster.restart(down)
+    cluster.wait_for(lambda: topic_name not in cluster.metadata(via=down)["topics"]
+                     and cluster.topic_dirs(down, topic_name) == [],
+                     f"topic gone from node {down} (down during the delete) after its restart")
     create_topic(cluster, topic_name, 1, 3)
     wait_topic_ready(cluster, topic_name, 1, 3)
     offs = cf_produce(cluster.bootstrap, topic_name, [_rec(0, b"again")])
