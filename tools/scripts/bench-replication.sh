@@ -187,21 +187,7 @@ PY
 cat "$OUT/section.md"
 
 if [ "${BENCH_NO_DOCS:-0}" != "1" ]; then
-  python3 - "${BENCH_DOC:-$ROOT/docs/benchmarks.md}" "$OUT/section.md" <<'PY'
-import sys
-doc, section = sys.argv[1], open(sys.argv[2]).read()
-begin, end = "<!-- BEGIN REPLICATION BENCH -->", "<!-- END REPLICATION BENCH -->"
-try:
-    text = open(doc).read()
-except FileNotFoundError:
-    text = "# Benchmarks\n"
-if begin in text and end in text:
-    pre, rest = text.split(begin, 1)
-    _, post = rest.split(end, 1)
-    text = pre + begin + "\n" + section + end + post
-else:
-    text = text.rstrip("\n") + "\n\n## Replication\n\n" + begin + "\n" + section + end + "\n"
-open(doc, "w").write(text)
-PY
+  python3 "$ROOT/tools/scripts/splice-doc-section.py" "${BENCH_DOC:-$ROOT/docs/benchmarks.md}" "$OUT/section.md" \
+    "<!-- BEGIN REPLICATION BENCH -->" "<!-- END REPLICATION BENCH -->" "Replication"
   echo "updated docs/benchmarks.md" >&2
 fi

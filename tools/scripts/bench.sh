@@ -154,21 +154,7 @@ PY
 cat "$OUT/broker-section.md"
 
 if [ "${BENCH_NO_DOCS:-0}" != "1" ]; then
-  python3 - "$ROOT/docs/benchmarks.md" "$OUT/broker-section.md" <<'PY'
-import sys
-doc, section = sys.argv[1], open(sys.argv[2]).read()
-begin, end = "<!-- BEGIN BROKER BENCH (tools/scripts/bench.sh) -->", "<!-- END BROKER BENCH -->"
-try:
-    text = open(doc).read()
-except FileNotFoundError:
-    text = "# Benchmarks\n"
-if begin in text and end in text:
-    pre, rest = text.split(begin, 1)
-    _, post = rest.split(end, 1)
-    text = pre + begin + "\n" + section + end + post
-else:
-    text = text.rstrip("\n") + "\n\n## Broker\n\n" + begin + "\n" + section + end + "\n"
-open(doc, "w").write(text)
-PY
+  python3 "$ROOT/tools/scripts/splice-doc-section.py" "$ROOT/docs/benchmarks.md" "$OUT/broker-section.md" \
+    "<!-- BEGIN BROKER BENCH (tools/scripts/bench.sh) -->" "<!-- END BROKER BENCH -->" "Broker"
   echo "updated docs/benchmarks.md" >&2
 fi
