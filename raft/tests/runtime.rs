@@ -3,12 +3,9 @@
 //! that drops everything a node sends while closed (the node still receives).
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use freshet_raft::batch::encode_batch;
 use freshet_raft::log::{GroupLog, MemLog};
 use freshet_raft::meta::{MemMetaStore, MetaStore};
 use freshet_raft::multiraft::{DriverError, MultiRaft, ProposeError, RaftConfig};
@@ -19,22 +16,8 @@ use glommio::channels::local_channel;
 
 const TICK_MS: u64 = 10;
 
-fn run<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .expect("executor")
-        .join()
-        .expect("join");
-}
-
-fn batch(records: usize) -> Bytes {
-    let recs: Vec<_> = (0..records).map(|_| (None, Some(&b"v"[..]))).collect();
-    encode_batch(0, 0, -1, &recs)
-}
+mod common;
+use common::{batch, run};
 
 /// A TCP transport whose sending side can be closed (the node stops answering).
 #[derive(Clone)]

@@ -1,11 +1,8 @@
 //! Log compaction through the per-core runtime (`RaftHandle::compact`, Raft §7) with nodes
 //! talking over real loopback TCP, so the snapshot message crosses the real frame codec.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use freshet_raft::batch::encode_batch;
 use freshet_raft::log::{GroupLog, MemLog};
 use freshet_raft::meta::MemMetaStore;
 use freshet_raft::multiraft::{MultiRaft, RaftConfig};
@@ -13,22 +10,8 @@ use freshet_raft::runtime::{spawn, RaftHandle, WaitFor};
 use freshet_raft::tcp::{listen, RpcConfig, TcpTransport};
 use glommio::channels::local_channel;
 
-fn run<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .expect("executor")
-        .join()
-        .expect("join");
-}
-
-fn batch(records: usize) -> Bytes {
-    let recs: Vec<_> = (0..records).map(|_| (None, Some(&b"v"[..]))).collect();
-    encode_batch(0, 0, -1, &recs)
-}
+mod common;
+use common::{batch, run};
 
 /// `n` nodes (ids 1..=n) over loopback TCP, each running the runtime with no groups yet.
 fn cluster(n: u64) -> Vec<RaftHandle<MemLog>> {
