@@ -224,14 +224,21 @@ fn two_nodes_discover_each_other_call_methods_and_share_leaders() {
 }
 
 #[test]
-fn a_node_whose_address_is_not_a_seed_or_whose_data_belongs_to_another_node_is_refused() {
+fn a_node_outside_the_seeds_may_join_but_a_data_directory_of_another_node_is_refused() {
     let dir = std::env::temp_dir().join(format!("freshet-cluster-cfg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (p0, p1) = (free_port(), free_port());
+    // Not a seed: the flags are valid (the node can only join a cluster the seeds formed).
     let cfg = config(&dir, 0, 1, p0, &[p1]);
+    assert_eq!(
+        cluster::validate(&cfg),
+        Ok(vec![format!("127.0.0.1:{p1}").parse().unwrap()])
+    );
+    let mut cfg = config(&dir, 0, 1, p0, &[p1]);
+    cfg.cluster.seeds = vec!["no-port".into()];
     assert!(matches!(
         cluster::validate(&cfg),
-        Err(ClusterError::Config(m)) if m.contains("not among the seeds")
+        Err(ClusterError::Config(m)) if m.contains("seed")
     ));
     // Data directory of node 0 with founders {0, 1}, reused with --node-id 1.
     std::fs::create_dir_all(dir.join("node-0")).unwrap();
@@ -240,6 +247,7 @@ fn a_node_whose_address_is_not_a_seed_or_whose_data_belongs_to_another_node_is_r
         &cluster::Identity {
             node_id: 0,
             founders: vec![0, 1],
+            joined: false,
         },
     )
     .unwrap();

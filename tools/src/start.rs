@@ -59,7 +59,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub advertise_rpc_addr: Option<String>,
     /// RPC addresses of all founding nodes, this one included (host:port,host:port,...);
-    /// none = a cluster of one
+    /// none = a cluster of one. A node whose own address is not listed joins the cluster
+    /// the seeds formed (any running members will do)
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
 }
@@ -267,7 +268,7 @@ impl TakeSeeds for Option<Seeds> {
 }
 
 /// Cluster settings: defaults, then the file, then flags; then validated (node id, addresses,
-/// this node's RPC address among the seeds, Raft timing).
+/// seeds that resolve, Raft timing).
 fn cluster_config(
     args: &StartArgs,
     file: FileCluster,
@@ -596,21 +597,22 @@ mod tests {
             cfg.cluster.seeds,
             vec!["127.0.0.1:40001", "127.0.0.1:40003"]
         );
-        // This node's RPC address is not a seed: refused before anything starts.
+        // This node's RPC address is not a seed: valid, it joins the cluster the seeds
+        // formed (engine/src/cluster/mod.rs, "Joining a formed cluster").
         let args = StartArgs {
             cores: Some(1),
             rpc_addr: Some("127.0.0.1:40009".into()),
             seeds: Some(vec!["127.0.0.1:40001".into(), "127.0.0.1:40002".into()]),
             ..Default::default()
         };
-        let e = broker_config(&args).unwrap_err();
-        assert!(e.contains("not among the seeds"), "{e}");
-        // ... unless it advertises one of them.
+        let cfg = broker_config(&args).unwrap();
+        assert_eq!(cfg.cluster.seeds.len(), 2);
+        // A seed that does not resolve is refused.
         let args = StartArgs {
-            advertise_rpc_addr: Some("127.0.0.1:40002".into()),
+            seeds: Some(vec!["127.0.0.1:40001".into(), "nowhere:x".into()]),
             ..args
         };
-        assert!(broker_config(&args).is_ok());
+        assert!(broker_config(&args).is_err());
         // Nonsense is refused with a message.
         for bad in [
             StartArgs {

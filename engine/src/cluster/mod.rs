@@ -17,6 +17,14 @@
 //!   node ids of all seeds: on first start [`founders`] waits until every seed answered, then
 //!   persists them in `<data>/cluster/identity` ([`identity`]); on a restart it returns the
 //!   persisted set at once.
+//! - **Joining a formed cluster.** A HELLO answer carries the sender's founders once its
+//!   cluster has formed. A node without an identity that hears of a formed cluster whose
+//!   founders do not include it **joins** it ([`joined`] is true, founders = theirs): the
+//!   controller opens its group as a learner and registers through [`join`] (method
+//!   [`JOIN`], served by any member), which persists an identity marked "joined" once the
+//!   registration is accepted. If those founders include the node (it founded the cluster
+//!   but crashed before persisting its identity) it adopts them. A node whose RPC address is
+//!   not among the seeds can only join; it waits until a seed reports a formed cluster.
 //! - **Leader table** ([`leaders`]). Cores report their groups' statuses with
 //!   [`publish_local`]; core 0 merges them with peers' LEADERS lists and pushes changes to the
 //!   other cores (coalesced); every core answers [`Shard::leader_of`] from its own copy.
@@ -53,7 +61,9 @@ use crate::shard::Shard;
 pub use freshet_raft::tcp::RpcError;
 pub use identity::{Identity, IdentityError};
 pub use leaders::{Claim, LeaderInfo, LeaderTable};
-pub use rpc::{CONTROLLER_PROPOSE, HELLO, LEADERS};
+pub use rpc::{
+    JoinAnswer, JoinRequest, CONTROLLER_PROPOSE, CONTROLLER_SNAPSHOT, HELLO, JOIN, LEADERS,
+};
 
 use leaders::LeaderDelta;
 use routing::{split_envelope, RouteTable};
@@ -77,6 +87,10 @@ pub enum ClusterError {
     Rpc(#[from] RpcError),
     #[error("shutting down")]
     ShuttingDown,
+    /// The cluster refused this node's JOIN (node id taken by another address, or a
+    /// founder's id); the node must not run with this identity.
+    #[error("join refused: {0}")]
+    JoinRefused(String),
 }
 
 /// Why a method handler failed (mapped to the response status).
@@ -138,6 +152,10 @@ struct ClusterCore {
     // ---- core 0 only
     founders: RefCell<Option<Vec<i32>>>,
     founders_changed: Notify,
+    /// This node joined (or is joining) a formed cluster instead of founding it.
+    joined: Cell<bool>,
+    /// Seeds that reported a formed cluster (where JOIN is sent).
+    join_via: RefCell<Vec<SocketAddr>>,
     table: RefCell<LeaderTable>,
     push_pending: RefCell<LeaderDelta>,
     push_dirty: Notify,
@@ -164,6 +182,8 @@ impl ClusterCore {
             stats: Cell::default(),
             founders: RefCell::new(None),
             founders_changed: Notify::new(),
+            joined: Cell::new(false),
+            join_via: RefCell::default(),
             table: RefCell::default(),
             push_pending: RefCell::default(),
             push_dirty: Notify::new(),
@@ -201,13 +221,14 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr}: no address"))
 }
 
-/// Checks the cluster flags without binding anything: every seed resolves, and when seeds are
-/// given the node's own advertised RPC address is one of them. (Used by `freshet start` before
-/// any core runs, and again by [`start`].)
+/// Checks the cluster flags without binding anything: the RPC addresses and every seed
+/// resolve. (Used by `freshet start` before any core runs, and again by [`start`].) A node
+/// whose own advertised RPC address is among the seeds may found the cluster; one whose
+/// address is not can only join a cluster the seeds report as formed (module doc).
 pub fn validate(cfg: &BrokerConfig) -> Result<Vec<SocketAddr>, ClusterError> {
     let c = &cfg.cluster;
     resolve(&c.rpc_addr).map_err(|e| ClusterError::Config(format!("rpc_addr {e}")))?;
-    let me = resolve(c.advertised_rpc_addr())
+    resolve(c.advertised_rpc_addr())
         .map_err(|e| ClusterError::Config(format!("advertised rpc address {e}")))?;
     let mut seeds = Vec::with_capacity(c.seeds.len());
     for s in &c.seeds {
@@ -215,14 +236,6 @@ pub fn validate(cfg: &BrokerConfig) -> Result<Vec<SocketAddr>, ClusterError> {
         if !seeds.contains(&a) {
             seeds.push(a);
         }
-    }
-    if !seeds.is_empty() && !seeds.contains(&me) {
-        return Err(ClusterError::Config(format!(
-            "this node's RPC address {} is not among the seeds ({}); every founding node \
-             lists all founders' RPC addresses, itself included",
-            c.advertised_rpc_addr(),
-            c.seeds.join(",")
-        )));
     }
     Ok(seeds)
 }
@@ -292,7 +305,10 @@ async fn start_core0(shard: &Rc<Shard>, c: &Rc<ClusterCore>) -> Result<(), Clust
         }
     }
     register_builtin_methods(shard);
-    let clustered = !seeds.is_empty() || identity.as_ref().is_some_and(|i| i.founders.len() > 1);
+    let clustered = !seeds.is_empty()
+        || identity
+            .as_ref()
+            .is_some_and(|i| i.founders.len() > 1 || i.joined);
     if !clustered {
         *c.founders.borrow_mut() = Some(vec![me]);
         c.founders_changed.notify_all();
@@ -315,13 +331,27 @@ async fn start_core0(shard: &Rc<Shard>, c: &Rc<ClusterCore>) -> Result<(), Clust
     }
     bind(shard, c, addr)?;
     if let Some(id) = &identity {
-        tracing::info!(founders = ?id.founders, "cluster identity loaded");
+        tracing::info!(founders = ?id.founders, joined = id.joined, "cluster identity loaded");
+        c.joined.set(id.joined);
         *c.founders.borrow_mut() = Some(id.founders.clone());
         c.founders_changed.notify_all();
     }
     let me_addr = resolve(cfg.cluster.advertised_rpc_addr()).map_err(ClusterError::Config)?;
+    let i_am_seed = seeds.contains(&me_addr);
     let others: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me_addr).collect();
-    glommio::spawn_local(discover(Rc::downgrade(shard), others, identity.is_none())).detach();
+    if identity.is_none() && !i_am_seed {
+        tracing::info!(
+            rpc_addr = %me_addr,
+            "this node's RPC address is not among the seeds: it joins the cluster they formed"
+        );
+    }
+    glommio::spawn_local(discover(
+        Rc::downgrade(shard),
+        others,
+        identity.is_none(),
+        i_am_seed,
+    ))
+    .detach();
     glommio::spawn_local(report_leaders_task(Rc::downgrade(shard))).detach();
     glommio::spawn_local(maintenance_task(Rc::downgrade(shard))).detach();
     Ok(())
@@ -373,8 +403,9 @@ pub async fn stop(shard: &Shard) {
 }
 
 /// The founding nodes' broker ids, ascending (the controller group's voters). On the first
-/// start of a clustered node this waits until every seed answered HELLO; on a restart it
-/// returns the persisted set; a cluster of one is `[node_id]`. Any core.
+/// start of a clustered node this waits until every seed answered HELLO (or, for a joining
+/// node, until a seed reported its formed cluster); on a restart it returns the persisted
+/// set; a cluster of one is `[node_id]`. Any core.
 pub async fn founders(shard: &Rc<Shard>) -> Result<Vec<i32>, ClusterError> {
     if shard.core() != 0 {
         return shard
@@ -400,6 +431,76 @@ async fn founders_core0(shard: &Rc<Shard>) -> Result<Vec<i32>, ClusterError> {
             glommio::timer::sleep(Duration::from_millis(100)).await;
         })
         .await;
+    }
+}
+
+/// Core 0, after [`founders`] returned: whether this node joined (or is joining) a formed
+/// cluster rather than founding it. A joined node runs the controller group as a learner.
+pub fn joined(shard: &Shard) -> bool {
+    assert_eq!(shard.core(), 0, "membership is core 0's");
+    cc(shard).joined.get()
+}
+
+/// Core 0 of a node that is joining (see [`joined`]): asks the seeds that reported the formed
+/// cluster to register `req` (method [`JOIN`]), retrying every `discovery_retry_ms` while
+/// none accepts or refuses, then persists this node's identity as "joined" (so a restart
+/// rejoins without asking again). A refusal is final: [`ClusterError::JoinRefused`].
+pub async fn join(shard: &Rc<Shard>, req: JoinRequest) -> Result<JoinAnswer, ClusterError> {
+    assert_eq!(shard.core(), 0, "joining is core 0's");
+    let c = cc(shard);
+    let payload = req.encode();
+    let mut last_log = Instant::now();
+    loop {
+        if shard.stopping() {
+            return Err(ClusterError::ShuttingDown);
+        }
+        let retry = Duration::from_millis(shard.config().cluster.discovery_retry_ms.max(10));
+        let timeout = Duration::from_millis(
+            shard
+                .config()
+                .cluster
+                .controller_request_timeout_ms
+                .max(1000),
+        );
+        let via = c.join_via.borrow().clone();
+        let mut errors = Vec::new();
+        for addr in via {
+            match c.client.call(addr, JOIN, payload.clone(), timeout).await {
+                Ok(b) => {
+                    let a = JoinAnswer::decode(b).map_err(|e| {
+                        ClusterError::Rpc(RpcError::Remote {
+                            status: status::ERROR,
+                            message: format!("bad JOIN answer from {addr}: {e}"),
+                        })
+                    })?;
+                    identity::store(
+                        &shard.config().data_dir,
+                        &Identity {
+                            node_id: shard.config().node_id,
+                            founders: a.founders.clone(),
+                            joined: true,
+                        },
+                    )?;
+                    tracing::info!(
+                        via = %addr,
+                        revision = a.revision,
+                        founders = ?a.founders,
+                        "joined the cluster: registered with the controller"
+                    );
+                    *c.founders.borrow_mut() = Some(a.founders.clone());
+                    return Ok(a);
+                }
+                Err(RpcError::Remote { message, .. }) => {
+                    return Err(ClusterError::JoinRefused(format!("{addr}: {message}")))
+                }
+                Err(e) => errors.push(format!("{addr} ({e})")),
+            }
+        }
+        if last_log.elapsed() >= Duration::from_secs(3) {
+            last_log = Instant::now();
+            tracing::info!("join not accepted yet; retrying: {}", errors.join(", "));
+        }
+        glommio::timer::sleep(retry).await;
     }
 }
 
@@ -546,6 +647,7 @@ fn register_builtin_methods(shard: &Shard) {
     );
 }
 
+/// This node's HELLO (core 0: it knows the founders once the cluster formed).
 fn my_hello(shard: &Shard) -> Hello {
     let cfg = shard.config();
     Hello {
@@ -553,6 +655,7 @@ fn my_hello(shard: &Shard) -> Hello {
         cluster_id: cfg.cluster_id.clone(),
         kafka_addr: cfg.advertised_addr().to_string(),
         rpc_addr: cfg.cluster.advertised_rpc_addr().to_string(),
+        founders: cc(shard).founders.borrow().clone(),
     }
 }
 
@@ -657,8 +760,14 @@ fn on_leaders(shard: &Rc<Shard>, payload: Bytes) -> Result<Bytes, MethodError> {
 
 // ------------------------------------------------------------------ discovery
 
-async fn discover(me: Weak<Shard>, seeds: Vec<SocketAddr>, first_start: bool) {
+/// Core 0: HELLOs the seeds until every one answered, learning peers. On a first start
+/// (`undecided`: no identity yet) it also settles this node's membership: a seed that reports
+/// a formed cluster decides it (adopt its founders if they include this node, else join);
+/// otherwise, once every seed answered, a node that is itself a seed forms the cluster with
+/// them, and one that is not keeps asking until a seed reports a formed cluster.
+async fn discover(me: Weak<Shard>, seeds: Vec<SocketAddr>, undecided: bool, i_am_seed: bool) {
     let mut answered: BTreeMap<SocketAddr, i32> = BTreeMap::new();
+    let mut decided = !undecided;
     let mut last_log = Instant::now();
     let mut last_error: BTreeMap<SocketAddr, String> = BTreeMap::new();
     loop {
@@ -668,9 +777,11 @@ async fn discover(me: Weak<Shard>, seeds: Vec<SocketAddr>, first_start: bool) {
         }
         let retry = Duration::from_millis(shard.config().cluster.discovery_retry_ms.max(10));
         let hello = my_hello(&shard).encode();
+        // A node that can only join asks answered seeds again until one has formed.
+        let ask_all = !decided && !i_am_seed;
         let calls: Vec<_> = seeds
             .iter()
-            .filter(|a| !answered.contains_key(a))
+            .filter(|a| ask_all || !answered.contains_key(a))
             .map(|&addr| {
                 let client = cc(&shard).client.clone();
                 let payload = hello.clone();
@@ -688,20 +799,33 @@ async fn discover(me: Weak<Shard>, seeds: Vec<SocketAddr>, first_start: bool) {
                 .and_then(|h| check_hello(&my_hello(&shard), &h).map(|()| h));
             match r {
                 Ok(h) => {
-                    tracing::info!(seed = %addr, node = h.node_id, "seed answered");
+                    if !answered.contains_key(&addr) {
+                        tracing::info!(seed = %addr, node = h.node_id, formed = h.founders.is_some(), "seed answered");
+                    }
                     learn_from_hello(&shard, &h);
                     answered.insert(addr, h.node_id);
                     last_error.remove(&addr);
+                    if let Some(f) = &h.founders {
+                        if !decided {
+                            decided = settle_from_formed(&shard, addr, f);
+                        } else if cc(&shard).joined.get() {
+                            let c = cc(&shard);
+                            if !c.join_via.borrow().contains(&addr) {
+                                c.join_via.borrow_mut().push(addr);
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     last_error.insert(addr, e);
                 }
             }
         }
-        if answered.len() == seeds.len() {
-            if first_start {
-                form_cluster(&shard, &answered);
-            }
+        if !decided && i_am_seed && answered.len() == seeds.len() {
+            form_cluster(&shard, &answered);
+            decided = true;
+        }
+        if decided && answered.len() == seeds.len() {
             return;
         }
         if last_log.elapsed() >= Duration::from_secs(3) {
@@ -710,16 +834,52 @@ async fn discover(me: Weak<Shard>, seeds: Vec<SocketAddr>, first_start: bool) {
                 .iter()
                 .map(|(a, e)| format!("{a} ({e})"))
                 .collect();
-            tracing::info!(
-                answered = answered.len(),
-                seeds = seeds.len(),
-                "waiting for seeds: {}",
-                waiting.join(", ")
-            );
+            if !decided && !i_am_seed && answered.len() == seeds.len() {
+                tracing::info!(
+                    seeds = seeds.len(),
+                    "waiting for the seeds to form their cluster (this node is not a seed: it can only join)"
+                );
+            } else {
+                tracing::info!(
+                    answered = answered.len(),
+                    seeds = seeds.len(),
+                    "waiting for seeds: {}",
+                    waiting.join(", ")
+                );
+            }
         }
         drop(shard);
         glommio::timer::sleep(retry).await;
     }
+}
+
+/// First start, the seed at `via` reports a cluster formed with `founders`: adopt them (this
+/// node is one of them: it crashed before persisting its identity) or join. Returns whether
+/// the membership is settled.
+fn settle_from_formed(shard: &Rc<Shard>, via: SocketAddr, founders: &[i32]) -> bool {
+    let me = shard.config().node_id;
+    let c = cc(shard);
+    if founders.contains(&me) {
+        if let Err(e) = identity::store(
+            &shard.config().data_dir,
+            &Identity {
+                node_id: me,
+                founders: founders.to_vec(),
+                joined: false,
+            },
+        ) {
+            tracing::error!(error = %e, "cannot persist the cluster identity");
+            return false;
+        }
+        tracing::info!(founders = ?founders, %via, "the cluster formed already with this node as a founder");
+    } else {
+        tracing::info!(founders = ?founders, %via, "the seeds' cluster has formed: joining it");
+        c.joined.set(true);
+        c.join_via.borrow_mut().push(via);
+    }
+    *c.founders.borrow_mut() = Some(founders.to_vec());
+    c.founders_changed.notify_all();
+    true
 }
 
 /// First start, every seed answered: founders = their ids and ours; persist them.
@@ -746,6 +906,7 @@ fn form_cluster(shard: &Rc<Shard>, answered: &BTreeMap<SocketAddr, i32>) {
         &Identity {
             node_id: me,
             founders: ids.clone(),
+            joined: false,
         },
     ) {
         tracing::error!(error = %e, "cannot persist the cluster identity; the cluster cannot form");

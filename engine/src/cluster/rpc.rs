@@ -16,9 +16,24 @@ pub const LEADERS: u16 = 2;
 /// `CONTROLLER_PROPOSE`: a controller intent forwarded to the controller leader (payload and
 /// answer defined by the controller, engine/src/controller/command.rs).
 pub const CONTROLLER_PROPOSE: u16 = 3;
+/// `CONTROLLER_SNAPSHOT`: asks a controller replica for its applied metadata state
+/// ([`SnapshotRequest`]); the answer is the controller snapshot file's bytes
+/// (engine/src/controller/snapshot.rs). Used by a controller replica whose log starts past
+/// what it has applied (the controller log was compacted while it was away or before it
+/// joined).
+pub const CONTROLLER_SNAPSHOT: u16 = 4;
+/// `JOIN`: a node that is not a founder asks a member of a formed cluster to register it
+/// ([`JoinRequest`]); answered with [`JoinAnswer`] once the registration is applied on the
+/// serving node, or refused (status ERROR, with the reason) when the node id is a founder's
+/// or is registered with another RPC address.
+pub const JOIN: u16 = 5;
 
-/// Payload layout version of HELLO and LEADERS.
+/// Payload layout version of LEADERS, CONTROLLER_SNAPSHOT and JOIN (and of HELLO before
+/// [`HELLO_VERSION`]).
 pub const PAYLOAD_VERSION: u16 = 1;
+/// Payload layout version of HELLO: 2 adds the sender's founders (whether its cluster has
+/// formed). Version 1 HELLOs are still read (no founders known).
+pub const HELLO_VERSION: u16 = 2;
 
 /// A payload that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,11 +94,36 @@ impl Rd {
             v => Err(PayloadError::Version(v)),
         }
     }
+    fn u8(&mut self) -> Result<u8, PayloadError> {
+        self.need(1)?;
+        Ok(self.0.get_u8())
+    }
+    fn ids(&mut self) -> Result<Vec<i32>, PayloadError> {
+        let n = self.count(4)?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.i32()?);
+        }
+        Ok(v)
+    }
+    fn opt_string(&mut self) -> Result<Option<String>, PayloadError> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => self.string().map(Some),
+        }
+    }
     fn end(&self) -> Result<(), PayloadError> {
         if self.0.has_remaining() {
             return Err(PayloadError::Trailing);
         }
         Ok(())
+    }
+}
+
+fn put_ids(b: &mut BytesMut, ids: &[i32]) {
+    b.put_u32_le(ids.len() as u32);
+    for i in ids {
+        b.put_i32_le(*i);
     }
 }
 
@@ -108,32 +148,155 @@ pub struct Hello {
     pub kafka_addr: String,
     /// Advertised internal RPC address, host:port.
     pub rpc_addr: String,
+    /// The founders of the sender's cluster (broker ids, ascending) once it has formed; None
+    /// while the sender is still waiting for its seeds (or it sent a version 1 HELLO).
+    pub founders: Option<Vec<i32>>,
 }
 
 impl Hello {
-    /// `version:u16, node_id:i32, cluster_id:str, kafka_addr:str, rpc_addr:str`
-    /// (`str` = `len:u16` + UTF-8).
+    /// `version:u16 = 2, node_id:i32, cluster_id:str, kafka_addr:str, rpc_addr:str,
+    /// formed:u8, [n:u32, founders:i32 × n if formed = 1]` (`str` = `len:u16` + UTF-8).
+    /// Version 1 ends after `rpc_addr`.
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(64);
-        b.put_u16_le(PAYLOAD_VERSION);
+        b.put_u16_le(HELLO_VERSION);
         b.put_i32_le(self.node_id);
         put_string(&mut b, &self.cluster_id);
         put_string(&mut b, &self.kafka_addr);
         put_string(&mut b, &self.rpc_addr);
+        match &self.founders {
+            None => b.put_u8(0),
+            Some(f) => {
+                b.put_u8(1);
+                put_ids(&mut b, f);
+            }
+        }
         b.freeze()
     }
 
     pub fn decode(payload: Bytes) -> Result<Hello, PayloadError> {
         let mut r = Rd(payload);
-        r.version()?;
-        let h = Hello {
+        let version = r.u16()?;
+        if version != PAYLOAD_VERSION && version != HELLO_VERSION {
+            return Err(PayloadError::Version(version));
+        }
+        let mut h = Hello {
             node_id: r.i32()?,
             cluster_id: r.string()?,
             kafka_addr: r.string()?,
             rpc_addr: r.string()?,
+            founders: None,
         };
+        if version == HELLO_VERSION && r.u8()? != 0 {
+            h.founders = Some(r.ids()?);
+        }
         r.end()?;
         Ok(h)
+    }
+}
+
+/// CONTROLLER_SNAPSHOT request: the caller needs a state at least this new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    /// Smallest metadata revision the caller can use (its controller log start).
+    pub min_revision: u64,
+}
+
+impl SnapshotRequest {
+    /// `version:u16, min_revision:u64`.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(10);
+        b.put_u16_le(PAYLOAD_VERSION);
+        b.put_u64_le(self.min_revision);
+        b.freeze()
+    }
+
+    pub fn decode(payload: Bytes) -> Result<SnapshotRequest, PayloadError> {
+        let mut r = Rd(payload);
+        r.version()?;
+        let q = SnapshotRequest {
+            min_revision: r.u64()?,
+        };
+        r.end()?;
+        Ok(q)
+    }
+}
+
+/// JOIN request: the joining node's registration (its KIP-631 broker record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// Kafka broker id (`--node-id`).
+    pub node_id: i32,
+    /// Advertised Kafka listener host and port.
+    pub host: String,
+    pub port: i32,
+    /// Advertised internal RPC address.
+    pub rpc_addr: String,
+    pub rack: Option<String>,
+}
+
+impl JoinRequest {
+    /// `version:u16, node_id:i32, host:str, port:i32, rpc_addr:str, rack:(present:u8, str)`.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(64);
+        b.put_u16_le(PAYLOAD_VERSION);
+        b.put_i32_le(self.node_id);
+        put_string(&mut b, &self.host);
+        b.put_i32_le(self.port);
+        put_string(&mut b, &self.rpc_addr);
+        match &self.rack {
+            None => b.put_u8(0),
+            Some(r) => {
+                b.put_u8(1);
+                put_string(&mut b, r);
+            }
+        }
+        b.freeze()
+    }
+
+    pub fn decode(payload: Bytes) -> Result<JoinRequest, PayloadError> {
+        let mut r = Rd(payload);
+        r.version()?;
+        let q = JoinRequest {
+            node_id: r.i32()?,
+            host: r.string()?,
+            port: r.i32()?,
+            rpc_addr: r.string()?,
+            rack: r.opt_string()?,
+        };
+        r.end()?;
+        Ok(q)
+    }
+}
+
+/// JOIN answer: the registration is applied on the serving node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinAnswer {
+    /// Metadata revision that holds the registration.
+    pub revision: u64,
+    /// The cluster's founders (the controller group's voters), ascending.
+    pub founders: Vec<i32>,
+}
+
+impl JoinAnswer {
+    /// `version:u16, revision:u64, n:u32, founders:i32 × n`.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(16 + 4 * self.founders.len());
+        b.put_u16_le(PAYLOAD_VERSION);
+        b.put_u64_le(self.revision);
+        put_ids(&mut b, &self.founders);
+        b.freeze()
+    }
+
+    pub fn decode(payload: Bytes) -> Result<JoinAnswer, PayloadError> {
+        let mut r = Rd(payload);
+        r.version()?;
+        let a = JoinAnswer {
+            revision: r.u64()?,
+            founders: r.ids()?,
+        };
+        r.end()?;
+        Ok(a)
     }
 }
 
@@ -206,8 +369,14 @@ mod tests {
             cluster_id: "c1".into(),
             kafka_addr: "127.0.0.1:9092".into(),
             rpc_addr: "127.0.0.1:33145".into(),
+            founders: None,
         };
-        assert_eq!(Hello::decode(h.encode()), Ok(h));
+        assert_eq!(Hello::decode(h.encode()), Ok(h.clone()));
+        let formed = Hello {
+            founders: Some(vec![0, 1, 2]),
+            ..h
+        };
+        assert_eq!(Hello::decode(formed.encode()), Ok(formed));
         let l = Leaders {
             from: 1,
             groups: vec![
@@ -233,6 +402,7 @@ mod tests {
             cluster_id: "c1".into(),
             kafka_addr: "k".into(),
             rpc_addr: "r".into(),
+            founders: Some(vec![0, 1]),
         }
         .encode();
         for cut in 0..h.len() {
@@ -244,11 +414,11 @@ mod tests {
             Hello::decode(Bytes::from(long)),
             Err(PayloadError::Trailing)
         );
-        let mut v2 = h.to_vec();
-        v2[0] = 2;
+        let mut v3 = h.to_vec();
+        v3[0] = 3;
         assert_eq!(
-            Hello::decode(Bytes::from(v2)),
-            Err(PayloadError::Version(2))
+            Hello::decode(Bytes::from(v3)),
+            Err(PayloadError::Version(3))
         );
         // A count of 2^32-1 groups in a 10-byte payload: refused before allocating.
         let mut b = BytesMut::new();
@@ -268,5 +438,65 @@ mod tests {
         for cut in 0..l.len() {
             assert!(Leaders::decode(l.slice(0..cut)).is_err(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_version_1_hello_is_read_without_founders() {
+        let mut b = BytesMut::new();
+        b.put_u16_le(PAYLOAD_VERSION);
+        b.put_i32_le(4);
+        put_string(&mut b, "c");
+        put_string(&mut b, "k:1");
+        put_string(&mut b, "r:2");
+        assert_eq!(
+            Hello::decode(b.freeze()),
+            Ok(Hello {
+                node_id: 4,
+                cluster_id: "c".into(),
+                kafka_addr: "k:1".into(),
+                rpc_addr: "r:2".into(),
+                founders: None,
+            })
+        );
+    }
+
+    #[test]
+    fn join_and_snapshot_payloads_roundtrip_and_refuse_damage() {
+        let q = JoinRequest {
+            node_id: 3,
+            host: "127.0.0.1".into(),
+            port: 9095,
+            rpc_addr: "127.0.0.1:33148".into(),
+            rack: Some("r1".into()),
+        };
+        assert_eq!(JoinRequest::decode(q.encode()), Ok(q.clone()));
+        let q2 = JoinRequest { rack: None, ..q };
+        assert_eq!(JoinRequest::decode(q2.encode()), Ok(q2.clone()));
+        let a = JoinAnswer {
+            revision: 17,
+            founders: vec![0, 1, 2],
+        };
+        assert_eq!(JoinAnswer::decode(a.encode()), Ok(a.clone()));
+        let s = SnapshotRequest { min_revision: 9 };
+        assert_eq!(SnapshotRequest::decode(s.encode()), Ok(s));
+        let (qb, ab, sb) = (q2.encode(), a.encode(), s.encode());
+        for cut in 0..qb.len() {
+            assert!(JoinRequest::decode(qb.slice(0..cut)).is_err(), "cut {cut}");
+        }
+        for cut in 0..ab.len() {
+            assert!(JoinAnswer::decode(ab.slice(0..cut)).is_err(), "cut {cut}");
+        }
+        for cut in 0..sb.len() {
+            assert!(
+                SnapshotRequest::decode(sb.slice(0..cut)).is_err(),
+                "cut {cut}"
+            );
+        }
+        // A founder count of 2^32-1 in a short answer: refused before allocating.
+        let mut b = BytesMut::new();
+        b.put_u16_le(PAYLOAD_VERSION);
+        b.put_u64_le(1);
+        b.put_u32_le(u32::MAX);
+        assert_eq!(JoinAnswer::decode(b.freeze()), Err(PayloadError::Count));
     }
 }
