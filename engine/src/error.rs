@@ -35,6 +35,10 @@ pub mod code {
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const INVALID_RECORD: i16 = 87;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
     pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 119;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 }
@@ -63,6 +67,9 @@ pub enum TopicError {
     Store(String),
     #[error("broker is shutting down")]
     ShuttingDown,
+    /// Cancelling a partition reassignment that is not ongoing (KIP-455).
+    #[error("no reassignment in progress: {0}")]
+    NoReassignmentInProgress(String),
 }
 
 impl TopicError {
@@ -78,6 +85,7 @@ impl TopicError {
             TopicError::ControllerUnavailable(_) => code::REQUEST_TIMED_OUT,
             TopicError::Store(_) => code::KAFKA_STORAGE_ERROR,
             TopicError::ShuttingDown => code::LEADER_NOT_AVAILABLE,
+            TopicError::NoReassignmentInProgress(_) => code::NO_REASSIGNMENT_IN_PROGRESS,
         }
     }
 }

@@ -59,13 +59,97 @@ pub struct BrokerInfo {
     pub rack: Option<String>,
 }
 
-/// Where one partition lives: its Raft group (the same id on every node) and its replicas.
+/// Where one partition lives: its Raft group (the same id on every node), its replicas and an
+/// ongoing reassignment (KIP-455).
+///
+/// While `target` is set, the replicas being added are `target − replicas` and those being
+/// removed are `replicas − target`; the partition's leader moves the Raft configuration to
+/// `target` (engine/src/reassign.rs) and then reports it (CompleteReassignment), which makes
+/// `replicas = target`. `retiring` lists brokers that may still be in the group's Raft
+/// configuration although no longer wanted (a cancelled or replaced target): they keep their
+/// replica until the leader reports a configuration without them, so no change of the
+/// metadata can take away a replica the group still counts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionAssignment {
     /// Raft group id, unique in the cluster, never reused (≥ 1; 0 is the controller).
     pub group: u64,
     /// Broker ids holding a replica; `replicas[0]` is the preferred leader.
     pub replicas: Vec<i32>,
+    /// The replica list an ongoing reassignment moves to (`None`: no reassignment).
+    pub target: Option<Vec<i32>>,
+    /// Brokers neither in `replicas` nor in `target` that may still be Raft members.
+    pub retiring: Vec<i32>,
+}
+
+impl PartitionAssignment {
+    /// An assignment without a reassignment.
+    pub fn new(group: u64, replicas: Vec<i32>) -> Self {
+        PartitionAssignment {
+            group,
+            replicas,
+            target: None,
+            retiring: Vec::new(),
+        }
+    }
+
+    /// The replica list clients see (Kafka's merged list while reassigning: the target
+    /// first, then the replicas being removed).
+    pub fn all_replicas(&self) -> Vec<i32> {
+        match &self.target {
+            None => self.replicas.clone(),
+            Some(t) => {
+                let mut all = t.clone();
+                all.extend(self.replicas.iter().filter(|b| !t.contains(b)));
+                all
+            }
+        }
+    }
+
+    /// Replicas an ongoing reassignment adds (`target − replicas`, in target order).
+    pub fn adding(&self) -> Vec<i32> {
+        self.target.as_ref().map_or_else(Vec::new, |t| {
+            t.iter()
+                .filter(|b| !self.replicas.contains(b))
+                .copied()
+                .collect()
+        })
+    }
+
+    /// Replicas an ongoing reassignment removes (`replicas − target`).
+    pub fn removing(&self) -> Vec<i32> {
+        self.target.as_ref().map_or_else(Vec::new, |t| {
+            self.replicas
+                .iter()
+                .filter(|b| !t.contains(b))
+                .copied()
+                .collect()
+        })
+    }
+
+    /// The replica list the partition is heading for: the target, else the replicas.
+    pub fn desired(&self) -> &[i32] {
+        self.target.as_deref().unwrap_or(&self.replicas)
+    }
+
+    /// Every broker that must hold a replica now: replicas, target and retiring ones.
+    pub fn holders(&self) -> Vec<i32> {
+        let mut all = self.all_replicas();
+        all.extend(
+            self.retiring
+                .iter()
+                .filter(|b| !all.contains(b))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        all
+    }
+
+    /// Whether `broker` must hold a replica (see [`PartitionAssignment::holders`]).
+    pub fn is_holder(&self, broker: i32) -> bool {
+        self.replicas.contains(&broker)
+            || self.target.as_ref().is_some_and(|t| t.contains(&broker))
+            || self.retiring.contains(&broker)
+    }
 }
 
 /// Assignments of `partitions` partitions with one replica each on `broker`, Raft groups
@@ -76,10 +160,7 @@ pub fn single_replica_assignments(
     broker: i32,
 ) -> Vec<PartitionAssignment> {
     (0..partitions.max(0) as u64)
-        .map(|p| PartitionAssignment {
-            group: first_group + p,
-            replicas: vec![broker],
-        })
+        .map(|p| PartitionAssignment::new(first_group + p, vec![broker]))
         .collect()
 }
 

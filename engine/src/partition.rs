@@ -383,6 +383,12 @@ impl Partition {
         self.replicas.borrow().clone()
     }
 
+    /// The replica list changed in the metadata (a reassignment, KIP-455): the preferred
+    /// leader follows it. The Raft configuration changes separately (engine/src/reassign.rs).
+    pub fn set_replicas(&self, replicas: Vec<i32>) {
+        *self.replicas.borrow_mut() = replicas;
+    }
+
     /// The group's current status from the runtime (leader, ISR, offsets).
     pub fn status(&self) -> Option<GroupStatus> {
         self.raft.status(self.group)

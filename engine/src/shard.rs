@@ -489,7 +489,7 @@ impl Shard {
                     let keep = t.is_some_and(|t| {
                         t.id == p.topic_id
                             && t.assignment(*i)
-                                .is_some_and(|a| a.group == p.group && a.replicas.contains(&me))
+                                .is_some_and(|a| a.group == p.group && a.is_holder(me))
                     });
                     if !keep {
                         gone.push(p.clone());
@@ -515,20 +515,30 @@ impl Shard {
                     tracing::error!(topic = %t.name, partition = i, "partition without an assignment");
                     continue;
                 };
-                if !a.replicas.contains(&me) || self.owner_of(&t.name, i) != self.core {
+                // Replicas, an ongoing reassignment's target and retiring brokers all hold one
+                // (KIP-455; see PartitionAssignment).
+                if !a.is_holder(me) || self.owner_of(&t.name, i) != self.core {
                     continue;
                 }
                 if let Some(p) = self.partition(&t.name, i) {
                     p.set_config(eff.clone(), min_insync);
+                    p.set_replicas(a.desired().to_vec());
                     continue;
                 }
+                // A replica outside `replicas` is joining a running group: it opens with no
+                // voters and learns its configuration from the leader (a learner first).
+                let joining = !a.replicas.contains(&me);
                 self.adopt_group_state(a.group);
                 let spec = PartitionSpec {
                     topic: t.name.clone(),
                     index: i,
                     topic_id: t.id,
                     group: a.group,
-                    replicas: a.replicas.clone(),
+                    replicas: if joining {
+                        Vec::new()
+                    } else {
+                        a.replicas.clone()
+                    },
                     dir: self.partition_dir(&t.name, i),
                     config: eff.clone(),
                     min_insync_replicas: min_insync,
@@ -537,6 +547,7 @@ impl Shard {
                 let node = raft_node_id(me);
                 match Partition::open(spec, self.raft.clone(), node, self.clock.clone()).await {
                     Ok(p) => {
+                        p.set_replicas(a.desired().to_vec());
                         self.partitions
                             .borrow_mut()
                             .entry(t.name.clone())
@@ -557,7 +568,9 @@ impl Shard {
                             p.is_leader(),
                             p.leader_epoch(),
                         );
-                        opened.push(p);
+                        if !joining {
+                            opened.push(p);
+                        }
                     }
                     Err(e) => {
                         tracing::error!(topic = %t.name, partition = i, error = %e, "opening partition failed");
@@ -660,7 +673,7 @@ impl Shard {
         {
             // Assigned here but not open (yet): LEADER_NOT_AVAILABLE; no replica on this
             // broker: NOT_LEADER_OR_FOLLOWER (the client refreshes its metadata).
-            Some(a) if a.replicas.contains(&self.config.node_id) => code::LEADER_NOT_AVAILABLE,
+            Some(a) if a.is_holder(self.config.node_id) => code::LEADER_NOT_AVAILABLE,
             Some(_) => code::NOT_LEADER_OR_FOLLOWER,
             None => code::UNKNOWN_TOPIC_OR_PARTITION,
         }

@@ -31,7 +31,7 @@ impl RouteTable {
         cores.insert(CONTROLLER_GROUP, 0);
         for t in snap.topics.values() {
             for (i, a) in t.assignments.iter().enumerate() {
-                if a.replicas.contains(&broker) {
+                if a.is_holder(broker) {
                     cores.insert(a.group, table.core_of(&t.name, i as i32));
                 }
             }
@@ -170,18 +170,9 @@ mod tests {
                 config: Default::default(),
                 revision: 4,
                 assignments: vec![
-                    PartitionAssignment {
-                        group: 1,
-                        replicas: vec![0, 1],
-                    },
-                    PartitionAssignment {
-                        group: 2,
-                        replicas: vec![1, 2],
-                    },
-                    PartitionAssignment {
-                        group: 3,
-                        replicas: vec![2, 0],
-                    },
+                    PartitionAssignment::new(1, vec![0, 1]),
+                    PartitionAssignment::new(2, vec![1, 2]),
+                    PartitionAssignment::new(3, vec![2, 0]),
                 ],
             },
         );

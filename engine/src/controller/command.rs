@@ -80,6 +80,17 @@ pub enum Command {
         id: TopicId,
         config: BTreeMap<String, String>,
     },
+    /// kind 6: start, replace (`Some`) or cancel (`None`) a partition's reassignment
+    /// (KIP-455; Kafka's `PartitionChangeRecord` with target replicas).
+    AlterReassignment {
+        name: String,
+        id: TopicId,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    /// kind 7: the partition's leader reports that the group's Raft configuration is exactly
+    /// `replicas` (all voters, no learners): the reassignment heading there is complete.
+    CompleteReassignment { group: u64, replicas: Vec<i32> },
 }
 
 /// A metadata change as a broker asks for it, before the controller leader resolves it.
@@ -109,6 +120,14 @@ pub enum Intent {
         name: String,
         change: TopicConfigChange,
     },
+    /// kind 6: AlterPartitionReassignments for one partition (`None` cancels).
+    AlterReassignment {
+        name: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    /// kind 7: sent by a partition's leader (engine/src/reassign.rs).
+    CompleteReassignment { group: u64, replicas: Vec<i32> },
 }
 
 /// The controller leader's reply to an intent: the revision at which the command was applied,
@@ -185,6 +204,15 @@ impl W {
         self.len(r.len());
         for b in r {
             self.i32(*b);
+        }
+    }
+    fn opt_replicas(&mut self, r: Option<&Vec<i32>>) {
+        match r {
+            Some(r) => {
+                self.u8(1);
+                self.replicas(r);
+            }
+            None => self.u8(0),
         }
     }
     fn manual(&mut self, m: Option<&Vec<Vec<i32>>>) {
@@ -295,9 +323,16 @@ impl<'a> R<'a> {
         for _ in 0..n {
             let group = self.u64("group")?;
             let replicas = self.replicas()?;
-            out.push(PartitionAssignment { group, replicas });
+            out.push(PartitionAssignment::new(group, replicas));
         }
         Ok(out)
+    }
+    fn opt_replicas(&mut self) -> Result<Option<Vec<i32>>, CommandError> {
+        match self.u8("target flag")? {
+            0 => Ok(None),
+            1 => Ok(Some(self.replicas()?)),
+            k => Err(CommandError::Kind(k)),
+        }
     }
     fn manual(&mut self) -> Result<Option<Vec<Vec<i32>>>, CommandError> {
         if self.u8("manual flag")? == 0 {
@@ -329,6 +364,8 @@ impl Command {
             Command::DeleteTopic { .. } => 3,
             Command::AddPartitions { .. } => 4,
             Command::SetTopicConfig { .. } => 5,
+            Command::AlterReassignment { .. } => 6,
+            Command::CompleteReassignment { .. } => 7,
         }
     }
 
@@ -367,6 +404,21 @@ impl Command {
                 w.0.extend_from_slice(id);
                 w.config(config);
             }
+            Command::AlterReassignment {
+                name,
+                id,
+                partition,
+                target,
+            } => {
+                w.str(name);
+                w.0.extend_from_slice(id);
+                w.i32(*partition);
+                w.opt_replicas(target.as_ref());
+            }
+            Command::CompleteReassignment { group, replicas } => {
+                w.u64(*group);
+                w.replicas(replicas);
+            }
         }
         w.0
     }
@@ -395,6 +447,16 @@ impl Command {
                 name: r.str("name")?,
                 id: r.arr("topic id")?,
                 config: r.config()?,
+            },
+            6 => Command::AlterReassignment {
+                name: r.str("name")?,
+                id: r.arr("topic id")?,
+                partition: r.i32("partition")?,
+                target: r.opt_replicas()?,
+            },
+            7 => Command::CompleteReassignment {
+                group: r.u64("group")?,
+                replicas: r.replicas()?,
             },
             k => return Err(CommandError::Kind(k)),
         };
@@ -487,6 +549,21 @@ impl Intent {
                     }
                 }
             }
+            Intent::AlterReassignment {
+                name,
+                partition,
+                target,
+            } => {
+                w.head(INTENT_MAGIC, 6);
+                w.str(name);
+                w.i32(*partition);
+                w.opt_replicas(target.as_ref());
+            }
+            Intent::CompleteReassignment { group, replicas } => {
+                w.head(INTENT_MAGIC, 7);
+                w.u64(*group);
+                w.replicas(replicas);
+            }
         }
         w.0
     }
@@ -544,6 +621,15 @@ impl Intent {
                 };
                 Intent::SetTopicConfig { name, change }
             }
+            6 => Intent::AlterReassignment {
+                name: r.str("name")?,
+                partition: r.i32("partition")?,
+                target: r.opt_replicas()?,
+            },
+            7 => Intent::CompleteReassignment {
+                group: r.u64("group")?,
+                replicas: r.replicas()?,
+            },
             k => return Err(CommandError::Kind(k)),
         };
         r.end()?;
@@ -585,7 +671,7 @@ pub fn decode_answer(b: &[u8]) -> Result<Answer, CommandError> {
 
 /// Error tags: 1 AlreadyExists, 2 Unknown, 3 InvalidName, 4 InvalidPartitions,
 /// 5 InvalidConfig, 6 InvalidReplicationFactor, 7 InvalidReplicaAssignment,
-/// 8 ControllerUnavailable, 9 Store, 10 ShuttingDown.
+/// 8 ControllerUnavailable, 9 Store, 10 ShuttingDown, 11 NoReassignmentInProgress.
 fn error_tag(e: &TopicError) -> (u8, String) {
     match e {
         TopicError::AlreadyExists(m) => (1, m.clone()),
@@ -598,6 +684,7 @@ fn error_tag(e: &TopicError) -> (u8, String) {
         TopicError::ControllerUnavailable(m) => (8, m.clone()),
         TopicError::Store(m) => (9, m.clone()),
         TopicError::ShuttingDown => (10, String::new()),
+        TopicError::NoReassignmentInProgress(m) => (11, m.clone()),
     }
 }
 
@@ -613,6 +700,7 @@ fn error_of_tag(tag: u8, m: String) -> Option<TopicError> {
         8 => TopicError::ControllerUnavailable(m),
         9 => TopicError::Store(m),
         10 => TopicError::ShuttingDown,
+        11 => TopicError::NoReassignmentInProgress(m),
         _ => return None,
     })
 }
@@ -636,14 +724,8 @@ mod tests {
             .into_iter()
             .collect();
         let a = vec![
-            PartitionAssignment {
-                group: 7,
-                replicas: vec![1, 2, 0],
-            },
-            PartitionAssignment {
-                group: 8,
-                replicas: vec![2, 0, 1],
-            },
+            PartitionAssignment::new(7, vec![1, 2, 0]),
+            PartitionAssignment::new(8, vec![2, 0, 1]),
         ];
         vec![
             Command::RegisterBroker(broker(1)),
@@ -667,6 +749,22 @@ mod tests {
                 name: "orders".into(),
                 id: [9; 16],
                 config,
+            },
+            Command::AlterReassignment {
+                name: "orders".into(),
+                id: [9; 16],
+                partition: 1,
+                target: Some(vec![3, 1, 2]),
+            },
+            Command::AlterReassignment {
+                name: "orders".into(),
+                id: [9; 16],
+                partition: 0,
+                target: None,
+            },
+            Command::CompleteReassignment {
+                group: 8,
+                replicas: vec![3, 1, 2],
             },
         ]
     }
@@ -752,6 +850,20 @@ mod tests {
                     ("segment.ms".into(), None),
                 ]),
             },
+            Intent::AlterReassignment {
+                name: "t".into(),
+                partition: 2,
+                target: Some(vec![1, 2, 3]),
+            },
+            Intent::AlterReassignment {
+                name: "t".into(),
+                partition: 0,
+                target: None,
+            },
+            Intent::CompleteReassignment {
+                group: 4,
+                replicas: vec![2],
+            },
         ];
         for i in intents {
             let b = i.encode();
@@ -765,6 +877,7 @@ mod tests {
             Err(TopicError::AlreadyExists("t".into())),
             Err(TopicError::InvalidReplicationFactor("3 > 1".into())),
             Err(TopicError::ShuttingDown),
+            Err(TopicError::NoReassignmentInProgress("t-0".into())),
         ];
         for a in answers {
             assert_eq!(decode_answer(&encode_answer(&a)), Ok(a));

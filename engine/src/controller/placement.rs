@@ -93,10 +93,7 @@ pub fn assign_replicas(
             let idx = (first + 1 + (shift + j) % (n - 1)) % n;
             replicas.push(brokers[idx]);
         }
-        out.push(PartitionAssignment {
-            group: first_group + i as u64,
-            replicas,
-        });
+        out.push(PartitionAssignment::new(first_group + i as u64, replicas));
     }
     out
 }
@@ -137,10 +134,7 @@ pub fn validate_manual(
     Ok(manual
         .iter()
         .enumerate()
-        .map(|(i, r)| PartitionAssignment {
-            group: first_group + i as u64,
-            replicas: r.clone(),
-        })
+        .map(|(i, r)| PartitionAssignment::new(first_group + i as u64, r.clone()))
         .collect())
 }
 

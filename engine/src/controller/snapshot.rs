@@ -8,7 +8,7 @@
 //! | field | type | meaning |
 //! |---|---|---|
 //! | magic | `[u8; 4]` = `FRCS` | file type |
-//! | version | u16 = 1 | layout version |
+//! | version | u16 = 2 | layout version (1: before reassignment; refused, the log is replayed) |
 //! | reserved | u16 = 0 | |
 //! | body_len | u64 | bytes of the body |
 //! | body_crc | u32 | CRC32C of the body |
@@ -29,8 +29,8 @@ use crate::metadata::{BrokerInfo, MetadataSnapshot, PartitionAssignment, TopicMe
 
 /// File magic.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"FRCS";
-/// File layout version.
-pub const SNAPSHOT_VERSION: u16 = 1;
+/// File layout version (2: assignments carry the reassignment target and retiring brokers).
+pub const SNAPSHOT_VERSION: u16 = 2;
 const HEADER_BYTES: usize = 20;
 /// File name inside the controller directory.
 pub const SNAPSHOT_FILE: &str = "snapshot";
@@ -88,11 +88,13 @@ pub struct ConfigEntryImage {
     pub value: String,
 }
 
-/// One partition's Raft group and replicas.
+/// One partition's Raft group, replicas and ongoing reassignment (version 2).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
 pub struct AssignmentImage {
     pub group: u64,
     pub replicas: Vec<i32>,
+    pub target: Option<Vec<i32>>,
+    pub retiring: Vec<i32>,
 }
 
 impl SnapshotImage {
@@ -134,6 +136,8 @@ impl SnapshotImage {
                         .map(|a| AssignmentImage {
                             group: a.group,
                             replicas: a.replicas.clone(),
+                            target: a.target.clone(),
+                            retiring: a.retiring.clone(),
                         })
                         .collect(),
                 })
@@ -174,6 +178,8 @@ impl SnapshotImage {
                 .map(|a| PartitionAssignment {
                     group: a.group,
                     replicas: a.replicas,
+                    target: a.target,
+                    retiring: a.retiring,
                 })
                 .collect();
             topics.insert(
@@ -265,6 +271,12 @@ pub fn read_snapshot(dir: &Path) -> Result<Option<MetadataSnapshot>, SnapshotErr
     let _ = std::fs::remove_file(dir.join(format!("{SNAPSHOT_FILE}.tmp")));
     let path = dir.join(SNAPSHOT_FILE);
     match std::fs::read(&path) {
+        // A version-1 file (before reassignment) predates controller log truncation, so the
+        // whole log is still there: replay it instead.
+        Ok(b) if b.len() >= 6 && b[0..4] == SNAPSHOT_MAGIC && b[4..6] == 1u16.to_le_bytes() => {
+            tracing::warn!(path = %path.display(), "controller snapshot version 1 ignored; replaying the controller log");
+            Ok(None)
+        }
         Ok(b) => decode_snapshot(&b).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(SnapshotError::Io { path, source }),
@@ -301,18 +313,24 @@ mod tests {
                     .into_iter()
                     .collect(),
                 assignments: vec![
-                    PartitionAssignment {
-                        group: 1,
-                        replicas: vec![0, 1],
-                    },
-                    PartitionAssignment {
-                        group: 2,
-                        replicas: vec![1, 0],
-                    },
+                    PartitionAssignment::new(1, vec![0, 1]),
+                    PartitionAssignment::new(2, vec![1, 0]),
                 ],
             },
         )
         .unwrap();
+        // An ongoing reassignment (KIP-455) is part of the state.
+        apply(
+            &mut s,
+            &Command::AlterReassignment {
+                name: "orders".into(),
+                id: [3; 16],
+                partition: 1,
+                target: Some(vec![0]),
+            },
+        )
+        .unwrap();
+        assert_eq!(s.topics["orders"].assignments[1].target, Some(vec![0]));
         s
     }
 
@@ -339,7 +357,7 @@ mod tests {
         std::fs::write(dir.join("snapshot.tmp"), b"half").unwrap();
         let back = read_snapshot(&dir).unwrap().unwrap();
         assert_eq!(back, s);
-        assert_eq!(back.revision, 3);
+        assert_eq!(back.revision, 4);
         assert!(!dir.join("snapshot.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -116,7 +116,116 @@ pub fn apply(snap: &mut MetadataSnapshot, cmd: &Command) -> Result<(), TopicErro
             t.revision = revision;
             Ok(())
         }
+        Command::AlterReassignment {
+            name,
+            id,
+            partition,
+            target,
+        } => {
+            let t = topic_with_id(snap, name, id)?;
+            let a = t.assignment(*partition).ok_or_else(|| {
+                TopicError::Unknown(format!("{name}-{partition} (no such partition)"))
+            })?;
+            let mut a = a.clone();
+            match target {
+                None => {
+                    let Some(old) = a.target.take() else {
+                        return Err(TopicError::NoReassignmentInProgress(format!(
+                            "{name}-{partition}"
+                        )));
+                    };
+                    retire(&mut a, &old);
+                }
+                Some(new) => {
+                    check_replica_list(snap, *partition, new)?;
+                    let old = a.target.take().unwrap_or_default();
+                    if same_set(new, &a.replicas) {
+                        // Only the order changes (KIP-455: completes at once).
+                        a.replicas = new.clone();
+                    } else {
+                        a.target = Some(new.clone());
+                    }
+                    retire(&mut a, &old);
+                }
+            }
+            let t = snap.topics.get_mut(name).expect("checked above");
+            t.assignments[*partition as usize] = a;
+            t.revision = revision;
+            Ok(())
+        }
+        Command::CompleteReassignment { group, replicas } => {
+            let Some((t, p)) = snap.partition_of_group(*group) else {
+                return Err(TopicError::Unknown(format!("Raft group {group}")));
+            };
+            let name = t.name.clone();
+            let mut a = t.assignments[p as usize].clone();
+            match &a.target {
+                Some(target) if target == replicas => {
+                    a.replicas = target.clone();
+                    a.target = None;
+                }
+                None if same_set(replicas, &a.replicas) => {}
+                _ => {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "{name}-{p}: reported configuration {replicas:?} is not the one heading for {:?} (stale report)",
+                        a.desired()
+                    )))
+                }
+            }
+            a.retiring.clear();
+            let t = snap.topics.get_mut(&name).expect("found above");
+            t.assignments[p as usize] = a;
+            t.revision = revision;
+            Ok(())
+        }
     }
+}
+
+/// Brokers of a dropped `old` target that are not wanted any more stay holders (retiring)
+/// until the leader reports a configuration without them; wanted ones leave `retiring`.
+fn retire(a: &mut PartitionAssignment, old: &[i32]) {
+    for b in old {
+        if !a.retiring.contains(b) {
+            a.retiring.push(*b);
+        }
+    }
+    let keep: Vec<i32> = a
+        .retiring
+        .iter()
+        .copied()
+        .filter(|b| !a.replicas.contains(b) && !a.target.as_ref().is_some_and(|t| t.contains(b)))
+        .collect();
+    a.retiring = keep;
+}
+
+fn same_set(x: &[i32], y: &[i32]) -> bool {
+    x.len() == y.len() && x.iter().all(|b| y.contains(b))
+}
+
+/// A replica list of a reassignment: non-empty, registered and distinct brokers.
+fn check_replica_list(
+    snap: &MetadataSnapshot,
+    partition: i32,
+    replicas: &[i32],
+) -> Result<(), TopicError> {
+    if replicas.is_empty() {
+        return Err(TopicError::InvalidReplicaAssignment(format!(
+            "partition {partition}: the replica list is empty"
+        )));
+    }
+    for (j, b) in replicas.iter().enumerate() {
+        if !snap.brokers.contains_key(b) {
+            return Err(TopicError::InvalidReplicaAssignment(format!(
+                "partition {partition}: broker {b} is not registered"
+            )));
+        }
+        if replicas[..j].contains(b) {
+            return Err(TopicError::InvalidReplicaAssignment(format!(
+                "partition {partition}: broker {b} listed twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn topic_with_id<'a>(
@@ -326,6 +435,48 @@ pub fn resolve(
                 id: t.id,
                 assignments,
             }))
+        }
+        Intent::AlterReassignment {
+            name,
+            partition,
+            target,
+        } => {
+            let t = snap
+                .topic(&name)
+                .ok_or_else(|| TopicError::Unknown(name.clone()))?;
+            let a = t.assignment(partition).ok_or_else(|| {
+                TopicError::Unknown(format!("{name}-{partition} (no such partition)"))
+            })?;
+            match &target {
+                None if a.target.is_none() => {
+                    return Err(TopicError::NoReassignmentInProgress(format!(
+                        "{name}-{partition}"
+                    )))
+                }
+                None => {}
+                Some(new) => {
+                    check_replica_list(snap, partition, new)?;
+                    if a.target.is_none() && *new == a.replicas {
+                        return Ok(None); // already there
+                    }
+                }
+            }
+            Ok(Some(Command::AlterReassignment {
+                name,
+                id: t.id,
+                partition,
+                target,
+            }))
+        }
+        Intent::CompleteReassignment { group, replicas } => {
+            let (t, p) = snap
+                .partition_of_group(group)
+                .ok_or_else(|| TopicError::Unknown(format!("Raft group {group}")))?;
+            let a = &t.assignments[p as usize];
+            if a.target.is_none() && a.retiring.is_empty() && replicas == a.replicas {
+                return Ok(None); // nothing to complete (a repeated report)
+            }
+            Ok(Some(Command::CompleteReassignment { group, replicas }))
         }
         Intent::SetTopicConfig { name, change } => {
             let t = snap
@@ -567,6 +718,136 @@ mod tests {
         assert_eq!(t.partitions, 2);
     }
 
+    fn reassign(name: &str, partition: i32, target: Option<Vec<i32>>) -> Intent {
+        Intent::AlterReassignment {
+            name: name.into(),
+            partition,
+            target,
+        }
+    }
+
+    fn complete(group: u64, replicas: Vec<i32>) -> Intent {
+        Intent::CompleteReassignment { group, replicas }
+    }
+
+    /// KIP-455: a reassignment records its target next to the replicas (adding = target −
+    /// replicas, removing = replicas − target) until the partition's leader reports the Raft
+    /// configuration reached; bad requests get Kafka's codes.
+    #[test]
+    fn a_reassignment_is_recorded_then_completed_by_the_leaders_report() {
+        let mut s = three_brokers();
+        apply(&mut s, &Command::RegisterBroker(broker(3))).unwrap();
+        let m = Intent::CreateTopic {
+            name: "t".into(),
+            partitions: -1,
+            replication_factor: -1,
+            configs: vec![],
+            assignments: Some(vec![vec![0, 1, 2], vec![1, 2, 0]]),
+        };
+        run(&mut s, m, &ctx(1)).unwrap();
+        let code_of =
+            |s: &MetadataSnapshot, i: Intent| resolve(s, i, &ctx(1)).unwrap_err().kafka_code();
+        assert_eq!(
+            code_of(&s, reassign("nope", 0, Some(vec![0]))),
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        );
+        assert_eq!(
+            code_of(&s, reassign("t", 2, Some(vec![0]))),
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        );
+        assert_eq!(
+            code_of(&s, reassign("t", 0, Some(vec![]))),
+            code::INVALID_REPLICA_ASSIGNMENT
+        );
+        assert_eq!(
+            code_of(&s, reassign("t", 0, Some(vec![3, 3, 1]))),
+            code::INVALID_REPLICA_ASSIGNMENT
+        );
+        assert_eq!(
+            code_of(&s, reassign("t", 0, Some(vec![9, 1, 2]))),
+            code::INVALID_REPLICA_ASSIGNMENT
+        );
+        assert_eq!(
+            code_of(&s, reassign("t", 0, None)),
+            code::NO_REASSIGNMENT_IN_PROGRESS
+        );
+        run(&mut s, reassign("t", 0, Some(vec![3, 1, 2])), &ctx(1)).unwrap();
+        let a = s.topic("t").unwrap().assignments[0].clone();
+        assert_eq!(a.replicas, vec![0, 1, 2]);
+        assert_eq!(a.target, Some(vec![3, 1, 2]));
+        assert_eq!((a.adding(), a.removing()), (vec![3], vec![0]));
+        assert_eq!(a.all_replicas(), vec![3, 1, 2, 0]);
+        assert!(a.is_holder(3) && a.is_holder(0));
+        // A report of another configuration is stale: refused, nothing changes.
+        let rev = s.revision;
+        let stale = resolve(&s, complete(a.group, vec![0, 1, 2]), &ctx(1))
+            .unwrap()
+            .unwrap();
+        assert!(apply(&mut s, &stale).is_err());
+        assert_eq!(s.revision, rev + 1);
+        assert_eq!(s.topic("t").unwrap().assignments[0], a);
+        run(&mut s, complete(a.group, vec![3, 1, 2]), &ctx(1)).unwrap();
+        let a = &s.topic("t").unwrap().assignments[0];
+        assert_eq!(
+            (a.replicas.clone(), a.target.clone()),
+            (vec![3, 1, 2], None)
+        );
+        assert!(!a.is_holder(0), "the removed replica's broker drops it");
+        // The same order again: nothing to do; a new order only: done at once.
+        let rev = s.revision;
+        run(&mut s, reassign("t", 0, Some(vec![3, 1, 2])), &ctx(1)).unwrap();
+        assert_eq!(s.revision, rev);
+        run(&mut s, reassign("t", 0, Some(vec![1, 2, 3])), &ctx(1)).unwrap();
+        let a = &s.topic("t").unwrap().assignments[0];
+        assert_eq!(
+            (a.replicas.clone(), a.target.clone()),
+            (vec![1, 2, 3], None)
+        );
+    }
+
+    /// KIP-455 cancellation reverts to the original replicas; brokers the cancelled target
+    /// added stay holders (retiring) until the leader reports a configuration without them,
+    /// so no replica the Raft group may still count on is deleted early.
+    #[test]
+    fn a_cancelled_or_replaced_target_keeps_its_brokers_until_the_leader_reports() {
+        let mut s = three_brokers();
+        apply(&mut s, &Command::RegisterBroker(broker(3))).unwrap();
+        apply(&mut s, &Command::RegisterBroker(broker(4))).unwrap();
+        let m = Intent::CreateTopic {
+            name: "t".into(),
+            partitions: -1,
+            replication_factor: -1,
+            configs: vec![],
+            assignments: Some(vec![vec![0, 1, 2]]),
+        };
+        run(&mut s, m, &ctx(1)).unwrap();
+        let group = s.topic("t").unwrap().assignments[0].group;
+        run(&mut s, reassign("t", 0, Some(vec![3, 4, 2])), &ctx(1)).unwrap();
+        // Replaced by another target: 4 is no longer wanted but may be a Raft member.
+        run(&mut s, reassign("t", 0, Some(vec![3, 1, 2])), &ctx(1)).unwrap();
+        let a = s.topic("t").unwrap().assignments[0].clone();
+        assert_eq!(a.target, Some(vec![3, 1, 2]));
+        assert_eq!(a.retiring, vec![4]);
+        assert!(a.is_holder(4));
+        run(&mut s, reassign("t", 0, None), &ctx(1)).unwrap();
+        let a = s.topic("t").unwrap().assignments[0].clone();
+        assert_eq!(
+            (a.replicas.clone(), a.target.clone()),
+            (vec![0, 1, 2], None)
+        );
+        assert_eq!(a.retiring, vec![4, 3]);
+        assert_eq!(a.holders(), vec![0, 1, 2, 4, 3]);
+        // The leader reports the original configuration: the retiring brokers drop it.
+        run(&mut s, complete(group, vec![2, 1, 0]), &ctx(1)).unwrap();
+        let a = &s.topic("t").unwrap().assignments[0];
+        assert!(a.retiring.is_empty());
+        assert_eq!(a.holders(), vec![0, 1, 2]);
+        // Repeated reports change nothing.
+        let rev = s.revision;
+        run(&mut s, complete(group, vec![0, 1, 2]), &ctx(1)).unwrap();
+        assert_eq!(s.revision, rev);
+    }
+
     /// Apply re-checks what the leader checked: a command naming an unregistered broker or a
     /// used group changes nothing but the revision.
     #[test]
@@ -578,10 +859,7 @@ mod tests {
             name: "u".into(),
             id: [2; 16],
             config: Default::default(),
-            assignments: vec![PartitionAssignment {
-                group: 1,
-                replicas: vec![0],
-            }],
+            assignments: vec![PartitionAssignment::new(1, vec![0])],
         };
         assert_eq!(
             apply(&mut s, &reused).unwrap_err().kafka_code(),
@@ -591,10 +869,7 @@ mod tests {
             name: "u".into(),
             id: [2; 16],
             config: Default::default(),
-            assignments: vec![PartitionAssignment {
-                group: 9,
-                replicas: vec![8],
-            }],
+            assignments: vec![PartitionAssignment::new(9, vec![8])],
         };
         assert!(apply(&mut s, &unknown_broker).is_err());
         let wrong_incarnation = Command::DeleteTopic {

@@ -307,7 +307,7 @@ fn leadership_of(shard: &Shard, partition: i32) -> Option<(bool, i32)> {
     let topic = meta.topic(OFFSETS_TOPIC)?;
     let me = shard.config().node_id;
     match topic.assignment(partition) {
-        Some(a) if a.replicas.contains(&me) => None,
+        Some(a) if a.is_holder(me) => None,
         _ => Some((false, EPOCH_UNKNOWN)),
     }
 }

@@ -166,7 +166,7 @@ impl<'a> ClusterView<'a> {
                     error: code::NONE,
                     leader: l.leader,
                     epoch: l.epoch,
-                    replicas: a.replicas.clone(),
+                    replicas: a.all_replicas(),
                     isr,
                 }
             }
@@ -174,7 +174,7 @@ impl<'a> ClusterView<'a> {
                 error: code::LEADER_NOT_AVAILABLE,
                 leader: -1,
                 epoch: -1,
-                replicas: a.replicas.clone(),
+                replicas: a.all_replicas(),
                 isr: Vec::new(),
             },
         }
@@ -222,8 +222,7 @@ impl<'a> ClusterView<'a> {
 /// True when broker `node_id` holds a replica of partition `p` of `t`; requests for a partition
 /// it does not hold belong elsewhere (NOT_LEADER_OR_FOLLOWER without asking the engine).
 pub(crate) fn hosts_replica(t: &TopicMeta, p: i32, node_id: i32) -> bool {
-    t.assignment(p)
-        .is_some_and(|a| a.replicas.contains(&node_id))
+    t.assignment(p).is_some_and(|a| a.is_holder(node_id))
 }
 
 /// The KIP-951 leader hints of one Produce or Fetch response: each partition answered
@@ -279,10 +278,7 @@ pub(crate) mod fixture {
             config: TopicConfig::default(),
             revision: 1,
             assignments: (0..3)
-                .map(|p| PartitionAssignment {
-                    group: 10 + p,
-                    replicas: vec![0, 1],
-                })
+                .map(|p| PartitionAssignment::new(10 + p, vec![0, 1]))
                 .collect(),
         };
         let snap = MetadataSnapshot {
@@ -358,10 +354,7 @@ mod tests {
             assignments: replicas
                 .iter()
                 .enumerate()
-                .map(|(i, r)| PartitionAssignment {
-                    group: first_group + i as u64,
-                    replicas: r.to_vec(),
-                })
+                .map(|(i, r)| PartitionAssignment::new(first_group + i as u64, r.to_vec()))
                 .collect(),
         }
     }
