@@ -5,6 +5,8 @@
         cluster.kill(1)                        # SIGKILL: no clean shutdown (crash recovery)
         cluster.pause(2); cluster.resume(2)    # SIGSTOP / SIGCONT: a node that stops answering
         cluster.restart(1)                     # same data dir, same ports; waits for `freshet ready`
+        n3 = cluster.add_node()                # node 3 joins the formed cluster (fresh dir and ports,
+                                               # --seeds = the running nodes' RPC addresses)
         md = cluster.metadata()                # Metadata v1 asked of one live node (raw wire)
         cluster.wait_for(lambda: ..., "what")  # poll until true, fail with `what` after a timeout
 
@@ -86,14 +88,9 @@ class Cluster:
 
     def __init__(self, n=3, extra_args=(), root=None):
         self.root = root or tempfile.mkdtemp(prefix="freshet-cluster-")
-        kafka_ports, rpc_ports = [], []
-        taken = set()
-        while len(kafka_ports) < n or len(rpc_ports) < n:
-            p = free_port()
-            if p in taken:
-                continue
-            taken.add(p)
-            (kafka_ports if len(kafka_ports) < n else rpc_ports).append(p)
+        self.ports_taken = set()  # every port handed to a node of this cluster (never reused)
+        kafka_ports = [self._new_port() for _ in range(n)]
+        rpc_ports = [self._new_port() for _ in range(n)]
         seeds = [f"127.0.0.1:{p}" for p in rpc_ports] if n > 1 else []
         flags = start_flags()
         if "--seeds" not in flags or "--rpc-addr" not in flags:
@@ -105,9 +102,20 @@ class Cluster:
         else:
             self.selftest = False
         extra = list(DEFAULT_NODE_ARGS) + list(extra_args) + os.environ.get("FRESHET_CLUSTER_ARGS", "").split()
+        self.node_args = extra
         self.nodes = [Node(i, self.root, kafka_ports[i], rpc_ports[i], seeds, extra, self.selftest)
                       for i in range(n)]
+        self.founders = n
         self.unclean_stops = []
+
+    def _new_port(self):
+        """A free port on 127.0.0.1 not yet given to any node of this cluster (a stopped node keeps
+        its ports for its restart)."""
+        while True:
+            p = free_port()
+            if p not in self.ports_taken:
+                self.ports_taken.add(p)
+                return p
 
     def __len__(self):
         return len(self.nodes)
@@ -130,6 +138,28 @@ class Cluster:
         for n in self.nodes:
             n.wait_ready()
         return self
+
+    def add_node(self, extra_args=(), seeds=None):
+        """Starts one more node on a cluster that already formed: the next node id, a fresh data
+        dir and fresh ports, `--seeds` = the RPC addresses of the running nodes (default; pass
+        `seeds` to choose). It joins (session 3 contract J: it asks the controller to register it);
+        returns the Node once it printed `freshet ready`. A node that fails to start is stopped,
+        kept in `nodes` (so its log tail is printed at teardown) and the error re-raised."""
+        assert not self.selftest, "add_node needs a binary with cluster membership"
+        index = len(self.nodes)
+        if seeds is None:
+            seeds = [n.rpc_addr for n in self.nodes if n.alive()]
+        assert seeds, "add_node: no running node to join"
+        node = Node(index, self.root, self._new_port(), self._new_port(), list(seeds),
+                    self.node_args + list(extra_args))
+        self.nodes.append(node)
+        try:
+            node.start()
+        except BrokerDied:
+            node.killed = True  # reported by the caller's exception, not again as a crash
+            node.stop(sig=signal.SIGKILL)
+            raise
+        return node
 
     def kill(self, i, sig=signal.SIGKILL):
         """Ends node i with `sig` (SIGKILL by default: no flush, no goodbye) and reaps it."""
@@ -218,6 +248,17 @@ class Cluster:
             except OSError as e:
                 last = e
         raise ConnectionError(f"no node answered Metadata: {last}")
+
+    def cli(self, *args, via=None, timeout_s=60, check=True):
+        """Runs the admin CLI `freshet <args> --brokers <bootstrap>` (every node, or node `via`)
+        and returns the CompletedProcess (text). check=True fails on a non-zero exit."""
+        brokers = self.bootstrap if via is None else self.nodes[via].bootstrap
+        proc = subprocess.run([freshet_bin(), *args, "--brokers", brokers], capture_output=True, text=True,
+                              timeout=timeout_s)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"freshet {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout[-2000:]}"
+                                 f"\nstderr:\n{proc.stderr[-2000:]}")
+        return proc
 
     def list_offset(self, i, topic, partition, timestamp=-1, timeout_s=5):
         """ListOffsets v1 asked of node i: (error_code, offset). timestamp -1 = latest (the high
