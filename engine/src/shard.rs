@@ -445,6 +445,24 @@ impl Shard {
         self.topic_after_change(name)
     }
 
+    /// Starts, replaces (`Some`) or cancels (`None`) the reassignment of one partition
+    /// through the controller (KIP-455 AlterPartitionReassignments). Returns once this node
+    /// applied the change; the partition's leader then moves the replicas
+    /// (`crate::reassign`).
+    pub async fn alter_reassignment(
+        self: &Rc<Self>,
+        name: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> Result<u64, TopicError> {
+        self.submit_intent(Intent::AlterReassignment {
+            name,
+            partition,
+            target,
+        })
+        .await
+    }
+
     /// Sends `snap` to every core (including this one) and waits for all to apply it.
     pub(crate) async fn broadcast(self: &Rc<Self>, snap: MetadataSnapshot) {
         let mut tasks = Vec::with_capacity(self.cores());

@@ -34,6 +34,7 @@ use crate::NetCore;
 
 mod admin_common;
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod cluster_view;
 mod create_partitions;
@@ -47,6 +48,7 @@ mod fetch;
 mod incremental_alter_configs;
 mod init_producer_id;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_for_leader_epoch;
 mod placement_checks;
@@ -137,6 +139,8 @@ pub static HANDLERS: &[Handler] = &[
     entry!(describe_groups),
     entry!(delete_groups),
     entry!(offset_delete),
+    entry!(alter_partition_reassignments),
+    entry!(list_partition_reassignments),
 ];
 
 /// The handler for `key`, if served.
