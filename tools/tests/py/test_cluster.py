@@ -80,6 +80,20 @@ def wait_topic_ready(cluster, topic, partitions, rf, nodes=None, timeout_s=TIMEO
                             timeout_s)
 
 
+def views_of(cluster, topic):
+    """Every live node's Metadata of `topic`, one line per node (for failure messages)."""
+    lines = []
+    for i in cluster.alive():
+        try:
+            md = cluster.metadata(via=i, timeout_s=2)
+            t = md["topics"].get(topic)
+            lines.append(f"node {i} (controller {md['controller']}, brokers {sorted(md['brokers'])}): "
+                         f"{t if t is None else {p: (v['error'], v['leader'], v['replicas'], v['isr']) for p, v in sorted(t['partitions'].items())}}")
+        except Exception as e:  # noqa: BLE001 - diagnostics only
+            lines.append(f"node {i}: {e!r}")
+    return "Metadata (error, leader, replicas, isr) per partition:\n" + "\n".join(lines)
+
+
 def leaders(cluster, topic, via=None):
     v = topic_view(cluster, via if via is not None else cluster.alive()[0], topic)
     return {p: v[p]["leader"] for p in v}
@@ -377,7 +391,10 @@ def check_log_holds_every_ack(cluster, topic_name, partitions, idempotent, prod,
     assert not prod.errors, f"{len(prod.errors)} delivery errors, first: {prod.errors[:5]}"
     assert len(prod.acked) == len(prod.sent)
 
-    got, marks = consume_all(cluster.bootstrap, topic_name, range(partitions))
+    try:
+        got, marks = consume_all(cluster.bootstrap, topic_name, range(partitions))
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{views_of(cluster, topic_name)}") from None
     if tail is not None:
         tail.finish({p: marks[p][1] for p in range(partitions)})
     for p in range(partitions):
