@@ -31,6 +31,7 @@ use raft::{Config, RawNode, StateRole};
 
 use crate::batch::{
     batch_to_entry, entry_to_batch, internal_kind, parse_batch, split_batches, BatchError,
+    InternalKind,
 };
 use crate::log::{GroupLog, LogError};
 use crate::meta::{GroupMeta, LogAnchor, MetaError, MetaStore};
@@ -40,6 +41,12 @@ use crate::transport::{Envelope, GroupId, NodeId, Transport};
 
 // Log compaction and snapshot install (Raft §7): `MultiRaft::compact` and the follower side.
 mod snapshot;
+// Membership changes (Raft thesis §4, paper §6): `MultiRaft::change_membership`, applying
+// conf-change entries, the leave entry of a joint change, a removed leader handing over.
+mod membership;
+
+use membership::{all_voters, normalized, recovered_conf, ConfOp};
+pub use membership::{Membership, MembershipError, MembershipEvent};
 
 /// Driver settings (all limits explicit).
 #[derive(Debug, Clone)]
@@ -208,13 +215,21 @@ pub struct GroupStatus {
     pub log_end_kafka: i64,
     /// Kafka offset of the first record held (the log anchor).
     pub log_start_kafka: i64,
-    /// Voters of the group, ascending.
+    /// Voters of the group as of the last applied configuration, ascending (during a joint
+    /// change, §4.3: the incoming voters `C_new`).
     pub voters: Vec<NodeId>,
-    /// Leader only: voters (itself included) heard from and caught up to the commit index
-    /// within `in_sync_lag_ticks`, ascending; empty on followers.
+    /// During a joint change: the outgoing voters `C_old`, ascending; empty otherwise.
+    pub voters_outgoing: Vec<NodeId>,
+    /// Learners (non-voting members that receive the log), ascending.
+    pub learners: Vec<NodeId>,
+    /// Leader only: voters of both halves (itself included) heard from and caught up to the
+    /// commit index within `in_sync_lag_ticks`, ascending; empty on followers.
     pub in_sync: Vec<NodeId>,
-    /// Leader only: a majority of voters (itself included) heard from within
-    /// `in_sync_lag_ticks`; false on followers.
+    /// Leader only: learners heard from and caught up to the commit index within
+    /// `in_sync_lag_ticks` (ready to be promoted), ascending; empty on followers.
+    pub learners_in_sync: Vec<NodeId>,
+    /// Leader only: a majority of voters (itself included; of each half during a joint
+    /// change) heard from within `in_sync_lag_ticks`; false on followers.
     pub quorum_active: bool,
 }
 
@@ -277,6 +292,11 @@ struct Group<L> {
     /// from, and last seen with `matched >= commit`.
     last_heard: BTreeMap<NodeId, u64>,
     caught_up: BTreeMap<NodeId, u64>,
+    /// The outstanding [`MultiRaft::change_membership`], if any.
+    conf_op: Option<ConfOp>,
+    /// A conf-change entry was applied since the state file was last written: write it
+    /// (with the commit index covering the entry) at the end of the pass.
+    conf_dirty: bool,
 }
 
 /// Many Raft groups driven by one core. See the module docs for one pass.
@@ -302,6 +322,8 @@ pub struct MultiRaft<L: GroupLog, M: MetaStore, T: Transport> {
     tick_changes: BTreeSet<GroupId>,
     /// Snapshots queued this round, to report to raft-rs once it is advanced (§7).
     snapshots_sent: Vec<(GroupId, NodeId)>,
+    /// Outcomes of membership changes, for [`MultiRaft::take_membership_events`].
+    membership_events: Vec<MembershipEvent>,
 }
 
 impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
@@ -330,6 +352,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             appended: Vec::new(),
             tick_changes: BTreeSet::new(),
             snapshots_sent: Vec::new(),
+            membership_events: Vec::new(),
         }
     }
 
@@ -340,7 +363,13 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
 
     /// Opens (or creates, with `voters` as its membership) the group and recovers its entry
     /// table from the log: the state file gives the anchor; every batch from there to the log
-    /// end becomes one entry. Unapplied entries are loaded into the cache.
+    /// end becomes one entry. Unapplied entries are loaded into the cache. The configuration
+    /// is the one recorded by the last conf-change entry at or below the persisted commit
+    /// index, else the state file's.
+    ///
+    /// A new group with empty `voters` is a replica joining an existing group (added as a
+    /// learner by its leader): it never campaigns and learns its configuration from the
+    /// leader's entries or snapshot.
     pub async fn open_group(
         &mut self,
         group: GroupId,
@@ -382,6 +411,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         let end = log.next_offset();
         let mut off = meta.anchor.log_offset;
         let mut recovered_cache = Vec::new();
+        let mut conf_state = normalized(&meta.conf_state);
         while off < end {
             let bytes = log
                 .read(off, self.cfg.fetch_bytes_max, end)
@@ -398,8 +428,20 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                     h.base_offset, off,
                     "group {group}: log batches not contiguous"
                 );
-                let internal = internal_kind(&h, &b).is_some();
+                let kind = internal_kind(&h, &b);
+                let internal = kind.is_some();
                 let index = st.last_index() + 1;
+                if index <= commit
+                    && matches!(
+                        kind,
+                        Some(InternalKind::ConfChange | InternalKind::ConfChangeV2)
+                    )
+                {
+                    // §4: the configuration of the committed prefix (membership.rs).
+                    let e = batch_to_entry(b.clone(), index)
+                        .map_err(|source| DriverError::CorruptLog { group, source })?;
+                    conf_state = recovered_conf(group, &e);
+                }
                 st.push_recovered(EntryMeta {
                     term: h.partition_leader_epoch as u64,
                     log_offset: off,
@@ -421,6 +463,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             st.last_index()
         );
         st.applied = commit.max(st.first_index() - 1);
+        st.conf_state = conf_state;
         st.restore_cache(recovered_cache);
         let high_watermark = st.kafka_end_at(st.applied);
         let st = Rc::new(RefCell::new(st));
@@ -452,6 +495,8 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             persisted_term_vote: (meta.hard_state.term, meta.hard_state.vote),
             last_heard: BTreeMap::new(),
             caught_up: BTreeMap::new(),
+            conf_op: None,
+            conf_dirty: false,
         };
         Self::jitter(&mut self.rng, e, &mut g);
         // A group whose only voter is this node (replication factor 1) need not wait an
@@ -470,7 +515,8 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
     /// again) and its log is handed back. Proposals still waiting fail with `NotLeader`
     /// (reported by [`MultiRaft::take_events`]). None if the group is not open.
     pub fn close_group(&mut self, group: GroupId) -> Option<L> {
-        let g = self.groups.remove(&group)?;
+        let mut g = self.groups.remove(&group)?;
+        self.conf_closed(group, g.conf_op.take());
         for p in g.pending {
             self.events.push(Event::Failed {
                 group,
@@ -503,7 +549,8 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
     /// lead the group or `to` is not a voter; leadership may not move (check `status`).
     pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) {
         if let Some(g) = self.groups.get_mut(&group) {
-            if g.raw.raft.state == StateRole::Leader && g.raw.raft.prs().get(to).is_some() {
+            let voter = all_voters(&g.st.borrow().conf_state).contains(&to);
+            if g.raw.raft.state == StateRole::Leader && voter {
                 g.raw.transfer_leader(to);
             }
         }
@@ -517,9 +564,9 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         let g = self.groups.get(&group)?;
         let r = &g.raw.raft;
         let st = g.st.borrow();
-        let mut voters = st.conf_state.voters.clone();
-        voters.sort_unstable();
+        let cs = normalized(&st.conf_state);
         let mut in_sync = Vec::new();
+        let mut learners_in_sync = Vec::new();
         let mut quorum_active = false;
         if r.state == StateRole::Leader {
             let me = self.cfg.node_id;
@@ -528,18 +575,26 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             let recent = |m: &BTreeMap<NodeId, u64>, id: NodeId| {
                 m.get(&id).is_some_and(|t| self.ticks - t <= lag)
             };
-            let mut active = 0;
-            for &id in &voters {
-                let heard = id == me || recent(&g.last_heard, id);
-                if heard {
-                    active += 1;
-                }
+            let heard = |id: NodeId| id == me || recent(&g.last_heard, id);
+            let synced = |id: NodeId| {
                 let matched = r.prs().get(id).is_some_and(|p| p.matched >= commit);
-                if id == me || (heard && (matched || recent(&g.caught_up, id))) {
-                    in_sync.push(id);
-                }
-            }
-            quorum_active = active > voters.len() / 2;
+                id == me || (heard(id) && (matched || recent(&g.caught_up, id)))
+            };
+            in_sync = all_voters(&cs)
+                .into_iter()
+                .filter(|id| synced(*id))
+                .collect();
+            learners_in_sync = cs
+                .learners
+                .iter()
+                .copied()
+                .filter(|id| synced(*id))
+                .collect();
+            let majority = |half: &[NodeId]| {
+                half.is_empty() || half.iter().filter(|id| heard(**id)).count() > half.len() / 2
+            };
+            quorum_active =
+                !cs.voters.is_empty() && majority(&cs.voters) && majority(&cs.voters_outgoing);
         }
         Some(GroupStatus {
             leader: (r.leader_id != 0).then_some(r.leader_id),
@@ -548,8 +603,11 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             high_watermark: g.high_watermark,
             log_end_kafka: st.kafka_end_offset(),
             log_start_kafka: st.anchor.kafka_offset,
-            voters,
+            voters: cs.voters,
+            voters_outgoing: cs.voters_outgoing,
+            learners: cs.learners,
             in_sync,
+            learners_in_sync,
             quorum_active,
         })
     }
@@ -823,6 +881,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
     /// bounded number of rounds.
     pub async fn process_ready(&mut self) -> Result<(), DriverError> {
         for _round in 0..8 {
+            self.drive_membership();
             let mut work = Vec::new();
             for (gid, g) in self.groups.iter_mut() {
                 if g.raw.has_ready() {
@@ -854,6 +913,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                     self.stats.snapshots_installed += 1;
                     self.stats.meta_writes += 2;
                     self.note_snapshot_installed(*gid, failed, hw);
+                    self.conf_after_snapshot(*gid, rd.snapshot().get_metadata().index);
                 }
                 let g = self.groups.get_mut(gid).expect("group in work list");
                 let entries = rd.take_entries();
@@ -904,6 +964,10 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 g.raw.advance_apply();
                 let e = self.cfg.election_ticks;
                 Self::jitter(&mut self.rng, e, g);
+                // An applied membership change: its configuration and a commit index that
+                // covers it reach the state file now (a restart then opens with it at once;
+                // without the write it would be re-derived from the log, membership.rs).
+                self.persist_meta_if_needed(gid).await?;
             }
             self.report_snapshots_sent();
             // (6) Deferred reads for followers that are behind.
@@ -955,10 +1019,11 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         let record = {
             let st = g.st.borrow();
             let tv = (st.hard_state.term, st.hard_state.vote);
-            if tv == g.persisted_term_vote {
+            if tv == g.persisted_term_vote && !g.conf_dirty {
                 return Ok(());
             }
             g.persisted_term_vote = tv;
+            g.conf_dirty = false;
             GroupMeta {
                 hard_state: st.hard_state.clone(),
                 conf_state: st.conf_state.clone(),
@@ -978,34 +1043,42 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         if entries.is_empty() {
             return;
         }
-        let g = self.groups.get_mut(&gid).expect("group exists");
-        let mut st = g.st.borrow_mut();
         for e in &entries {
-            assert!(
-                e.get_entry_type() == EntryType::EntryNormal,
-                "group {gid}: membership changes are not proposed by this driver"
-            );
-            assert_eq!(e.index, st.applied + 1, "group {gid}: applied out of order");
-            st.applied = e.index;
-            while g.pending.front().is_some_and(|p| p.index <= e.index) {
-                let p = g.pending.pop_front().expect("non-empty");
-                if p.index == e.index && p.term == e.term {
-                    let kafka_offset = st.meta(e.index).expect("applied entry held").kafka_offset;
-                    self.events.push(Event::Committed {
-                        group: gid,
-                        token: p.token,
-                        kafka_offset,
-                        high_watermark: st.kafka_end_at(e.index),
-                    });
-                } else {
-                    self.events.push(Event::Failed {
-                        group: gid,
-                        token: p.token,
-                        error: ProposeError::Superseded,
-                    });
+            {
+                let g = self.groups.get_mut(&gid).expect("group exists");
+                let mut st = g.st.borrow_mut();
+                assert_eq!(e.index, st.applied + 1, "group {gid}: applied out of order");
+                st.applied = e.index;
+                while g.pending.front().is_some_and(|p| p.index <= e.index) {
+                    let p = g.pending.pop_front().expect("non-empty");
+                    if p.index == e.index && p.term == e.term {
+                        let kafka_offset =
+                            st.meta(e.index).expect("applied entry held").kafka_offset;
+                        self.events.push(Event::Committed {
+                            group: gid,
+                            token: p.token,
+                            kafka_offset,
+                            high_watermark: st.kafka_end_at(e.index),
+                        });
+                    } else {
+                        self.events.push(Event::Failed {
+                            group: gid,
+                            token: p.token,
+                            error: ProposeError::Superseded,
+                        });
+                    }
                 }
             }
+            if e.get_entry_type() == EntryType::EntryNormal {
+                self.normal_applied(gid, e.index);
+            } else {
+                // §4: a configuration takes effect on each replica when its entry is
+                // applied (raft-rs semantics; see multiraft/membership.rs).
+                self.apply_conf_entry(gid, e);
+            }
         }
+        let g = self.groups.get_mut(&gid).expect("group exists");
+        let mut st = g.st.borrow_mut();
         let hw = st.kafka_end_at(st.applied);
         if hw != g.high_watermark {
             g.high_watermark = hw;

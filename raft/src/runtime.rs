@@ -35,8 +35,8 @@ use glommio::channels::local_channel::LocalReceiver;
 
 use crate::log::GroupLog;
 use crate::meta::MetaStore;
-pub use crate::multiraft::GroupStatus;
 use crate::multiraft::{DriverError, DriverStats, Event, MultiRaft, ProposeError};
+pub use crate::multiraft::{GroupStatus, Membership, MembershipError};
 use crate::store::GroupState;
 use crate::transport::{Envelope, GroupId, NodeId, Transport};
 
@@ -129,6 +129,14 @@ enum Command<L> {
         group: GroupId,
         to: NodeId,
     },
+    /// See [`RaftHandle::change_membership`]; the outcome goes to the membership waiter of
+    /// `token`.
+    ChangeMembership {
+        group: GroupId,
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+        token: u64,
+    },
     /// Log compaction (Raft §7), see [`RaftHandle::compact`].
     Compact {
         group: GroupId,
@@ -148,6 +156,7 @@ struct Shared<L> {
     commands: VecDeque<Command<L>>,
     proposals: VecDeque<(GroupId, Bytes, WaitFor, u64)>,
     waiters: HashMap<u64, (WaitFor, SlotRef<Outcome>)>,
+    membership_waiters: HashMap<u64, SlotRef<Result<Membership, MembershipError>>>,
     next_token: u64,
     loop_waker: Option<Waker>,
     statuses: BTreeMap<GroupId, GroupStatus>,
@@ -277,6 +286,43 @@ impl<L: GroupLog + 'static> RaftHandle<L> {
         Completion { slot }
     }
 
+    /// Leader only: moves `group` to exactly `voters` (+ `learners`) with one ConfChangeV2
+    /// (Raft thesis §4): a simple change when one node changes, joint consensus (§4.3)
+    /// otherwise, whose leave entry the driver proposes itself once the joint configuration
+    /// is applied. Resolves when the final (non-joint) configuration is committed and
+    /// applied on this node, with that configuration. A learner added here is caught up by
+    /// the leader (watch `GroupStatus::learners_in_sync` before promoting it); the node
+    /// itself opens the group with empty voters. A leader that removes itself steps down
+    /// once the change is applied (it hands leadership to the most caught-up voter).
+    /// Errors: `NotLeader`, `InProgress` (another change or a leadership transfer),
+    /// `Invalid` (no voters, a node in both lists, node id 0), `UnknownGroup`,
+    /// `Superseded` (leadership changed before it committed: outcome unknown, check
+    /// `status`), `GroupClosed`, `Stopped`.
+    pub fn change_membership(
+        &self,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    ) -> impl Future<Output = Result<Membership, MembershipError>> {
+        let slot = new_slot();
+        let mut sh = self.shared.borrow_mut();
+        if let Some(why) = sh.stopped.clone() {
+            complete(&slot, Err(MembershipError::Stopped(why)));
+        } else {
+            sh.next_token += 1;
+            let token = sh.next_token;
+            sh.commands.push_back(Command::ChangeMembership {
+                group,
+                voters,
+                learners,
+                token,
+            });
+            sh.membership_waiters.insert(token, slot.clone());
+            sh.wake_loop();
+        }
+        Completion { slot }
+    }
+
     /// The group's status as of the last pass; None if the group is not open (or the
     /// runtime stopped).
     pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
@@ -285,7 +331,8 @@ impl<L: GroupLog + 'static> RaftHandle<L> {
 
     /// Registers `f`, called on the runtime's task after a pass for every group whose status
     /// changed (any field: leader, term, commit, high watermark, log end, in-sync set,
-    /// quorum), and once for a newly opened group. Closed groups are not reported.
+    /// quorum, membership as applied on this node), and once for a newly opened group.
+    /// Closed groups are not reported.
     pub fn on_change(&self, f: StatusCallback) {
         self.shared.borrow_mut().callbacks.push(Rc::from(f));
     }
@@ -453,6 +500,7 @@ where
         commands: VecDeque::new(),
         proposals: VecDeque::new(),
         waiters: HashMap::new(),
+        membership_waiters: HashMap::new(),
         next_token: 0,
         loop_waker: None,
         statuses: driver
@@ -474,19 +522,23 @@ where
             Ok(()) => "stopped".to_string(),
             Err(e) => e.to_string(),
         };
-        let (waiters, commands, stop_waiters) = {
+        let (waiters, membership_waiters, commands, stop_waiters) = {
             let mut sh = shared.borrow_mut();
             sh.stopped = Some(why.clone());
             sh.statuses.clear();
             sh.proposals.clear();
             (
                 std::mem::take(&mut sh.waiters),
+                std::mem::take(&mut sh.membership_waiters),
                 std::mem::take(&mut sh.commands),
                 std::mem::take(&mut sh.stop_waiters),
             )
         };
         for (_, (_, slot)) in waiters {
             complete(&slot, Err(stopped_error()));
+        }
+        for (_, slot) in membership_waiters {
+            complete(&slot, Err(MembershipError::Stopped(why.clone())));
         }
         for cmd in commands {
             match cmd {
@@ -497,7 +549,9 @@ where
                 Command::Compact { reply, .. } => {
                     complete(&reply, Err(DriverError::Stopped(why.clone())))
                 }
-                Command::TransferLeader { .. } | Command::Stop => {}
+                Command::TransferLeader { .. }
+                | Command::ChangeMembership { .. }
+                | Command::Stop => {}
             }
         }
         for w in stop_waiters {
@@ -596,6 +650,26 @@ where
                     driver.transfer_leader(group, to);
                     dirty.insert(group);
                 }
+                Command::ChangeMembership {
+                    group,
+                    voters,
+                    learners,
+                    token,
+                } => {
+                    dirty.insert(group);
+                    let r = driver.change_membership(group, &voters, &learners, token);
+                    let done = match r {
+                        Ok(None) => None,
+                        Ok(Some(m)) => Some(Ok(m)),
+                        Err(e) => Some(Err(e)),
+                    };
+                    if let Some(outcome) = done {
+                        let w = shared.borrow_mut().membership_waiters.remove(&token);
+                        if let Some(slot) = w {
+                            complete(&slot, outcome);
+                        }
+                    }
+                }
                 Command::Compact {
                     group,
                     kafka_offset,
@@ -676,6 +750,13 @@ where
         for (g, _) in driver.take_hw_changes() {
             dirty.insert(g);
         }
+        for ev in driver.take_membership_events() {
+            dirty.insert(ev.group);
+            let w = shared.borrow_mut().membership_waiters.remove(&ev.token);
+            if let Some(slot) = w {
+                complete(&slot, ev.result);
+            }
+        }
         // Statuses of the groups this iteration touched: envelopes, commands, proposals,
         // outcomes, elections or step-downs caused by a tick, and after a tick every group
         // this node leads with peers (in-sync windows and quorum expire with time alone).
@@ -686,7 +767,10 @@ where
             dirty.extend(
                 sh.statuses
                     .iter()
-                    .filter(|(_, s)| s.leader == Some(sh.node_id) && s.voters.len() > 1)
+                    .filter(|(_, s)| {
+                        s.leader == Some(sh.node_id)
+                            && s.voters.len() + s.voters_outgoing.len() + s.learners.len() > 1
+                    })
                     .map(|(g, _)| *g),
             );
         }
