@@ -48,6 +48,10 @@ pub enum PartitionError {
     NotLeader,
     #[error("{in_sync} replicas in sync, min.insync.replicas is {min}")]
     NotEnoughReplicas { in_sync: i64, min: i64 },
+    #[error("this new leader has not applied an entry of its own term yet (KIP-207)")]
+    OffsetNotAvailable,
+    #[error("not done within the request's timeout")]
+    RequestTimedOut,
     #[error("out of order sequence number")]
     OutOfOrderSequence,
     #[error("duplicate sequence number (retry of a batch still being appended)")]
@@ -69,6 +73,8 @@ impl PartitionError {
             PartitionError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
             PartitionError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
             PartitionError::NotEnoughReplicas { .. } => NOT_ENOUGH_REPLICAS,
+            PartitionError::OffsetNotAvailable => OFFSET_NOT_AVAILABLE,
+            PartitionError::RequestTimedOut => code::REQUEST_TIMED_OUT,
             PartitionError::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
             PartitionError::DuplicateSequence => DUPLICATE_SEQUENCE_NUMBER,
             PartitionError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
@@ -98,6 +104,7 @@ impl PartitionError {
 }
 
 const NOT_ENOUGH_REPLICAS: i16 = 19;
+const OFFSET_NOT_AVAILABLE: i16 = 78;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -187,6 +194,24 @@ struct Leadership {
     leader: Option<NodeId>,
     term: u64,
     high_watermark: i64,
+    /// Kafka log start (the anchor, or DeleteRecords' start where it is larger).
+    log_start: i64,
+    /// The last applied entry is of the current term: as leader, everything committed
+    /// before this term is applied here too (Raft §5.4.2), DeleteRecords' log start included.
+    own_term_applied: bool,
+}
+
+impl Leadership {
+    fn of(status: &GroupStatus, st: &GroupState) -> Self {
+        let applied_term = st.meta(st.applied).map_or(st.anchor.prev_term, |m| m.term);
+        Leadership {
+            leader: status.leader,
+            term: status.term,
+            high_watermark: status.high_watermark,
+            log_start: status.log_start_kafka,
+            own_term_applied: applied_term == status.term,
+        }
+    }
 }
 
 /// A partition replica on its owning core: the Kafka face of one Raft group. Per core,
@@ -222,9 +247,9 @@ pub struct Partition {
     producers_term: Cell<u64>,
     producers_rebuild: Semaphore,
     producer_state_scan_bytes: u64,
-    /// DeleteRecords' log start (Kafka offset, KIP-107), persisted in the partition
-    /// directory; the visible log start is the larger of it and the group's anchor.
-    deleted_below: Cell<i64>,
+    /// DeleteRecords' log start (KIP-107) this replica compacted (or is compacting) its log
+    /// to; the start itself lives in the group state (`GroupState::log_start_kafka`).
+    compacting_to: Cell<i64>,
     dir: PathBuf,
 }
 
@@ -284,19 +309,14 @@ impl Partition {
             tracing::debug!(topic = %spec.topic, partition = spec.index, producers = producers.len(), "producer state rebuilt from the log");
         }
         let status = raft.status(spec.group).unwrap_or_default();
-        let leadership = Leadership {
-            leader: status.leader,
-            term: status.term,
-            high_watermark: status.high_watermark,
-        };
+        let leadership = Leadership::of(&status, &state.borrow());
         let producers_term = if status.leader == Some(node_id) {
             status.term
         } else {
             0
         };
-        let deleted_below = read_log_start_file(&spec.dir);
         Ok(Rc::new(Partition {
-            deleted_below: Cell::new(deleted_below),
+            compacting_to: Cell::new(0),
             topic: spec.topic,
             index: spec.index,
             topic_id: spec.topic_id,
@@ -333,7 +353,7 @@ impl Partition {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let seen = self.hw_changed.generation();
-            if self.is_leader() && self.high_watermark() >= end {
+            if self.is_leader() && self.own_term_applied() && self.high_watermark() >= end {
                 return true;
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -348,19 +368,49 @@ impl Partition {
     }
 
     /// Feeds a status change of the group (the runtime's `on_change`): wakes fetch and
-    /// acks waiters when the high watermark, leader or term moved. Returns true when the
-    /// leader or term changed.
+    /// acks waiters when the high watermark, leader, term or log start moved, and compacts
+    /// this replica's log once it applied a DeleteRecords log start beyond its log's start.
+    /// Returns true when the leader or term changed.
     pub fn on_status(&self, status: &GroupStatus) -> bool {
-        let new = Leadership {
-            leader: status.leader,
-            term: status.term,
-            high_watermark: status.high_watermark,
-        };
+        let new = Leadership::of(status, &self.state.borrow());
         let old = self.leadership.replace(new);
         if old != new {
             self.hw_changed.notify_all();
         }
+        self.compact_to_log_start();
         old.leader != new.leader || old.term != new.term
+    }
+
+    /// KIP-107 on every replica: once a log start entry is applied here (on commit), the
+    /// records below it go from this replica's log too, whole batches at a time (Raft §7
+    /// compaction; the batch holding the start stays). Runs in the background: status
+    /// callbacks cannot wait.
+    fn compact_to_log_start(&self) {
+        let target = {
+            let st = self.state.borrow();
+            if st.kafka_log_start <= st.anchor.kafka_offset {
+                return;
+            }
+            st.kafka_log_start
+        };
+        if target <= self.compacting_to.get() || self.closed.get() {
+            return;
+        }
+        self.compacting_to.set(target);
+        let (raft, group) = (self.raft.clone(), self.group);
+        let (topic, index) = (self.topic.clone(), self.index);
+        glommio::spawn_local(async move {
+            if let Err(e) = raft.compact(group, target).await {
+                tracing::warn!(topic, partition = index, target, error = %e, "compacting to the DeleteRecords log start failed");
+            }
+        })
+        .detach();
+    }
+
+    /// As leader: whether it applied an entry of its own term (so every entry committed by
+    /// earlier leaders, DeleteRecords' log start included, is applied here).
+    fn own_term_applied(&self) -> bool {
+        self.leadership.get().own_term_applied
     }
 
     /// Whether this replica leads the group (as of the last status change).
@@ -400,15 +450,16 @@ impl Partition {
         st.kafka_end_at(st.applied)
     }
 
-    /// Offsets in Kafka numbering: high watermark, log start (the group's anchor) and log
-    /// end (every entry held, uncommitted ones included).
+    /// Offsets in Kafka numbering: high watermark, log start (the group's anchor, or the
+    /// applied DeleteRecords start where larger) and log end (every entry held, uncommitted
+    /// ones included).
     pub fn offsets(&self) -> PartitionOffsets {
         let st = self.state.borrow();
         let hw = st.kafka_end_at(st.applied);
         PartitionOffsets {
             high_watermark: hw,
             last_stable_offset: hw,
-            log_start_offset: st.anchor.kafka_offset.max(self.deleted_below.get()),
+            log_start_offset: st.log_start_kafka(),
             log_end_offset: st.kafka_end_offset(),
         }
     }
@@ -573,9 +624,17 @@ impl Partition {
 
     /// Reads whole batches from Kafka offset `offset`, at most `max_bytes` (but at least one
     /// batch, KIP-74), never past the high watermark. Raft-internal batches are left out and
-    /// base offsets are Kafka offsets.
+    /// base offsets are Kafka offsets. A new leader that has not applied an entry of its own
+    /// term yet returns no records (the fetch waits and retries): its log start and high
+    /// watermark may still lag what earlier leaders committed.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchedData, PartitionError> {
         self.check_leader()?;
+        if !self.own_term_applied() {
+            return Ok(FetchedData {
+                records: Bytes::new(),
+                offsets: self.offsets(),
+            });
+        }
         self.read_committed(offset, max_bytes).await
     }
 
@@ -622,9 +681,14 @@ impl Partition {
 
     /// ListOffsets: -2 earliest, -1 latest (high watermark), -3 max timestamp, else the first
     /// offset whose timestamp is >= `timestamp_ms`. Returns (timestamp, offset); (-1, -1) when
-    /// nothing matches. Kafka offsets.
+    /// nothing matches. Kafka offsets. A new leader answers OFFSET_NOT_AVAILABLE (retriable)
+    /// until it applied an entry of its own term (KIP-207: offsets never go backwards across
+    /// a leader change; here the log start and the high watermark).
     pub async fn list_offset(&self, timestamp_ms: i64) -> Result<(i64, i64), PartitionError> {
         self.check_leader()?;
+        if !self.own_term_applied() {
+            return Err(PartitionError::OffsetNotAvailable);
+        }
         let offsets = self.offsets();
         let hw = offsets.high_watermark;
         let to_kafka = |log_offset: i64| log_record_to_kafka(&self.state.borrow(), log_offset);
@@ -731,8 +795,37 @@ impl Partition {
     /// watermark) and returns the new log start offset (the "low watermark"). An offset above
     /// the high watermark, or negative other than -1, is `OffsetOutOfRange`; one at or below
     /// the current log start changes nothing. Leader only.
-    pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
-        self.check_leader()?;
+    ///
+    /// The start travels through the partition's Raft log as a log start entry
+    /// (`RaftHandle::set_log_start`): answered once it is committed (on a majority) and
+    /// applied here, and this replica compacted its log up to it. Every other replica applies
+    /// it on commit and compacts its own log ([`Partition::on_status`]), and a replica that
+    /// becomes leader serves from the same start (docs/design/replication.md, "DeleteRecords'
+    /// log start"). Not done within `timeout`: `RequestTimedOut` (the entry may still
+    /// commit, as a Kafka deletion may still complete after its request timed out).
+    pub async fn delete_records(
+        &self,
+        offset: i64,
+        timeout: std::time::Duration,
+    ) -> Result<i64, PartitionError> {
+        futures_lite::future::or(self.delete_records_now(offset), async {
+            glommio::timer::sleep(timeout).await;
+            Err(PartitionError::RequestTimedOut)
+        })
+        .await
+    }
+
+    async fn delete_records_now(&self, offset: i64) -> Result<i64, PartitionError> {
+        // A new leader first applies what earlier leaders committed (its high watermark and
+        // log start may lag until then).
+        loop {
+            let seen = self.hw_changed.generation();
+            self.check_leader()?;
+            if self.own_term_applied() {
+                break;
+            }
+            self.hw_changed.wait(seen).await;
+        }
         let offsets = self.offsets();
         let hw = offsets.high_watermark;
         let target = if offset == -1 { hw } else { offset };
@@ -744,10 +837,18 @@ impl Partition {
             });
         }
         if target > offsets.log_start_offset {
-            write_log_start_file(&self.dir, target)
-                .map_err(|e| PartitionError::Storage(format!("persisting the log start: {e}")))?;
-            self.deleted_below.set(target);
+            self.raft
+                .set_log_start(self.group, target)
+                .await
+                .map_err(propose_error)?;
+            assert!(
+                self.state.borrow().log_start_kafka() >= target,
+                "{}-{}: log start entry for {target} committed but not applied",
+                self.topic,
+                self.index
+            );
             // The space goes with the whole batches below the new start.
+            self.compacting_to.set(self.compacting_to.get().max(target));
             self.compact_to(target).await?;
             // Fetch waiters re-check their offsets against the new log start.
             self.hw_changed.notify_all();
@@ -841,44 +942,6 @@ impl Partition {
         let epochs = kafka_epochs(&st, &self.log.epochs());
         epoch_end_offset(&epochs, st.kafka_end_offset(), requested)
     }
-}
-
-/// File in the partition directory holding DeleteRecords' log start:
-/// `kafka_offset:i64 BE, crc32c(kafka_offset bytes):u32 BE`. The storage log ignores
-/// files it does not know (and deletes them with the directory).
-const LOG_START_FILE: &str = "kafka-log-start";
-
-/// Reads DeleteRecords' log start; 0 when absent, or (logged) unreadable.
-fn read_log_start_file(dir: &std::path::Path) -> i64 {
-    let path = dir.join(LOG_START_FILE);
-    match std::fs::read(&path) {
-        Ok(b) if b.len() == 12 && crc32c::crc32c(&b[..8]).to_be_bytes() == b[8..12] => {
-            i64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
-        }
-        Ok(_) => {
-            tracing::warn!(path = %path.display(), "corrupt DeleteRecords log start file ignored");
-            0
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "DeleteRecords log start file unreadable");
-            0
-        }
-    }
-}
-
-/// Replaces DeleteRecords' log start atomically and durably (write a new file, fsync,
-/// rename, fsync the directory). Blocking std::fs: DeleteRecords is rare.
-fn write_log_start_file(dir: &std::path::Path, kafka_offset: i64) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut b = kafka_offset.to_be_bytes().to_vec();
-    b.extend_from_slice(&crc32c::crc32c(&b).to_be_bytes());
-    let tmp = dir.join(format!("{LOG_START_FILE}.new"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&b)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(LOG_START_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Bytes asked of the log per read while replaying producer state.

@@ -254,3 +254,156 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Reopens replica `r`'s partition on its runtime (same log directory, state in its
+/// MetaStore), as a restarted node would.
+async fn reopen(r: &Replica, dir: &std::path::Path) -> Rc<Partition> {
+    let p = Partition::open(
+        PartitionSpec {
+            topic: "t".into(),
+            index: 0,
+            topic_id: [1; 16],
+            group: GROUP,
+            replicas: vec![0, 1, 2],
+            dir: dir.join(format!("node-{}", r.node)),
+            config: TopicConfig::default().effective(&TopicConfig::default()),
+            min_insync_replicas: 1,
+            producer_state_scan_bytes: 1 << 20,
+        },
+        r.raft.clone(),
+        r.node,
+        freshet_engine::system_clock(),
+    )
+    .await
+    .expect("reopens");
+    *r.partition.borrow_mut() = Some(p.clone());
+    if let Some(st) = r.raft.status(GROUP) {
+        p.on_status(&st);
+    }
+    p
+}
+
+/// ListOffsets earliest on a leader: a new leader answers OFFSET_NOT_AVAILABLE (78,
+/// KIP-207) until it applied an entry of its own term; nothing else is accepted.
+async fn earliest(p: &Partition) -> i64 {
+    let start = Instant::now();
+    loop {
+        match p.list_offset(-2).await {
+            Ok((_, o)) => return o,
+            Err(e) => assert_eq!(e.kafka_code(), 78, "only OFFSET_NOT_AVAILABLE: {e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "leader never ready"
+        );
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// KIP-107 across replicas: DeleteRecords' log start travels through the partition's Raft
+/// log (a log start control entry, no Kafka offset), so every replica serves exactly the
+/// same log start: a follower that applied it, a lagging follower that caught up by a
+/// position-only snapshot (Raft §7) and then applied it, and a new leader elected right after
+/// the old one answered DeleteRecords (it answers OFFSET_NOT_AVAILABLE, KIP-207, until it
+/// applied an entry of its own term, never an older start).
+#[test]
+fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failover() {
+    let dir = std::env::temp_dir().join(format!("freshet-logstart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.clone();
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let replicas = start_replicas(&d).await;
+            wait_until("a leader", || replicas.iter().any(|r| r.p().is_leader())).await;
+            let a = replicas.iter().find(|r| r.p().is_leader()).unwrap();
+            let others: Vec<_> = replicas.iter().filter(|r| r.node != a.node).collect();
+            let (b, c) = (others[0], others[1]);
+            let ap = a.p();
+            assert_eq!(earliest(&ap).await, 0);
+            // C lags: closed while 4,000 records arrive (batches of 128, so 3,000 lies inside
+            // the batch 2,944..=3,071).
+            let closing = c.partition.borrow_mut().take().unwrap();
+            closing.close(false).await.unwrap();
+            for _ in 0..31 {
+                ap.replicate(batch(128), Acks::All).await.unwrap();
+            }
+            let last = ap.replicate(batch(32), Acks::All).await.unwrap();
+            assert_eq!(last.last_offset, 3999);
+            // DeleteRecords(3000): answered with exactly 3000 once committed.
+            let timeout = Duration::from_secs(10);
+            assert_eq!(ap.delete_records(3000, timeout).await.unwrap(), 3000);
+            assert_eq!(ap.list_offset(-2).await.unwrap(), (-1, 3000));
+            let e = ap.read(2999, 1 << 20).await.unwrap_err();
+            assert_eq!(
+                e.kafka_code(),
+                1,
+                "below the log start: OFFSET_OUT_OF_RANGE"
+            );
+            let got = ap.read(3000, 1 << 20).await.unwrap();
+            assert_eq!(
+                bases(&got.records)[0],
+                2944,
+                "the batch holding 3000 stays whole"
+            );
+            // No Kafka offset was taken by the log start entry.
+            assert_eq!(
+                ap.replicate(batch(1), Acks::All).await.unwrap().base_offset,
+                4000
+            );
+            // B applies it on commit and compacts its own log (anchor at the batch base).
+            let bp = b.p();
+            wait_until("B applies the log start", || {
+                bp.offsets().log_start_offset == 3000
+                    && b.raft
+                        .status(GROUP)
+                        .is_some_and(|s| s.log_start_kafka == 3000)
+                    && b.raft.stats().compactions > 0
+            })
+            .await;
+            // C returns below both logs' start: it installs a snapshot (a position only),
+            // then applies the log start entry that follows it.
+            let installed = c.raft.stats().snapshots_installed;
+            let cp = reopen(c, &d).await;
+            wait_until("C catches up by snapshot", || {
+                cp.high_watermark() == 4001 && c.raft.stats().snapshots_installed > installed
+            })
+            .await;
+            wait_until("C's log start", || cp.offsets().log_start_offset == 3000).await;
+            // Failover right after DeleteRecords(3500) was answered: whoever leads next
+            // serves from exactly 3500.
+            assert_eq!(ap.delete_records(3500, timeout).await.unwrap(), 3500);
+            let closing = a.partition.borrow_mut().take().unwrap();
+            closing.close(false).await.unwrap();
+            wait_until("a new leader", || [b, c].iter().any(|r| r.p().is_leader())).await;
+            let nl = [b, c].into_iter().find(|r| r.p().is_leader()).unwrap().p();
+            assert_eq!(earliest(&nl).await, 3500, "new leader's log start");
+            assert_eq!(nl.read(3499, 1 << 20).await.unwrap_err().kafka_code(), 1);
+            assert_eq!(
+                nl.read(3500, 1 << 20)
+                    .await
+                    .unwrap()
+                    .offsets
+                    .log_start_offset,
+                3500
+            );
+            for r in [b, c] {
+                let p = r.p();
+                wait_until("both replicas at 3500", || {
+                    p.offsets().log_start_offset == 3500
+                })
+                .await;
+            }
+            // Retention and new writes carry on from there.
+            assert_eq!(
+                nl.replicate(batch(1), Acks::All).await.unwrap().base_offset,
+                4001
+            );
+            for r in &replicas {
+                r.raft.stop().await;
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

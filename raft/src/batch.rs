@@ -265,6 +265,12 @@ pub enum InternalKind {
     ConfChange = 0x4602,
     /// `EntryConfChangeV2`.
     ConfChangeV2 = 0x4603,
+    /// DeleteRecords' log start (KIP-107), proposed by the partition leader: a normal entry
+    /// whose data is this control batch itself, value `version:u16 LE = 1,
+    /// kafka_offset:i64 LE` ([`log_start_batch`]). It takes a log offset but no Kafka offset;
+    /// every replica applies it on commit (docs/design/replication.md, "DeleteRecords' log
+    /// start").
+    LogStart = 0x4604,
 }
 
 impl InternalKind {
@@ -273,21 +279,25 @@ impl InternalKind {
             0x4601 => Some(Self::Empty),
             0x4602 => Some(Self::ConfChange),
             0x4603 => Some(Self::ConfChangeV2),
+            0x4604 => Some(Self::LogStart),
             _ => None,
         }
     }
 }
 
-/// Whether an entry is Raft-internal (never reaches a Kafka client).
+/// Whether an entry is Raft-internal (never reaches a Kafka client): Raft's own entries and
+/// the log start entries ([`InternalKind::LogStart`]).
 pub fn entry_is_internal(e: &Entry) -> bool {
-    e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty()
+    e.get_entry_type() != EntryType::EntryNormal
+        || e.data.is_empty()
+        || log_start_of(&e.data).is_some()
 }
 
-/// The bytes stored in the log for a Raft entry: the Kafka batch itself for a data entry, a
-/// Freshet control batch for an internal one. Value of the internal record:
-/// `context_len:u32 LE, context, data`.
+/// The bytes stored in the log for a Raft entry: the batch itself for a normal entry with
+/// data (a Kafka batch, or a log start control batch), a Freshet control batch for Raft's
+/// own entries. Value of that internal record: `context_len:u32 LE, context, data`.
 pub fn entry_to_batch(e: &Entry) -> Bytes {
-    if !entry_is_internal(e) {
+    if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
         return e.data.clone();
     }
     let kind = match e.get_entry_type() {
@@ -328,7 +338,7 @@ pub fn batch_to_entry(batch: Bytes, index: u64) -> Result<Entry, BatchError> {
         ..Default::default()
     };
     match internal_kind(&h, &batch) {
-        None => {
+        None | Some(InternalKind::LogStart) => {
             e.set_entry_type(EntryType::EntryNormal);
             e.data = batch.slice(0..h.total_bytes());
         }
@@ -348,10 +358,51 @@ pub fn batch_to_entry(batch: Bytes, index: u64) -> Result<Entry, BatchError> {
                 InternalKind::Empty => EntryType::EntryNormal,
                 InternalKind::ConfChange => EntryType::EntryConfChange,
                 InternalKind::ConfChangeV2 => EntryType::EntryConfChangeV2,
+                InternalKind::LogStart => unreachable!("log start entries are handled above"),
             });
         }
     }
     Ok(e)
+}
+
+/// Length of a log start record's value: `version:u16 LE, kafka_offset:i64 LE`.
+const LOG_START_VALUE_BYTES: usize = 10;
+/// Version of the log start record's value.
+const LOG_START_VERSION: u16 = 1;
+
+/// The control batch of a log start entry ([`InternalKind::LogStart`]): DeleteRecords moved
+/// the partition's log start to Kafka offset `kafka_offset` (KIP-107). One record, key
+/// `version:i16 BE = 0, type:i16 BE = 0x4604` (Kafka's control key layout), value
+/// `version:u16 LE = 1, kafka_offset:i64 LE`; timestamps 0, producer id -1, base offset 0
+/// and leader epoch -1 until the log stamps them.
+pub fn log_start_batch(kafka_offset: i64) -> Bytes {
+    assert!(kafka_offset >= 0, "log start {kafka_offset} is negative");
+    let mut key = [0u8; 4];
+    key[2..4].copy_from_slice(&(InternalKind::LogStart as i16).to_be_bytes());
+    let mut value = [0u8; LOG_START_VALUE_BYTES];
+    value[0..2].copy_from_slice(&LOG_START_VERSION.to_le_bytes());
+    value[2..10].copy_from_slice(&kafka_offset.to_le_bytes());
+    encode_batch(CONTROL_ATTRIBUTE, 0, -1, &[(Some(&key), Some(&value))])
+}
+
+/// The Kafka offset a log start entry's batch names, or None for any other batch (cheap for
+/// data batches: only control batches are decoded). A log start batch whose value does not
+/// decode is None too (it cannot be proposed: the leader builds it with
+/// [`log_start_batch`]).
+pub fn log_start_of(batch: &[u8]) -> Option<i64> {
+    if batch.len() < BATCH_HEADER_BYTES || be_i16(batch, ATTRIBUTES_AT) & CONTROL_ATTRIBUTE == 0 {
+        return None;
+    }
+    let h = parse_batch(batch).ok()?;
+    if internal_kind(&h, batch) != Some(InternalKind::LogStart) {
+        return None;
+    }
+    let value = records(batch).ok()?.pop()?.1?;
+    if value.len() != LOG_START_VALUE_BYTES || value[0..2] != LOG_START_VERSION.to_le_bytes() {
+        return None;
+    }
+    let k = i64::from_le_bytes(value[2..10].try_into().expect("8 bytes"));
+    (k >= 0).then_some(k)
 }
 
 /// Returns a copy of `batch` with base offset and leader epoch restamped, as the log does on
@@ -432,5 +483,45 @@ mod tests {
         let e = batch_to_entry(data.clone(), 4).unwrap();
         assert!(!entry_is_internal(&e));
         assert_eq!(entry_to_batch(&e), data);
+    }
+
+    /// KIP-107 through Raft: a log start entry is a normal entry whose data is its control
+    /// batch; it is stored as is, read back as the same entry, counts as internal (no Kafka
+    /// offset) and names its offset; no other batch names one.
+    #[test]
+    fn log_start_entries_are_internal_normal_entries_stored_as_their_own_batch() {
+        let b = log_start_batch(3000);
+        let h = parse_batch(&b).unwrap();
+        assert!(h.is_control());
+        assert_eq!(h.offset_count(), 1);
+        assert_eq!(internal_kind(&h, &b), Some(InternalKind::LogStart));
+        assert_eq!(log_start_of(&b), Some(3000));
+        // Value bytes: version 1 LE, then the offset LE.
+        let value = records(&b).unwrap()[0].1.clone().unwrap();
+        assert_eq!(&value[..], &[1, 0, 0xb8, 0x0b, 0, 0, 0, 0, 0, 0]);
+        let e = Entry {
+            data: b.clone(),
+            ..Default::default()
+        };
+        assert!(entry_is_internal(&e));
+        assert_eq!(entry_to_batch(&e), b);
+        let stored = restamp(&b, 41, 6);
+        let back = batch_to_entry(stored.clone(), 12).unwrap();
+        assert_eq!(back.get_entry_type(), EntryType::EntryNormal);
+        assert_eq!(back.data, stored);
+        assert_eq!((back.index, back.term), (12, 6));
+        assert!(entry_is_internal(&back));
+        assert_eq!(log_start_of(&back.data), Some(3000));
+        // Data batches, transaction markers and Raft's own entries name no log start.
+        let data = encode_batch(0, 0, -1, &[(None, Some(b"x"))]);
+        let marker = encode_batch(CONTROL_ATTRIBUTE, 0, 7, &[(Some(&[0, 0, 0, 1]), None)]);
+        let noop = entry_to_batch(&Entry::default());
+        for other in [data, marker, noop] {
+            assert_eq!(log_start_of(&other), None);
+        }
+        // A log start key with a value that does not decode names nothing.
+        let key = [0u8, 0, 0x46, 0x04];
+        let bad = encode_batch(CONTROL_ATTRIBUTE, 0, -1, &[(Some(&key), Some(b"short"))]);
+        assert_eq!(log_start_of(&bad), None);
     }
 }

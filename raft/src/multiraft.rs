@@ -30,8 +30,8 @@ use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{Config, RawNode, StateRole};
 
 use crate::batch::{
-    batch_to_entry, entry_to_batch, internal_kind, parse_batch, split_batches, BatchError,
-    InternalKind,
+    batch_to_entry, entry_to_batch, internal_kind, log_start_of, parse_batch, split_batches,
+    BatchError, InternalKind,
 };
 use crate::log::{GroupLog, LogError};
 use crate::meta::{GroupMeta, LogAnchor, MetaError, MetaStore};
@@ -213,7 +213,8 @@ pub struct GroupStatus {
     pub high_watermark: i64,
     /// Kafka offset after the last entry held, committed or not (log end offset).
     pub log_end_kafka: i64,
-    /// Kafka offset of the first record held (the log anchor).
+    /// Kafka log start: the first record held (the log anchor), or DeleteRecords' log start
+    /// (KIP-107) where an applied log start entry moved it further.
     pub log_start_kafka: i64,
     /// Voters of the group as of the last applied configuration, ascending (during a joint
     /// change, §4.3: the incoming voters `C_new`).
@@ -453,6 +454,9 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                     let e = batch_to_entry(b, index)
                         .map_err(|source| DriverError::CorruptLog { group, source })?;
                     recovered_cache.push(e);
+                } else if let Some(k) = internal.then(|| log_start_of(&b)).flatten() {
+                    // KIP-107: committed log start entries set the exact log start again.
+                    st.note_log_start(k);
                 }
                 off += i64::from(h.offset_count());
             }
@@ -602,7 +606,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             commit_index: r.raft_log.committed,
             high_watermark: g.high_watermark,
             log_end_kafka: st.kafka_end_offset(),
-            log_start_kafka: st.anchor.kafka_offset,
+            log_start_kafka: st.log_start_kafka(),
             voters: cs.voters,
             voters_outgoing: cs.voters_outgoing,
             learners: cs.learners,
@@ -718,10 +722,9 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         token: u64,
         report_append: bool,
     ) -> Result<(), ProposeError> {
-        let g = self
-            .groups
-            .get_mut(&group)
-            .ok_or(ProposeError::UnknownGroup(group))?;
+        if !self.groups.contains_key(&group) {
+            return Err(ProposeError::UnknownGroup(group));
+        }
         let h = parse_batch(&batch).map_err(|e| ProposeError::InvalidBatch(e.to_string()))?;
         if h.total_bytes() != batch.len() {
             return Err(ProposeError::InvalidBatch("not exactly one batch".into()));
@@ -731,6 +734,22 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 "reserved control record type".into(),
             ));
         }
+        self.propose_entry(group, batch, token, report_append)
+    }
+
+    /// Proposes one checked batch (a Kafka batch, or a log start entry built by
+    /// [`MultiRaft::propose_log_start`]) as a normal entry.
+    fn propose_entry(
+        &mut self,
+        group: GroupId,
+        batch: Bytes,
+        token: u64,
+        report_append: bool,
+    ) -> Result<(), ProposeError> {
+        let g = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ProposeError::UnknownGroup(group))?;
         let leader = |g: &Group<L>| (g.raw.raft.leader_id != 0).then_some(g.raw.raft.leader_id);
         if g.raw.raft.state != StateRole::Leader {
             return Err(ProposeError::NotLeader { leader: leader(g) });
@@ -1049,6 +1068,9 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                 let mut st = g.st.borrow_mut();
                 assert_eq!(e.index, st.applied + 1, "group {gid}: applied out of order");
                 st.applied = e.index;
+                if let Some(k) = log_start_of(&e.data) {
+                    st.note_log_start(k); // KIP-107, see multiraft/snapshot.rs
+                }
                 while g.pending.front().is_some_and(|p| p.index <= e.index) {
                     let p = g.pending.pop_front().expect("non-empty");
                     if p.index == e.index && p.term == e.term {

@@ -137,6 +137,13 @@ enum Command<L> {
         learners: Vec<NodeId>,
         token: u64,
     },
+    /// DeleteRecords' log start entry, see [`RaftHandle::set_log_start`]; the outcome goes
+    /// to the waiter of `token`.
+    LogStart {
+        group: GroupId,
+        kafka_offset: i64,
+        token: u64,
+    },
     /// Log compaction (Raft §7), see [`RaftHandle::compact`].
     Compact {
         group: GroupId,
@@ -281,6 +288,36 @@ impl<L: GroupLog + 'static> RaftHandle<L> {
             let token = sh.next_token;
             sh.proposals.push_back((group, batch, wait, token));
             sh.waiters.insert(token, (wait, slot.clone()));
+            sh.wake_loop();
+        }
+        Completion { slot }
+    }
+
+    /// DeleteRecords (KIP-107) through Raft: proposes a log start entry naming `kafka_offset`
+    /// to `group` (this node must lead it; the caller checked the offset against the high
+    /// watermark) and resolves once it is committed and applied here, with the Kafka offset
+    /// of the next data record. Every replica applies it on commit: from then on its
+    /// `GroupState::log_start_kafka` (and `GroupStatus::log_start_kafka`) is at least
+    /// `kafka_offset`; compacting the log up to it is left to the caller on each replica.
+    /// Fails like [`RaftHandle::replicate`].
+    pub fn set_log_start(
+        &self,
+        group: GroupId,
+        kafka_offset: i64,
+    ) -> impl Future<Output = Outcome> {
+        let slot = new_slot();
+        let mut sh = self.shared.borrow_mut();
+        if sh.stopped.is_some() {
+            complete(&slot, Err(stopped_error()));
+        } else {
+            sh.next_token += 1;
+            let token = sh.next_token;
+            sh.commands.push_back(Command::LogStart {
+                group,
+                kafka_offset,
+                token,
+            });
+            sh.waiters.insert(token, (WaitFor::Majority, slot.clone()));
             sh.wake_loop();
         }
         Completion { slot }
@@ -550,6 +587,7 @@ where
                     complete(&reply, Err(DriverError::Stopped(why.clone())))
                 }
                 Command::TransferLeader { .. }
+                | Command::LogStart { .. }
                 | Command::ChangeMembership { .. }
                 | Command::Stop => {}
             }
@@ -667,6 +705,19 @@ where
                         let w = shared.borrow_mut().membership_waiters.remove(&token);
                         if let Some(slot) = w {
                             complete(&slot, outcome);
+                        }
+                    }
+                }
+                Command::LogStart {
+                    group,
+                    kafka_offset,
+                    token,
+                } => {
+                    dirty.insert(group);
+                    if let Err(e) = driver.propose_log_start(group, kafka_offset, token) {
+                        let w = shared.borrow_mut().waiters.remove(&token);
+                        if let Some((_, slot)) = w {
+                            complete(&slot, Err(e));
                         }
                     }
                 }

@@ -76,6 +76,11 @@ pub struct GroupState {
     pub fetched: VecDeque<Entry>,
     /// Reads waiting for the driver.
     pub pending_fetches: Vec<FetchRequest>,
+    /// DeleteRecords' log start (KIP-107): the largest Kafka offset named by a committed log
+    /// start entry ([`crate::batch::InternalKind::LogStart`]) applied here (or found at or
+    /// below the commit index by the recovery scan); 0 if none. See
+    /// [`GroupState::log_start_kafka`].
+    pub kafka_log_start: i64,
 }
 
 fn entry_bytes(e: &Entry) -> usize {
@@ -101,7 +106,22 @@ impl GroupState {
             applied: anchor.index - 1,
             fetched: VecDeque::new(),
             pending_fetches: Vec::new(),
+            kafka_log_start: 0,
         }
+    }
+
+    /// The Kafka log start clients see: the larger of the anchor's Kafka offset and the
+    /// applied log start entries' offset. Exact on every replica that applied the entry: a
+    /// log start entry lies after the entry holding its offset, so it is compacted away (or
+    /// skipped by a snapshot) only once the anchor itself is at or past that offset.
+    pub fn log_start_kafka(&self) -> i64 {
+        self.anchor.kafka_offset.max(self.kafka_log_start)
+    }
+
+    /// Records an applied (committed) log start entry naming `kafka_offset`; the log start
+    /// only moves forward.
+    pub fn note_log_start(&mut self, kafka_offset: i64) {
+        self.kafka_log_start = self.kafka_log_start.max(kafka_offset);
     }
 
     /// First index held.

@@ -1,7 +1,9 @@
 //! DeleteRecords (key 21, KIP-107): moves each partition's log start offset up to the given
 //! offset (-1: the high watermark) on the partition's owning core (one mesh call per core) and
-//! answers the new low watermark. Whole segments below it are deleted; the new start is
-//! persisted, so it survives a restart. Offsets above the high watermark (or negative other
+//! answers the new low watermark once the partition's Raft group committed it (every replica
+//! applies it and drops the whole batches below it, so it survives a restart and a leader
+//! change; docs/design/replication.md, "DeleteRecords' log start"). Not done within the
+//! request's `timeout_ms`: REQUEST_TIMED_OUT. Offsets above the high watermark (or negative other
 //! than -1) get OFFSET_OUT_OF_RANGE; unknown partitions UNKNOWN_TOPIC_OR_PARTITION; internal
 //! topics (`__consumer_offsets`: group state) INVALID_TOPIC_EXCEPTION, as in Kafka. Clients send
 //! it to each partition's leader: a broker holding no replica answers NOT_LEADER_OR_FOLLOWER
@@ -24,18 +26,20 @@ use super::{HandlerFuture, RequestContext};
 pub const API_KEY: ApiKey = ApiKey::DeleteRecords;
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
-/// Runs on the owning core: Ok(new log start) or a Kafka error code.
+/// Runs on the owning core: Ok(new log start) or a Kafka error code. `work` carries the
+/// offset and the request's timeout (ms, negative treated as 0).
 fn delete_step(
     s: Rc<Shard>,
     topic: String,
     partition: i32,
-    offset: i64,
+    (offset, timeout_ms): (i64, i32),
 ) -> StepFuture<Result<i64, i16>> {
     Box::pin(async move {
         let Some(p) = s.partition(&topic, partition) else {
             return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
         };
-        p.delete_records(offset).await.map_err(|e| {
+        let timeout = std::time::Duration::from_millis(timeout_ms.max(0) as u64);
+        p.delete_records(offset, timeout).await.map_err(|e| {
             tracing::info!(topic, partition, offset, error = %e, "delete records refused");
             e.kafka_code()
         })
@@ -74,7 +78,11 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
                     }
                     Some(m) if p.partition_index >= 0 && p.partition_index < m.partitions => {
                         slots.push((ti, pi));
-                        work.push((name.to_string(), p.partition_index, p.offset));
+                        work.push((
+                            name.to_string(),
+                            p.partition_index,
+                            (p.offset, req.timeout_ms),
+                        ));
                     }
                     _ => pr.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
                 }

@@ -26,6 +26,7 @@ use raft::eraftpb::{HardState, Snapshot};
 use raft::SnapshotStatus;
 
 use super::{DriverError, Event, Group, MultiRaft, ProposeError};
+use crate::batch::log_start_batch;
 use crate::log::{GroupLog, LogError};
 use crate::meta::{GroupMeta, MetaStore};
 use crate::store::SnapshotData;
@@ -78,6 +79,28 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
             .map_err(|source| DriverError::Log { group, source })?;
         self.stats.compactions += 1;
         Ok(Some(anchor.kafka_offset))
+    }
+
+    /// DeleteRecords through Raft (KIP-107): proposes a log start entry
+    /// ([`crate::batch::InternalKind::LogStart`]) naming `kafka_offset`. It takes a log
+    /// offset but no Kafka offset; once committed, every replica applies it
+    /// ([`GroupState::note_log_start`](crate::store::GroupState::note_log_start); the
+    /// recovery scan at open does the same for committed entries), and its outcome arrives as
+    /// an [`Event`] carrying `token`. The caller (the partition leader) checked the offset
+    /// against its high watermark; compacting the log to it is the engine's job on each
+    /// replica.
+    pub fn propose_log_start(
+        &mut self,
+        group: GroupId,
+        kafka_offset: i64,
+        token: u64,
+    ) -> Result<(), ProposeError> {
+        if kafka_offset < 0 {
+            return Err(ProposeError::InvalidBatch(format!(
+                "log start {kafka_offset} is negative"
+            )));
+        }
+        self.propose_entry(group, log_start_batch(kafka_offset), token, false)
     }
 
     /// At open, before the recovery scan: brings the log in line with the state file's
