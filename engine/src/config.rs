@@ -110,6 +110,11 @@ pub struct ClusterConfig {
     pub leaders_report_interval_ms: u64,
     /// A peer's LEADERS list is dropped after this long without a new one.
     pub leaders_expiry_ms: u64,
+    /// A peer that leaves a liveness probe unanswered this long is considered down (Kafka's
+    /// `broker.session.timeout.ms`); a peer whose connection fails is down at once. Down
+    /// brokers are not named as leaders, leave the ISRs and are left out of Metadata's broker
+    /// list (see `cluster::liveness`).
+    pub broker_session_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -133,6 +138,7 @@ impl Default for ClusterConfig {
             discovery_retry_ms: 200,
             leaders_report_interval_ms: 1000,
             leaders_expiry_ms: 5000,
+            broker_session_timeout_ms: 3000,
         }
     }
 }

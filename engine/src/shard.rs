@@ -655,6 +655,62 @@ impl Shard {
         }
     }
 
+    /// Removes the partition directories this core owns that the metadata no longer assigns
+    /// to this broker and that no open replica uses: replicas of topics deleted (or moved
+    /// away) while this node was down, which it learns of from the controller log only after
+    /// its restart (Kafka deletes such stray logs at startup too). Call only with metadata
+    /// caught up with the controller (a stale state lacks newer topics). Returns how many
+    /// directories were removed. Blocking std::fs; once per start.
+    pub(crate) async fn remove_stray_partitions(self: &Rc<Self>) -> usize {
+        let Ok(_guard) = self.apply_lock.acquire_permit(1).await else {
+            return 0;
+        };
+        let snap = self.metadata();
+        let me = self.config.node_id;
+        let root = self.config.data_dir.join("kafka");
+        let Ok(dirs) = std::fs::read_dir(&root) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for d in dirs.flatten() {
+            if !d.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = d.file_name().to_string_lossy().into_owned();
+            let Some((topic, p)) = name
+                .rsplit_once('-')
+                .and_then(|(t, p)| Some((t.to_string(), p.parse::<i32>().ok()?)))
+            else {
+                continue;
+            };
+            if self.owner_of(&topic, p) != self.core || self.partition(&topic, p).is_some() {
+                continue;
+            }
+            let held = snap
+                .topic(&topic)
+                .and_then(|t| t.assignment(p))
+                .is_some_and(|a| a.is_holder(me));
+            if held {
+                continue;
+            }
+            match std::fs::remove_dir_all(d.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(
+                        topic = %topic,
+                        partition = p,
+                        revision = snap.revision,
+                        "stray partition removed: not assigned to this broker (topic deleted or moved while it was down)"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %topic, partition = p, error = %e, "removing a stray partition failed")
+                }
+            }
+        }
+        removed
+    }
+
     /// Where a partition's log lives.
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
         self.config

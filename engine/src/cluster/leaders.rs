@@ -12,10 +12,15 @@
 //! term) means "no leader known". A peer's report is dropped when the peer has not reported
 //! for `expiry_ms` (it may be dead; its groups elect new leaders, which report themselves).
 //!
+//! Down brokers ([`LeaderTable::set_down`], from `cluster::liveness`): a broker found down
+//! has its report dropped; a group whose winning claim names a down leader has no known
+//! leader (until a newer epoch elects a live one), and down brokers are left out of every
+//! ISR. The winner is chosen before the filter, so a stale older claim never comes back.
+//!
 //! Ownership: `LeaderTable` lives on core 0 (per core, plain data); `LeaderInfo` and
 //! `Claim` are `Send` values that cross cores in mesh calls.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The current leader of a group as this node knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +61,8 @@ pub struct LeaderTable {
     local: HashMap<u64, Claim>,
     remote: BTreeMap<i32, Report>,
     merged: HashMap<u64, LeaderInfo>,
+    /// Brokers considered down (see the module doc).
+    down: BTreeSet<i32>,
 }
 
 /// Entries that changed: `Some` = new value, `None` = no leader known any more.
@@ -162,6 +169,31 @@ impl LeaderTable {
         self.recompute(touched)
     }
 
+    /// Replaces the set of down brokers: drops the reports of brokers newly down and
+    /// recomputes every group (claims naming a down leader hide it; ISRs lose down brokers).
+    pub fn set_down(&mut self, down: BTreeSet<i32>) -> LeaderDelta {
+        if down == self.down {
+            return Vec::new();
+        }
+        let newly: Vec<i32> = down.difference(&self.down).copied().collect();
+        for id in newly {
+            if let Some(r) = self.remote.remove(&id) {
+                tracing::info!(
+                    node = id,
+                    groups = r.groups.len(),
+                    "down peer's leader report dropped"
+                );
+            }
+        }
+        self.down = down;
+        let mut touched: Vec<u64> = self.merged.keys().copied().collect();
+        touched.extend(self.local.keys());
+        for r in self.remote.values() {
+            touched.extend(r.groups.keys());
+        }
+        self.recompute(touched)
+    }
+
     fn resolve(&self, group: u64) -> Option<LeaderInfo> {
         let best = self
             .local
@@ -169,10 +201,16 @@ impl LeaderTable {
             .into_iter()
             .chain(self.remote.values().filter_map(|r| r.groups.get(&group)))
             .max_by_key(|c| c.rank())?;
+        let leader = best.leader.filter(|l| !self.down.contains(l))?;
         Some(LeaderInfo {
-            leader: best.leader?,
+            leader,
             epoch: best.epoch,
-            isr: best.isr.clone(),
+            isr: best
+                .isr
+                .iter()
+                .copied()
+                .filter(|b| !self.down.contains(b))
+                .collect(),
         })
     }
 
@@ -265,5 +303,46 @@ mod tests {
         assert_eq!(t.led_by(0).len(), 1);
         assert_eq!(t.apply_local(vec![(9, None)]), vec![(9, None)]);
         assert!(t.led_by(0).is_empty());
+    }
+
+    #[test]
+    fn a_down_leader_is_hidden_at_once_and_leaves_every_isr() {
+        let mut t = LeaderTable::new();
+        // Node 1 leads group 5 (ISR 1,0,2); node 2 leads group 6 (ISR 2,1). This node (0)
+        // follows both and knows their leaders from its own statuses.
+        t.apply_local(vec![
+            (5, Some(claim(Some(1), 3, &[]))),
+            (6, Some(claim(Some(2), 4, &[]))),
+        ]);
+        t.apply_report(1, vec![(5, 3, vec![1, 0, 2])], 0);
+        t.apply_report(2, vec![(6, 4, vec![2, 1])], 0);
+        // Node 1's connection fails: no leader for group 5 (even though this node's own Raft
+        // status still names node 1 until an election), and node 1 leaves group 6's ISR.
+        let mut d = t.set_down([1].into());
+        d.sort_by_key(|(g, _)| *g);
+        assert_eq!(
+            d,
+            vec![
+                (5, None),
+                (
+                    6,
+                    Some(LeaderInfo {
+                        leader: 2,
+                        epoch: 4,
+                        isr: vec![2]
+                    })
+                )
+            ]
+        );
+        // A newer term elects node 0 for group 5: known again.
+        t.apply_local(vec![(5, Some(claim(Some(0), 4, &[0, 2, 1])))]);
+        assert_eq!(t.get(5).unwrap().leader, 0);
+        assert_eq!(t.get(5).unwrap().isr, vec![0, 2]);
+        // Node 1 is back: it is in the ISRs again as soon as it is live.
+        t.set_down(BTreeSet::new());
+        assert_eq!(t.get(5).unwrap().isr, vec![0, 2, 1]);
+        assert_eq!(t.get(6).unwrap().isr, vec![2, 1]);
+        // The same set again changes nothing.
+        assert!(t.set_down(BTreeSet::new()).is_empty());
     }
 }

@@ -35,6 +35,7 @@
 
 pub mod identity;
 pub mod leaders;
+pub mod liveness;
 pub mod routing;
 pub mod rpc;
 
@@ -354,6 +355,7 @@ async fn start_core0(shard: &Rc<Shard>, c: &Rc<ClusterCore>) -> Result<(), Clust
     .detach();
     glommio::spawn_local(report_leaders_task(Rc::downgrade(shard))).detach();
     glommio::spawn_local(maintenance_task(Rc::downgrade(shard))).detach();
+    liveness::start(shard);
     Ok(())
 }
 
@@ -687,6 +689,7 @@ fn on_hello(shard: &Rc<Shard>, payload: Bytes) -> Result<Bytes, MethodError> {
         MethodError::Failed(e)
     })?;
     learn_from_hello(shard, &theirs);
+    liveness::heard_from(shard, theirs.node_id);
     Ok(mine.encode())
 }
 

@@ -38,6 +38,10 @@ const APPLY_READ_BYTES: usize = 1 << 20;
 const RETRY_MS: u64 = 100;
 /// Longest single forwarding attempt to the controller leader (then re-check the leader).
 const FORWARD_ATTEMPT_MS: u64 = 2000;
+/// A metadata publication still not applied on every core after this long is logged.
+const PUBLISH_SLOW_MS: u64 = 5000;
+/// How often the stray-partition removal checks whether the state is caught up.
+const STRAY_CHECK_MS: u64 = 200;
 
 /// Whether an intent ran here or must go to the leader.
 enum Local {
@@ -386,15 +390,41 @@ impl Controller {
         }
     }
 
-    /// Sends the applied state to every core and waits until all applied it.
+    /// Sends the applied state to every core and waits until all applied it (logging a
+    /// warning every `PUBLISH_SLOW_MS` while some core has not: applying opens and removes
+    /// partitions, and nothing more is applied meanwhile). Once the state is caught up with
+    /// the controller, schedules the removal of stray partitions ([`schedule_stray_removal`]).
     async fn publish(&self, shard: &Rc<Shard>) {
         let snap = self.state.borrow().clone();
         let rev = snap.revision;
-        shard.broadcast(snap).await;
+        let started = Instant::now();
+        let mut broadcast = std::pin::pin!(shard.broadcast(snap));
+        loop {
+            let done = futures_lite::future::or(
+                async {
+                    (&mut broadcast).await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(Duration::from_millis(PUBLISH_SLOW_MS)).await;
+                    false
+                },
+            )
+            .await;
+            if done {
+                break;
+            }
+            tracing::warn!(
+                revision = rev,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "metadata publication slow: not every core applied it yet"
+            );
+        }
         if rev > self.published.get() || rev == 0 {
             self.published.set(rev);
         }
         self.published_changed.notify_all();
+        schedule_stray_removal(shard);
     }
 
     /// Waits until this node published `revision` (or `deadline`).
@@ -635,6 +665,44 @@ impl Controller {
             }
         }
     }
+}
+
+/// Whether this start's stray-partition removal was scheduled (core 0 shard extension).
+#[derive(Default)]
+struct StrayRemoval(Cell<bool>);
+
+/// Once per start: as soon as this node's published state is caught up with the controller
+/// (a leader is known, its term committed, everything up to the high watermark applied and
+/// published: every partition directory on disk was created by a command it has applied),
+/// every core removes the partition directories the state no longer assigns to this broker
+/// (`Shard::remove_stray_partitions`): topics deleted while this node was down.
+fn schedule_stray_removal(shard: &Rc<Shard>) {
+    if shard.extension(StrayRemoval::default).0.replace(true) {
+        return;
+    }
+    let weak = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        loop {
+            let Some(s) = weak.upgrade() else { return };
+            if s.stopping() {
+                return;
+            }
+            if let Some(c) = controller_of(&s) {
+                if c.caught_up(&s) && c.published.get() >= c.state.borrow().revision {
+                    break;
+                }
+            }
+            drop(s);
+            glommio::timer::sleep(Duration::from_millis(STRAY_CHECK_MS)).await;
+        }
+        let Some(s) = weak.upgrade() else { return };
+        for core in 0..s.cores() {
+            let _ = s
+                .invoke_on(core, |t| async move { t.remove_stray_partitions().await })
+                .await;
+        }
+    })
+    .detach();
 }
 
 /// This node's registration: Kafka listener (advertised), RPC address (advertised).

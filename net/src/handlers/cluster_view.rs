@@ -7,8 +7,13 @@
 //! functions are pure over those two inputs, so the tests need no broker.
 //!
 //! Kafka's rules followed here (KRaft `MetadataCache`): a partition whose leader is unknown, or
-//! is not a registered broker, is LEADER_NOT_AVAILABLE with leader -1 and its replicas still
-//! listed; the broker list holds the registered brokers. A cluster of one (no other broker
+//! is not a live registered broker, is LEADER_NOT_AVAILABLE with leader -1 and its replicas
+//! still listed; the broker list holds the live registered brokers (a broker this node found
+//! down, `Shard::broker_is_down`, is left out, as Kafka leaves out fenced brokers) and replicas
+//! on down brokers are `offline_replicas` and never in the ISR. The controller id is the
+//! controller group's leader while it is live, else this node: every node forwards controller
+//! requests to the leader (KIP-590), and naming a dead node would strand admin clients, which
+//! wait for that node without asking for new metadata. A cluster of one (no other broker
 //! registered) keeps the one-node answers: this node is the controller and every coordinator.
 
 use std::collections::BTreeMap;
@@ -53,6 +58,8 @@ pub(crate) struct PartitionState {
     pub epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// Replicas on brokers this node considers down (Metadata v5+ `offline_replicas`).
+    pub offline: Vec<i32>,
 }
 
 /// The cluster from this core's point of view, for one request.
@@ -62,6 +69,8 @@ pub(crate) struct ClusterView<'a> {
     pub this: Endpoint,
     /// Leader of a Raft group (partition groups ≥ 1, the controller group 0).
     pub leader_of: &'a dyn Fn(u64) -> Option<Leader>,
+    /// Brokers this node considers down (`Shard::down_brokers`); never this node.
+    pub down: &'a [i32],
 }
 
 impl<'a> ClusterView<'a> {
@@ -70,6 +79,7 @@ impl<'a> ClusterView<'a> {
         shard: &Shard,
         snap: &'a MetadataSnapshot,
         leader_of: &'a dyn Fn(u64) -> Option<Leader>,
+        down: &'a [i32],
     ) -> Self {
         let (host, port) = split_host_port(shard.config().advertised_addr());
         ClusterView {
@@ -81,6 +91,7 @@ impl<'a> ClusterView<'a> {
                 rack: None,
             },
             leader_of,
+            down,
         }
     }
 
@@ -89,13 +100,14 @@ impl<'a> ClusterView<'a> {
         self.snap.brokers.keys().all(|id| *id == self.this.id)
     }
 
-    /// Every registered broker by id, and this node (a client that bootstrapped here can
+    /// Every live registered broker by id, and this node (a client that bootstrapped here can
     /// always come back), registered or not yet.
     pub fn brokers(&self) -> Vec<Endpoint> {
         let mut out: BTreeMap<i32, Endpoint> = self
             .snap
             .brokers
             .values()
+            .filter(|b| !self.is_down(b.id))
             .map(|b| {
                 (
                     b.id,
@@ -115,6 +127,11 @@ impl<'a> ClusterView<'a> {
         out.into_values().collect()
     }
 
+    /// True when this node considers broker `id` down (never this node).
+    pub fn is_down(&self, id: i32) -> bool {
+        id != self.this.id && self.down.contains(&id)
+    }
+
     /// Broker `id`'s endpoint, if it is one of [`Self::brokers`].
     pub fn broker(&self, id: i32) -> Option<Endpoint> {
         if id == self.this.id {
@@ -124,6 +141,9 @@ impl<'a> ClusterView<'a> {
                 rack: rack.or_else(|| self.this.rack.clone()),
                 ..self.this.clone()
             });
+        }
+        if self.is_down(id) {
+            return None;
         }
         self.snap.brokers.get(&id).map(|b| Endpoint {
             id: b.id,
@@ -153,41 +173,51 @@ impl<'a> ClusterView<'a> {
                 epoch: -1,
                 replicas: Vec::new(),
                 isr: Vec::new(),
+                offline: Vec::new(),
             };
         };
+        let replicas = a.all_replicas();
+        let offline: Vec<i32> = replicas
+            .iter()
+            .copied()
+            .filter(|r| self.is_down(*r))
+            .collect();
         match self.reachable_leader(a.group) {
             Some(l) => {
                 let isr = if l.isr.is_empty() {
                     vec![l.leader]
                 } else {
-                    l.isr
+                    l.isr.into_iter().filter(|b| !self.is_down(*b)).collect()
                 };
                 PartitionState {
                     error: code::NONE,
                     leader: l.leader,
                     epoch: l.epoch,
-                    replicas: a.all_replicas(),
+                    replicas,
                     isr,
+                    offline,
                 }
             }
             None => PartitionState {
                 error: code::LEADER_NOT_AVAILABLE,
                 leader: -1,
                 epoch: -1,
-                replicas: a.all_replicas(),
+                replicas,
                 isr: Vec::new(),
+                offline,
             },
         }
     }
 
     /// The controller id clients see: this node in a cluster of one; otherwise the leader of
-    /// the controller group, -1 while there is none (kafka-python's admin client waits then).
+    /// the controller group while it is live, else this node (it forwards controller requests
+    /// to the leader once one is elected, KIP-590; see the module doc).
     pub fn controller_id(&self) -> i32 {
         if self.single_node() {
             return self.this.id;
         }
         self.reachable_leader(CONTROLLER_GROUP)
-            .map_or(-1, |l| l.leader)
+            .map_or(self.this.id, |l| l.leader)
     }
 
     /// The coordinator of a group whose offsets live in partition `p` of the offsets topic
@@ -323,6 +353,7 @@ pub(crate) mod fixture {
                 rack: None,
             },
             leader_of: &broker_1_leads,
+            down: &[],
         }
     }
 }
@@ -404,6 +435,7 @@ mod tests {
             snap: &s,
             this: this(1),
             leader_of: &none,
+            down: &[],
         };
         let ids: Vec<i32> = v.brokers().iter().map(|b| b.id).collect();
         assert_eq!(ids, vec![0, 1, 2]);
@@ -417,6 +449,7 @@ mod tests {
             snap: &empty,
             this: this(5),
             leader_of: &none,
+            down: &[],
         };
         assert_eq!(v.brokers(), vec![this(5)]);
         assert_eq!(v.broker_ids(), vec![5]);
@@ -435,6 +468,7 @@ mod tests {
             snap: &s,
             this: this(0),
             leader_of: &table,
+            down: &[],
         };
         assert_eq!(
             v.partition(&t, 0),
@@ -444,6 +478,7 @@ mod tests {
                 epoch: 4,
                 replicas: vec![0, 1, 2],
                 isr: vec![0, 1, 2],
+                offline: vec![],
             }
         );
         let unknown_broker = v.partition(&t, 1);
@@ -461,8 +496,8 @@ mod tests {
         assert_eq!(v.partition(&t1, 0).isr, vec![0]);
     }
 
-    /// The controller is the controller group's leader; -1 while unknown in a real cluster;
-    /// this node in a cluster of one.
+    /// The controller is the controller group's leader; while it is unknown (an election) in a
+    /// real cluster, this node, which forwards (KIP-590); this node in a cluster of one.
     #[test]
     fn controller_is_the_controller_group_leader() {
         let s = snap(&[0, 1, 2], vec![]);
@@ -471,6 +506,7 @@ mod tests {
             snap: &s,
             this: this(0),
             leader_of: &table,
+            down: &[],
         };
         assert_eq!(v.controller_id(), 2);
         let none = leaders(&[]);
@@ -478,15 +514,66 @@ mod tests {
             snap: &s,
             this: this(0),
             leader_of: &none,
+            down: &[],
         };
-        assert_eq!(v.controller_id(), -1);
+        assert_eq!(v.controller_id(), 0);
         let one = snap(&[4], vec![]);
         let v = ClusterView {
             snap: &one,
             this: this(4),
             leader_of: &none,
+            down: &[],
         };
         assert_eq!(v.controller_id(), 4);
+    }
+
+    /// A broker this node found down (its connection failed, or it stopped answering) is what
+    /// Kafka calls fenced: left out of the broker list, never named as leader, controller or
+    /// coordinator, out of every ISR, and its replicas are listed offline (Metadata v5+).
+    #[test]
+    fn a_down_broker_is_unlisted_offline_and_never_named() {
+        let t = topic("orders", &[&[2, 0, 1], &[0, 1, 2]], 10);
+        let offsets = topic("__consumer_offsets", &[&[2, 0]], 20);
+        let s = snap(&[0, 1, 2], vec![t.clone(), offsets]);
+        // The table may still hold node 2's claims for a moment (until the engine's table
+        // drops them): the view must not name it either way.
+        let table = leaders(&[
+            (CONTROLLER_GROUP, 2, 7, &[2, 0, 1]),
+            (10, 2, 3, &[2, 0, 1]),
+            (11, 0, 3, &[0, 1, 2]),
+            (20, 2, 1, &[2, 0]),
+        ]);
+        let v = ClusterView {
+            snap: &s,
+            this: this(0),
+            leader_of: &table,
+            down: &[2],
+        };
+        assert_eq!(v.broker_ids(), vec![0, 1]);
+        assert!(v.broker(2).is_none());
+        let p0 = v.partition(&t, 0);
+        assert_eq!((p0.error, p0.leader), (code::LEADER_NOT_AVAILABLE, -1));
+        assert_eq!(p0.replicas, vec![2, 0, 1], "replicas keep the assignment");
+        assert_eq!(p0.offline, vec![2]);
+        let p1 = v.partition(&t, 1);
+        assert_eq!((p1.error, p1.leader), (code::NONE, 0));
+        assert_eq!(p1.isr, vec![0, 1]);
+        assert_eq!(p1.offline, vec![2]);
+        // The controller leader is down: this node answers for it (and forwards).
+        assert_eq!(v.controller_id(), 0);
+        assert_eq!(
+            v.coordinator("__consumer_offsets", 0),
+            Err(COORDINATOR_NOT_AVAILABLE)
+        );
+        assert_eq!(v.leader_hint(&t, 0), None);
+        // This node is never down in its own view.
+        let v = ClusterView {
+            snap: &s,
+            this: this(0),
+            leader_of: &table,
+            down: &[0],
+        };
+        assert_eq!(v.broker_ids(), vec![0, 1, 2]);
     }
 
     /// FindCoordinator: a group's coordinator is the leader of its offsets partition;
@@ -500,6 +587,7 @@ mod tests {
             snap: &s,
             this: this(0),
             leader_of: &table,
+            down: &[],
         };
         let c = v.coordinator("__consumer_offsets", 0).unwrap();
         assert_eq!((c.id, c.host.as_str(), c.port), (1, "10.0.0.1", 9092));
@@ -516,6 +604,7 @@ mod tests {
             snap: &bare,
             this: this(0),
             leader_of: &table,
+            down: &[],
         };
         assert_eq!(
             v.coordinator("__consumer_offsets", 0),
@@ -528,6 +617,7 @@ mod tests {
             snap: &one,
             this: this(0),
             leader_of: &none,
+            down: &[],
         };
         assert_eq!(v.coordinator("__consumer_offsets", 3), Ok(this(0)));
     }
@@ -543,6 +633,7 @@ mod tests {
             snap: &s,
             this: this(0),
             leader_of: &table,
+            down: &[],
         };
         assert_eq!(v.leader_hint(&t, 0), Some((1, 5)));
         assert_eq!(v.leader_hint(&t, 1), None, "we lead it ourselves");

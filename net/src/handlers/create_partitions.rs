@@ -127,7 +127,9 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             } else {
                 let snap = shard.metadata();
                 let leader_of = leader_lookup(&shard);
-                let brokers = ClusterView::this_node(&shard, &snap, &leader_of).broker_ids();
+                let brokers =
+                    ClusterView::this_node(&shard, &snap, &leader_of, &shard.down_brokers())
+                        .broker_ids();
                 match check(&snap, t, &brokers) {
                     Ok(_) if req.validate_only => Ok(()),
                     Ok(growth) => shard

@@ -165,7 +165,8 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
             }
             let snap = shard.metadata();
             let leader_of = leader_lookup(&shard);
-            let brokers = ClusterView::this_node(&shard, &snap, &leader_of).broker_ids();
+            let brokers = ClusterView::this_node(&shard, &snap, &leader_of, &shard.down_brokers())
+                .broker_ids();
             let plan = match plan_topic(&snap, t, &brokers, default_partitions) {
                 Ok(p) => p,
                 Err(e) => {

@@ -35,7 +35,8 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         let cfg = shard.config();
         let snap = shard.metadata();
         let leader_of = leader_lookup(&shard);
-        let view = ClusterView::this_node(&shard, &snap, &leader_of);
+        let down = shard.down_brokers();
+        let view = ClusterView::this_node(&shard, &snap, &leader_of, &down);
         let endpoint_type = if ctx.api_version >= 1 {
             req.endpoint_type
         } else {

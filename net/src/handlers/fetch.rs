@@ -260,7 +260,8 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         if ctx.api_version >= CURRENT_LEADER_VERSION {
             let snap = shard.metadata();
             let leader_of = leader_lookup(&shard);
-            let view = ClusterView::this_node(&shard, &snap, &leader_of);
+            let down = shard.down_brokers();
+            let view = ClusterView::this_node(&shard, &snap, &leader_of, &down);
             let endpoints = add_leader_hints(&view, &mut topics);
             if ctx.api_version >= NODE_ENDPOINTS_VERSION {
                 resp.node_endpoints = endpoints;

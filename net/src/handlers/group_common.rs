@@ -79,7 +79,8 @@ pub fn coordinator_lookup(
     move |key: &str| {
         let snap = shard.metadata();
         let leader_of = super::cluster_view::leader_lookup(&shard);
-        let view = super::cluster_view::ClusterView::this_node(&shard, &snap, &leader_of);
+        let down = shard.down_brokers();
+        let view = super::cluster_view::ClusterView::this_node(&shard, &snap, &leader_of, &down);
         let n = shard.config().groups.offsets_topic_num_partitions;
         view.coordinator(
             freshet_engine::group::OFFSETS_TOPIC,

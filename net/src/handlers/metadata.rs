@@ -1,8 +1,10 @@
-//! Metadata (key 3): brokers (every registered broker; this node alone in a cluster of one),
-//! cluster id, controller (the controller group's leader), and topics with their partitions:
-//! leader and leader epoch from this core's leader table, replicas from the assignment, ISR
-//! from the leader; LEADER_NOT_AVAILABLE with leader -1 while a partition has no known leader
-//! (see `cluster_view`). Missing topics are auto-created when `auto.create.topics.enable`
+//! Metadata (key 3): brokers (every live registered broker; this node alone in a cluster of
+//! one), cluster id, controller (the controller group's leader while it is live, else this
+//! node, which forwards), and topics with their partitions: leader and leader epoch from this
+//! core's leader table, replicas from the assignment, ISR from the leader (down brokers left
+//! out), offline replicas (v5+: replicas on brokers this node found down);
+//! LEADER_NOT_AVAILABLE with leader -1 while a partition has no known live leader (see
+//! `cluster_view`). Missing topics are auto-created when `auto.create.topics.enable`
 //! (and, v4+, the request's allow_auto_topic_creation) allow it.
 
 use bytes::Bytes;
@@ -67,7 +69,8 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         wait_for_new_leaders(&shard, &found).await;
         let snap = shard.metadata();
         let leader_of = leader_lookup(&shard);
-        let view = ClusterView::this_node(&shard, &snap, &leader_of);
+        let down = shard.down_brokers();
+        let view = ClusterView::this_node(&shard, &snap, &leader_of, &down);
         let topics = found
             .into_iter()
             .map(|t| match t {
@@ -144,6 +147,7 @@ fn topic_entry(view: &ClusterView<'_>, t: &TopicMeta) -> MetadataResponseTopic {
                 .with_leader_epoch(p.epoch)
                 .with_replica_nodes(ids(p.replicas))
                 .with_isr_nodes(ids(p.isr))
+                .with_offline_replicas(ids(p.offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -169,7 +169,8 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
         if ctx.api_version >= LEADER_HINTS_VERSION {
             let snap = shard.metadata();
             let leader_of = leader_lookup(&shard);
-            let view = ClusterView::this_node(&shard, &snap, &leader_of);
+            let down = shard.down_brokers();
+            let view = ClusterView::this_node(&shard, &snap, &leader_of, &down);
             resp.node_endpoints = add_leader_hints(&view, &mut responses, &topic_metas);
         }
         ctx.respond(&resp.with_responses(responses))
