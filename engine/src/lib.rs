@@ -42,6 +42,7 @@ pub mod metadata;
 pub mod notify;
 pub mod partition;
 pub mod producer_state;
+pub mod reassign;
 pub mod replica;
 pub mod shard;
 pub mod shard_table;

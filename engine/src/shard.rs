@@ -224,6 +224,7 @@ impl Shard {
         }
         glommio::spawn_local(Shard::retention_task(Rc::downgrade(&shard))).detach();
         glommio::spawn_local(Shard::leader_rebalance_task(Rc::downgrade(&shard))).detach();
+        glommio::spawn_local(crate::reassign::run(Rc::downgrade(&shard))).detach();
         Ok(shard)
     }
 

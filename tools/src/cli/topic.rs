@@ -1,4 +1,4 @@
-//! `freshet topic create|list|describe|delete|alter-config`.
+//! `freshet topic create|list|describe|delete|alter-config|reassign|reassignments`.
 
 use clap::Subcommand;
 
@@ -55,6 +55,41 @@ pub enum TopicCommand {
         conn: ConnArgs,
         /// Topic name
         name: String,
+    },
+    /// Move a partition to other brokers, or cancel its move (KIP-455)
+    #[command(after_help = "Examples:\n  \
+        freshet topic reassign orders --partition 0 --replicas 3,1,2\n  \
+        freshet topic reassign orders --partition 0 --cancel\n\
+        The partition's leader adds the new replicas, waits until they caught up, then \
+        removes the old ones; follow it with `freshet topic reassignments`.")]
+    Reassign {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Topic name
+        name: String,
+        /// Partition index
+        #[arg(long, short = 'p')]
+        partition: i32,
+        /// New replica broker ids, preferred leader first (comma-separated)
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "cancel",
+            conflicts_with = "cancel"
+        )]
+        replicas: Vec<i32>,
+        /// Cancel the ongoing reassignment (back to the original replicas)
+        #[arg(long)]
+        cancel: bool,
+        /// Wait until the reassignment completed (or was cancelled)
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List ongoing partition reassignments (KIP-455)
+    #[command(after_help = "Example:\n  freshet topic reassignments --brokers 127.0.0.1:9092")]
+    Reassignments {
+        #[command(flatten)]
+        conn: ConnArgs,
     },
     /// Set or remove topic config overrides
     #[command(after_help = "Example:\n  \
@@ -189,6 +224,63 @@ pub async fn run(cmd: TopicCommand) -> Result<(), ClientError> {
                 Err(ClientError::Unsupported { .. }) => {}
                 Err(e) => return Err(e),
             }
+            Ok(())
+        }
+        TopicCommand::Reassign {
+            conn,
+            name,
+            partition,
+            replicas,
+            cancel,
+            wait,
+        } => {
+            let client = Client::new(conn.client_config());
+            let target = (!cancel).then_some(replicas.as_slice());
+            admin::alter_reassignment(&client, &name, partition, target).await?;
+            match target {
+                Some(r) => println!("reassignment of {name}-{partition} to {r:?} started"),
+                None => println!("reassignment of {name}-{partition} cancelled"),
+            }
+            if wait {
+                let asked = [(name.clone(), vec![partition])];
+                loop {
+                    if admin::list_reassignments(&client, Some(&asked))
+                        .await?
+                        .is_empty()
+                    {
+                        break;
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                println!("reassignment of {name}-{partition} done");
+            }
+            Ok(())
+        }
+        TopicCommand::Reassignments { conn } => {
+            let client = Client::new(conn.client_config());
+            let list = admin::list_reassignments(&client, None).await?;
+            let join = |v: &[i32]| {
+                v.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.topic.clone(),
+                        r.partition.to_string(),
+                        join(&r.replicas),
+                        join(&r.adding),
+                        join(&r.removing),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"],
+                &rows,
+            );
             Ok(())
         }
         TopicCommand::Delete { conn, name } => {

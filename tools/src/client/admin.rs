@@ -72,6 +72,112 @@ pub async fn create_topic(
     Ok(())
 }
 
+/// One ongoing partition reassignment (ListPartitionReassignments, KIP-455).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    /// Every replica (the target first, then those being removed).
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// Moves `topic`/`partition` to `replicas` (preferred leader first), or cancels its ongoing
+/// reassignment (`None`), with AlterPartitionReassignments (KIP-455).
+pub async fn alter_reassignment(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    replicas: Option<&[i32]>,
+) -> Result<(), ClientError> {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+    let conn = client.any_conn().await?;
+    let mut p = ReassignablePartition::default();
+    p.partition_index = partition;
+    p.replicas = replicas.map(|r| r.iter().map(|b| BrokerId(*b)).collect());
+    let mut t = ReassignableTopic::default();
+    t.name = TopicName(s(topic));
+    t.partitions.push(p);
+    let mut req = AlterPartitionReassignmentsRequest::default();
+    req.timeout_ms = 30_000;
+    req.allow_replication_factor_change = true;
+    req.topics.push(t);
+    let (resp, _) = conn.call(&req).await?;
+    let what = match replicas {
+        Some(r) => format!("reassign {topic}-{partition} to {r:?}"),
+        None => format!("cancel the reassignment of {topic}-{partition}"),
+    };
+    if resp.error_code != 0 {
+        return Err(kafka_error_with_message(
+            what,
+            resp.error_code,
+            resp.error_message,
+        ));
+    }
+    for t in resp.responses {
+        for p in t.partitions {
+            if p.error_code != 0 {
+                return Err(kafka_error_with_message(
+                    what,
+                    p.error_code,
+                    p.error_message,
+                ));
+            }
+        }
+    }
+    client.invalidate_topic(topic);
+    Ok(())
+}
+
+/// Ongoing reassignments (ListPartitionReassignments, KIP-455): all, or those of `topics`.
+pub async fn list_reassignments(
+    client: &Client,
+    topics: Option<&[(String, Vec<i32>)]>,
+) -> Result<Vec<Reassignment>, ClientError> {
+    use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+    use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+    let conn = client.any_conn().await?;
+    let mut req = ListPartitionReassignmentsRequest::default();
+    req.timeout_ms = 30_000;
+    req.topics = topics.map(|ts| {
+        ts.iter()
+            .map(|(t, ps)| {
+                let mut x = ListPartitionReassignmentsTopics::default();
+                x.name = TopicName(s(t));
+                x.partition_indexes = ps.clone();
+                x
+            })
+            .collect()
+    });
+    let (resp, _) = conn.call(&req).await?;
+    if resp.error_code != 0 {
+        return Err(kafka_error_with_message(
+            "list partition reassignments".into(),
+            resp.error_code,
+            resp.error_message,
+        ));
+    }
+    let ids = |v: Vec<kafka_protocol::messages::BrokerId>| v.into_iter().map(|b| b.0).collect();
+    let mut out = Vec::new();
+    for t in resp.topics {
+        for p in t.partitions {
+            out.push(Reassignment {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                replicas: ids(p.replicas),
+                adding: ids(p.adding_replicas),
+                removing: ids(p.removing_replicas),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(out)
+}
+
 /// Deletes a topic.
 pub async fn delete_topic(client: &Client, name: &str) -> Result<(), ClientError> {
     let conn = client.any_conn().await?;
