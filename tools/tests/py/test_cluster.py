@@ -535,16 +535,11 @@ def test_lagging_follower_catches_up_past_a_truncated_log_prefix(cluster, topic_
     got, marks = consume_all(cluster.bootstrap, topic_name, [0])
     start, hw = marks[0]
     assert hw == 4100, f"node 2 as leader: (log start, high watermark) = {marks[0]}"
-    assert start <= 3000, f"node 2 as leader lost records past the low watermark: {marks[0]}"
-    assert [o for o, _, _ in got[0]] == list(range(start, 4100))
-    assert [v for _, _, v in got[0]] == [value(j) for j in range(start, 4100)]
-    if start != 3000:
-        # Known gap, recorded in the issue 6 note: DeleteRecords' exact log start is kept only
-        # by the node that handled it (followers compact at batch granularity or not at all),
-        # so after failover records below the low watermark can be readable again (KIP-107
-        # says they must not). Everything above is asserted; this xfail turns into a pass
-        # once the log start travels through Raft.
-        pytest.xfail(f"log start after failover is {start}, not 3000 (DeleteRecords start not replicated)")
+    # KIP-107: the low watermark survives failover exactly (the log start travels through the
+    # partition's Raft log as a control entry every replica applies, snapshot catch-up included).
+    assert start == 3000, f"node 2 as leader: (log start, high watermark) = {marks[0]}"
+    assert [o for o, _, _ in got[0]] == list(range(3000, 4100))
+    assert [v for _, _, v in got[0]] == [value(j) for j in range(3000, 4100)]
 
 
 # ---------------------------------------------------------------- (d) not enough replicas
