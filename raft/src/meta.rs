@@ -16,8 +16,13 @@
 //! | anchor_kafka_offset | i64 | Kafka offset of the first data record at or after it |
 //! | flags | u8 | bit 0: log reset pending (a snapshot install was interrupted, §7); others 0 |
 //! | auto_leave | u8 | ConfState.auto_leave |
-//! | 4 lists | (count u32, ids u64 ...) | voters, learners, voters_outgoing, learners_next |
+//! | 4 lists | (count u32, ids u64 ...) | ConfState: voters, learners, voters_outgoing, learners_next |
 //! | crc | u32 | CRC32C of every byte before it |
+//!
+//! The ConfState is a committed configuration at least as recent as the one in force at
+//! `anchor_index − 1`; at open the configuration recorded by the last conf-change entry at or
+//! below `commit` replaces it (membership changes: `crate::multiraft`'s membership module,
+//! docs/design/replication.md "Membership changes").
 //!
 //! Ownership: per core, `!Send`.
 

@@ -31,6 +31,8 @@ const TICK_MS: u64 = 10;
 const G: GroupId = 7;
 
 type Inbox = Rc<RefCell<Option<LocalSender<Envelope>>>>;
+/// (voters, voters_outgoing) of a status seen while joint.
+type JointView = (Vec<NodeId>, Vec<NodeId>);
 
 struct Node {
     raft: RefCell<RaftHandle<MemLog>>,
@@ -127,7 +129,8 @@ impl Cluster {
     /// lost, a new runtime reopens every group it held from its state files and logs.
     async fn restart(&self, id: NodeId, rng: &mut SimRng) {
         let n = &self.nodes[(id - 1) as usize];
-        n.raft.borrow().stop().await;
+        let old = n.raft.borrow().clone();
+        old.stop().await;
         *n.inbox.borrow_mut() = None;
         let logs = n.logs.borrow().clone();
         for log in logs.values() {
@@ -296,7 +299,7 @@ fn joint_consensus_moves_the_group_to_mostly_new_voters_section_4_3() {
         }
         c.open(4, &[]).await;
         c.open(5, &[]).await;
-        let joint_seen: Rc<RefCell<Vec<(Vec<NodeId>, Vec<NodeId>)>>> = Rc::default();
+        let joint_seen: Rc<RefCell<Vec<JointView>>> = Rc::default();
         let seen = joint_seen.clone();
         c.h(3).on_change(Box::new(move |_, s| {
             if !s.voters_outgoing.is_empty() {
@@ -561,5 +564,55 @@ fn membership_requests_are_validated_and_run_one_at_a_time() {
             h.change_membership(G, vec![1], vec![]).await,
             Err(MembershipError::Stopped(_))
         ));
+    });
+}
+
+/// The engine's reassignment path: a replica removed from the group is deleted
+/// (`remove_group`: state file gone, log dropped) and later re-created empty on the same node
+/// with no voters; added again as a learner it catches up from the leader's log start like
+/// any new server (§4.2.1), and can be promoted back.
+#[test]
+fn a_removed_replica_deleted_and_recreated_empty_joins_again() {
+    run(|| async {
+        let c = Cluster::new(4);
+        for id in 1..=4 {
+            c.open(id, &[1, 2, 3, 4]).await;
+        }
+        let l = c.leader(&[1, 2, 3, 4]).await;
+        let f = (1..=4).find(|id| *id != l).unwrap();
+        let rest: Vec<NodeId> = (1..=4).filter(|id| *id != f).collect();
+        c.h(l)
+            .replicate(G, batch(3), WaitFor::Majority)
+            .await
+            .unwrap();
+        c.h(l)
+            .change_membership(G, rest.clone(), vec![])
+            .await
+            .unwrap();
+        assert!(c.h(f).remove_group(G).await.is_some());
+        assert!(c.status(f).is_none());
+        c.h(l)
+            .replicate(G, batch(2), WaitFor::Majority)
+            .await
+            .unwrap();
+        c.open(f, &[]).await;
+        let st = c.status(f).unwrap();
+        assert!(st.voters.is_empty() && st.high_watermark == 0, "{st:?}");
+        let m = c.h(l).change_membership(G, rest.clone(), vec![f]).await;
+        assert_eq!(m, Ok(members(&rest, &[f])));
+        wait_until(10, "the re-created replica to be in sync", || {
+            c.status(l).is_some_and(|s| s.learners_in_sync == vec![f])
+        })
+        .await;
+        c.h(l)
+            .change_membership(G, vec![1, 2, 3, 4], vec![])
+            .await
+            .unwrap();
+        c.h(l)
+            .replicate(G, batch(1), WaitFor::Majority)
+            .await
+            .unwrap();
+        c.settled(&[1, 2, 3, 4], &[1, 2, 3, 4], &[]).await;
+        assert_eq!(c.status(f).unwrap().high_watermark, 6);
     });
 }

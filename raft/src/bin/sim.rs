@@ -70,10 +70,12 @@ fn main() {
             Ok(r) => {
                 if !quiet {
                     println!(
-                        "seed {} ok: nodes {} groups {} proposed {} acked {} failed {} crashes {} partitions {} compactions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?}, driver {:?} ({} ms wall)",
+                        "seed {} ok: nodes {}+{} spare groups {} membership changes proposed/done {:?} proposed {} acked {} failed {} crashes {} partitions {} compactions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?}, driver {:?} ({} ms wall)",
                         r.seed,
                         r.nodes,
+                        r.spares,
                         r.groups,
+                        r.membership_changes,
                         r.proposed,
                         r.acked,
                         r.failed,

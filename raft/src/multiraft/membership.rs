@@ -16,10 +16,13 @@
 //!   when a change is applied, and `open_group` re-derives the configuration from the last
 //!   conf-change entry at or below the persisted commit index (the state file's ConfState
 //!   covers the prefix below the log anchor).
-//! - A leader removed from the voters keeps leading only until the change is applied: it
-//!   then hands leadership to the most caught-up voter (`MsgTimeoutNow`, thesis §3.10) and
-//!   retries after every aborted transfer. raft-rs 0.7 itself would let it lead on as a
-//!   non-member (`Raft::post_conf_change` returns early for a removed leader).
+//! - A leader removed from the voters (or made a learner) keeps leading only until the
+//!   change is applied (§4.2.2: it manages a configuration it is not part of until then):
+//!   at that moment it sends `MsgTimeoutNow` to the most caught-up remaining voter (which
+//!   campaigns at once, thesis §3.10) and becomes a follower in its term. raft-rs 0.7 itself
+//!   would let it go on leading as a non-member (`Raft::post_conf_change` returns early for
+//!   a removed leader), and its next commit would panic (`maybe_commit` unwraps the
+//!   leader's own progress, which the change removed): found by the simulator.
 //! - A removed follower is not promotable in its new configuration and never campaigns; one
 //!   that never learned of its removal campaigns with pre-vote only, which members in
 //!   contact with a leader ignore (check_quorum lease).
@@ -29,7 +32,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry,
-    EntryType,
+    EntryType, Message, MessageType,
 };
 use raft::{Changer, ProgressTracker, StateRole};
 
@@ -482,7 +485,40 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         }
         g.st.borrow_mut().conf_state = after.clone();
         g.conf_dirty = true;
+        self.step_down_if_removed(gid);
         self.conf_applied(gid, e.index, e.term, &after);
+    }
+
+    /// A leader that is no longer a voter of its applied configuration hands leadership to
+    /// the most caught-up voter (`MsgTimeoutNow`) and becomes a follower (module docs).
+    fn step_down_if_removed(&mut self, gid: GroupId) {
+        let me = self.cfg.node_id;
+        let g = self.groups.get_mut(&gid).expect("group exists");
+        let r = &mut g.raw.raft;
+        if r.state != StateRole::Leader || r.promotable() {
+            return;
+        }
+        let cs = normalized(&g.st.borrow().conf_state);
+        let best = all_voters(&cs)
+            .into_iter()
+            .filter(|id| *id != me)
+            .max_by_key(|id| (r.prs().get(*id).map_or(0, |p| p.matched), *id));
+        let term = r.term;
+        // Sent by the driver itself: raft-rs refuses messages queued by a node that is no
+        // longer leader when the Ready is advanced.
+        let timeout_now = best.map(|to| {
+            let mut m = Message {
+                to,
+                from: me,
+                term,
+                ..Default::default()
+            };
+            m.set_msg_type(MessageType::MsgTimeoutNow);
+            m
+        });
+        r.become_follower(term, raft::INVALID_ID);
+        self.tick_changes.insert(gid);
+        self.queue(gid, timeout_now.into_iter().collect());
     }
 
     /// Replaces the group's progress tracker with one holding exactly `cs`.
@@ -567,29 +603,15 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
     }
 
     /// Once per pass, before collecting `Ready`s: a leader in a joint configuration with
-    /// nothing pending proposes the leave entry; a leader that is no longer a voter hands
-    /// leadership to the most caught-up voter.
+    /// nothing pending proposes the leave entry (§4.3).
     pub(super) fn drive_membership(&mut self) {
-        let me = self.cfg.node_id;
         for g in self.groups.values_mut() {
             if g.raw.raft.state != StateRole::Leader {
                 continue;
             }
             let cs = normalized(&g.st.borrow().conf_state);
             let r = &g.raw.raft;
-            if !r.promotable() {
-                if r.lead_transferee.is_none() {
-                    let best = all_voters(&cs)
-                        .into_iter()
-                        .filter(|id| *id != me)
-                        .max_by_key(|id| (r.prs().get(*id).map_or(0, |p| p.matched), *id));
-                    if let Some(to) = best {
-                        g.raw.transfer_leader(to);
-                    }
-                }
-                continue;
-            }
-            if !cs.voters_outgoing.is_empty() && !r.has_pending_conf() {
+            if !cs.voters_outgoing.is_empty() && r.promotable() && !r.has_pending_conf() {
                 let rec = ConfRecord {
                     kind: ConfKind::LeaveJoint,
                     changes: Vec::new(),

@@ -16,7 +16,14 @@
 //!   replica's log start on: every replica's log is byte-identical to the longest one from
 //!   its own start, its anchor agrees with the recount, no log start passes the high
 //!   watermark or the largest Kafka offset ever asked to compact to;
-//! - liveness after healing: every group elects a leader and every replica catches up.
+//! - membership changes (Raft thesis §4): during the faulty phase leaders are asked at
+//!   random to add a learner (spare nodes start as joining replicas with no configuration),
+//!   promote one, remove a voter (possibly themselves) or a learner, or swap a voter for a
+//!   learner in one joint change (§4.3), never going below three voters. The checks above
+//!   then hold over the members of each group's final configuration; every member reports
+//!   that same (non-joint) configuration, the leader is a voter in it, and a node outside
+//!   it never leads after the change;
+//! - liveness after healing: every group elects a leader and every member catches up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -52,8 +59,14 @@ fn sim_log_config() -> LogConfig {
 pub struct SimConfig {
     /// The seed everything derives from.
     pub seed: u64,
-    /// Number of nodes (each holds a replica of every group).
+    /// Number of nodes that start as voters of every group.
     pub nodes: u64,
+    /// Further nodes that start with a joining replica of every group (no configuration),
+    /// for membership changes to add.
+    pub spares: u64,
+    /// Membership change requests (to a random group's leader) per simulated ms, per
+    /// million; 0 disables them.
+    pub membership_per_million: u32,
     /// Number of Raft groups (partitions).
     pub groups: u64,
     /// Length of the faulty phase, in simulated ms.
@@ -104,6 +117,13 @@ impl SimConfig {
             } else {
                 r.below(15_000) as u32
             },
+            // After those, for the same reason.
+            spares: r.below(3),
+            membership_per_million: if r.chance(150_000) {
+                0
+            } else {
+                r.below(3_000) as u32
+            },
         }
     }
 }
@@ -113,8 +133,10 @@ impl SimConfig {
 pub struct SimReport {
     /// The seed.
     pub seed: u64,
-    /// Nodes in the cluster.
+    /// Nodes that started as voters.
     pub nodes: u64,
+    /// Nodes that started as joining replicas.
+    pub spares: u64,
     /// Raft groups.
     pub groups: u64,
     /// Proposals accepted by a leader.
@@ -129,6 +151,9 @@ pub struct SimReport {
     pub partitions: u64,
     /// Log compactions that moved a log start (§7).
     pub compactions: u64,
+    /// Membership changes proposed / completed (final configuration applied on the
+    /// proposer).
+    pub membership_changes: (u64, u64),
     /// Distinct (group, term) leaderships observed.
     pub leaderships: u64,
     /// Envelopes sent / dropped by the network.
@@ -262,6 +287,8 @@ struct Sim<S: NodeStore> {
     next_token: u64,
     /// token -> (group, record count)
     proposals: BTreeMap<u64, (GroupId, u32)>,
+    /// Every node id (voters first, then spares).
+    all: Vec<NodeId>,
     acked: Vec<Acked>,
     acked_tokens: BTreeSet<u64>,
     leaders: BTreeMap<(GroupId, u64), NodeId>,
@@ -291,6 +318,13 @@ impl<S: NodeStore> Sim<S> {
         rc.seed = self.cfg.seed ^ (n.incarnation << 40);
         let (meta, logs) = n.store.open(n.id, self.cfg.groups, &self.clock)?;
         let mut d = MultiRaft::new(rc, meta, self.net.transport(n.id));
+        // Spares open a joining replica (no configuration); for everyone else the state
+        // file, once written, wins over this argument.
+        let voters = if self.voters.contains(&n.id) {
+            self.voters.clone()
+        } else {
+            Vec::new()
+        };
         n.logs.clear();
         for (g, log) in (0..).zip(logs) {
             if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
@@ -302,7 +336,7 @@ impl<S: NodeStore> Sim<S> {
                 );
             }
             n.logs.insert(g, log.clone());
-            block_on(d.open_group(g, &self.voters, log))
+            block_on(d.open_group(g, &voters, log))
                 .map_err(|e| format!("node {} open group {g}: {e}", n.id))?;
         }
         n.driver = Some(d);
@@ -343,7 +377,7 @@ impl<S: NodeStore> Sim<S> {
             }
         }
         if self.heal_at_ms.is_none() && self.rng.chance(self.cfg.partition_per_million) {
-            let mut ids: Vec<NodeId> = self.voters.clone();
+            let mut ids: Vec<NodeId> = self.all.clone();
             // Fisher-Yates with the seeded generator.
             for k in (1..ids.len()).rev() {
                 let j = self.rng.below(k as u64 + 1) as usize;
@@ -438,6 +472,75 @@ impl<S: NodeStore> Sim<S> {
         Ok(())
     }
 
+    /// A random membership change (Raft thesis §4) asked of a random group's leader: promote
+    /// a learner, remove a voter (never below three), remove a learner, add a non-member as
+    /// a learner, or swap a voter for a learner in one joint change (§4.3).
+    fn change_membership(&mut self) {
+        let g = self.rng.below(self.cfg.groups);
+        let Some(i) = (0..self.nodes.len()).find(|i| {
+            self.nodes[*i]
+                .driver
+                .as_ref()
+                .is_some_and(|d| d.is_leader(g))
+        }) else {
+            return;
+        };
+        let st = self.nodes[i]
+            .driver
+            .as_ref()
+            .expect("leader is up")
+            .status(g)
+            .expect("group");
+        if !st.voters_outgoing.is_empty() {
+            return;
+        }
+        let (mut voters, mut learners) = (st.voters.clone(), st.learners.clone());
+        let outside: Vec<NodeId> = self
+            .all
+            .iter()
+            .copied()
+            .filter(|id| !voters.contains(id) && !learners.contains(id))
+            .collect();
+        let pick = |rng: &mut SimRng, v: &[NodeId]| v[rng.below(v.len() as u64) as usize];
+        match self.rng.below(5) {
+            0 | 1 if !learners.is_empty() => {
+                let l = pick(&mut self.rng, &learners);
+                learners.retain(|x| *x != l);
+                voters.push(l);
+            }
+            2 if voters.len() > 3 => {
+                let v = pick(&mut self.rng, &voters);
+                voters.retain(|x| *x != v);
+            }
+            3 if !learners.is_empty() && voters.len() >= 3 => {
+                // Joint: one learner in, one voter out.
+                let l = pick(&mut self.rng, &learners);
+                let v = pick(&mut self.rng, &voters);
+                learners.retain(|x| *x != l);
+                voters.retain(|x| *x != v);
+                voters.push(l);
+            }
+            4 if !learners.is_empty() => {
+                let l = pick(&mut self.rng, &learners);
+                learners.retain(|x| *x != l);
+            }
+            _ if !outside.is_empty() => learners.push(pick(&mut self.rng, &outside)),
+            _ => return,
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
+            eprintln!(
+                "node {} group {g}: change membership {:?}+{:?} -> {voters:?}+{learners:?}",
+                self.nodes[i].id, st.voters, st.learners
+            );
+        }
+        let d = self.nodes[i].driver.as_mut().expect("leader is up");
+        if let Ok(None) = d.change_membership(g, &voters, &learners, token) {
+            self.report.membership_changes.0 += 1;
+        }
+    }
+
     fn step(&mut self, now_ms: u64, faulty: bool) -> Result<(), String> {
         self.net.set_now(now_ms);
         self.clock.set_ms(now_ms as i64);
@@ -467,6 +570,9 @@ impl<S: NodeStore> Sim<S> {
         }
         if faulty && self.rng.chance(self.cfg.compact_per_million) {
             self.compact()?;
+        }
+        if faulty && self.rng.chance(self.cfg.membership_per_million) {
+            self.change_membership();
         }
         for n in &mut self.nodes {
             let Some(d) = n.driver.as_mut() else { continue };
@@ -504,6 +610,17 @@ impl<S: NodeStore> Sim<S> {
                     Event::Failed { .. } => self.report.failed += 1,
                 }
             }
+            for ev in d.take_membership_events() {
+                if let Ok(m) = ev.result {
+                    self.report.membership_changes.1 += 1;
+                    if m.voters.len() < 3 {
+                        return Err(format!(
+                            "group {}: membership change left {:?} (fewer than 3 voters)",
+                            ev.group, m.voters
+                        ));
+                    }
+                }
+            }
             for g in 0..self.cfg.groups {
                 if d.is_leader(g) {
                     let term = d.progress(g).expect("group").0;
@@ -520,22 +637,52 @@ impl<S: NodeStore> Sim<S> {
         Ok(())
     }
 
+    /// The nodes of group `g`'s configuration as its leader applied it (voters, then
+    /// learners); None without a single leader, while joint, or while the leader is not
+    /// one of the voters (a removed leader hands over, §4.2.2).
+    fn members(&self, g: GroupId) -> Option<Vec<usize>> {
+        let mut leaders = self.nodes.iter().filter_map(|n| {
+            let d = n.driver.as_ref()?;
+            d.is_leader(g).then(|| (n.id, d.status(g).expect("group")))
+        });
+        let (id, st) = leaders.next()?;
+        if leaders.next().is_some() || !st.voters_outgoing.is_empty() || !st.voters.contains(&id) {
+            return None;
+        }
+        Some(
+            st.voters
+                .iter()
+                .chain(&st.learners)
+                .map(|id| (*id - 1) as usize)
+                .collect(),
+        )
+    }
+
     fn converged(&self) -> bool {
+        if self.nodes.iter().any(|n| n.driver.is_none()) {
+            return false;
+        }
         (0..self.cfg.groups).all(|g| {
-            let mut leader = false;
+            let Some(members) = self.members(g) else {
+                return false;
+            };
             let mut seen = None;
-            for n in &self.nodes {
-                let Some(d) = n.driver.as_ref() else {
-                    return false;
-                };
+            let mut conf = None;
+            for i in members {
+                let d = self.nodes[i].driver.as_ref().expect("all up");
                 let (_, commit, last) = d.progress(g).expect("group");
                 if commit != last || seen.is_some_and(|s| s != last) {
                     return false;
                 }
                 seen = Some(last);
-                leader |= d.is_leader(g);
+                let st = d.status(g).expect("group");
+                let c = (st.voters, st.learners, st.voters_outgoing);
+                if conf.as_ref().is_some_and(|x| *x != c) {
+                    return false;
+                }
+                conf = Some(c);
             }
-            leader
+            true
         })
     }
 
@@ -563,9 +710,70 @@ impl<S: NodeStore> Sim<S> {
 
     fn check(&mut self) -> Result<(), String> {
         for g in 0..self.cfg.groups {
-            // Each node's log, from its own start (its anchor, §7).
-            let mut logs = Vec::new();
+            // §4: the members of the final configuration (as the leader applied it) all
+            // report it; the leader is one of its voters.
+            let members = self.members(g).ok_or(format!(
+                "group {g}: no single leader with a non-joint configuration at the end"
+            ))?;
+            let status = |i: usize| {
+                self.nodes[i]
+                    .driver
+                    .as_ref()
+                    .expect("all up")
+                    .status(g)
+                    .expect("group")
+            };
+            let leader = members
+                .iter()
+                .copied()
+                .find(|i| status(*i).leader == Some(self.nodes[*i].id))
+                .ok_or_else(|| {
+                    let all: Vec<String> = (0..self.nodes.len())
+                        .map(|i| format!("node {}: {:?}", self.nodes[i].id, status(i)))
+                        .collect();
+                    format!(
+                        "group {g}: the leader is not a member of its configuration; {}",
+                        all.join("; ")
+                    )
+                })?;
+            let conf = status(leader);
+            if !conf.voters.contains(&self.nodes[leader].id) {
+                return Err(format!(
+                    "group {g}: leader {} is not a voter of {:?}",
+                    self.nodes[leader].id, conf.voters
+                ));
+            }
+            for i in &members {
+                let st = status(*i);
+                if (&st.voters, &st.learners, &st.voters_outgoing)
+                    != (&conf.voters, &conf.learners, &conf.voters_outgoing)
+                {
+                    return Err(format!(
+                        "group {g}: node {} reports voters {:?} learners {:?} outgoing {:?}, the leader {:?} {:?}",
+                        self.nodes[*i].id, st.voters, st.learners, st.voters_outgoing, conf.voters, conf.learners
+                    ));
+                }
+            }
             for n in &self.nodes {
+                let st = n
+                    .driver
+                    .as_ref()
+                    .expect("all up")
+                    .group_state(g)
+                    .expect("group");
+                let anchor = st.borrow().anchor;
+                let start = n.logs[&g].log_start_offset();
+                if start != anchor.log_offset {
+                    return Err(format!(
+                        "node {} group {g}: log starts at {start}, anchor says {}",
+                        n.id, anchor.log_offset
+                    ));
+                }
+            }
+            let nodes: Vec<&Node<S>> = members.iter().map(|i| &self.nodes[*i]).collect();
+            // Each member's log, from its own start (its anchor, §7).
+            let mut logs = Vec::new();
+            for n in &nodes {
                 let st = n
                     .driver
                     .as_ref()
@@ -595,8 +803,8 @@ impl<S: NodeStore> Sim<S> {
                 .min_by_key(|i| logs[*i].0.log_offset)
                 .expect("nodes");
             let (ref_anchor, reference) = (logs[r].0, logs[r].1.clone());
-            let ref_id = self.nodes[r].id;
-            for (i, n) in self.nodes.iter().enumerate() {
+            let ref_id = nodes[r].id;
+            for (i, n) in nodes.iter().enumerate() {
                 let (anchor, other) = &logs[i];
                 let tail: Vec<_> = reference
                     .iter()
@@ -627,7 +835,7 @@ impl<S: NodeStore> Sim<S> {
             let mut seen: BTreeMap<u64, i64> = BTreeMap::new();
             let mut log_expected = ref_anchor.log_offset;
             let check_anchors = |log_offset: i64, kafka: i64| -> Result<(), String> {
-                for (i, n) in self.nodes.iter().enumerate() {
+                for (i, n) in nodes.iter().enumerate() {
                     let a = logs[i].0;
                     if a.log_offset == log_offset && a.kafka_offset != kafka {
                         return Err(format!(
@@ -646,7 +854,7 @@ impl<S: NodeStore> Sim<S> {
                 check_anchors(*log_offset, kafka)?;
                 log_expected += i64::from(h.offset_count());
                 let internal = internal_kind(&h, b).is_some();
-                for (i, n) in self.nodes.iter().enumerate() {
+                for (i, n) in nodes.iter().enumerate() {
                     if *log_offset < logs[i].0.log_offset {
                         continue;
                     }
@@ -682,7 +890,7 @@ impl<S: NodeStore> Sim<S> {
                 kafka += i64::from(h.offset_count());
             }
             check_anchors(log_expected, kafka)?;
-            for n in &self.nodes {
+            for n in &nodes {
                 let d = n.driver.as_ref().expect("all up");
                 if d.high_watermark(g) != Some(kafka) {
                     return Err(format!(
@@ -732,7 +940,8 @@ fn run<S: NodeStore>(cfg: &SimConfig, store: impl Fn(u64) -> S) -> Result<SimRep
     let mut rng = SimRng::new(cfg.seed);
     let net = SimNetwork::new(cfg.net.clone(), rng.next_u64());
     let voters: Vec<NodeId> = (1..=cfg.nodes).collect();
-    let nodes = voters
+    let all: Vec<NodeId> = (1..=cfg.nodes + cfg.spares).collect();
+    let nodes = all
         .iter()
         .map(|id| Node {
             id: *id,
@@ -752,6 +961,7 @@ fn run<S: NodeStore>(cfg: &SimConfig, store: impl Fn(u64) -> S) -> Result<SimRep
         net,
         nodes,
         voters,
+        all,
         next_token: 0,
         proposals: BTreeMap::new(),
         acked: Vec::new(),
@@ -760,6 +970,7 @@ fn run<S: NodeStore>(cfg: &SimConfig, store: impl Fn(u64) -> S) -> Result<SimRep
         report: SimReport {
             seed: cfg.seed,
             nodes: cfg.nodes,
+            spares: cfg.spares,
             groups: cfg.groups,
             ..Default::default()
         },
