@@ -312,9 +312,11 @@ impl TopicConfig {
 /// Typed view of a topic's configuration (per core, computed from `TopicConfig`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectiveTopicConfig {
-    /// Flush after this many unflushed messages (`i64::MAX` = no count trigger).
+    /// `flush.messages` (`i64::MAX` = no count trigger). Accepted and reported only: the
+    /// Raft driver flushes every log it wrote in each pass, so it never delays durability.
     pub flush_messages: i64,
-    /// Flush when the oldest unflushed data is this old (`i64::MAX` = no time trigger).
+    /// `flush.ms` (`i64::MAX` = no time trigger). Accepted and reported only, like
+    /// `flush_messages`.
     pub flush_ms: i64,
     pub max_message_bytes: i64,
     /// -1 = unlimited.

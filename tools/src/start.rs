@@ -52,6 +52,22 @@ pub struct StartArgs {
     /// offsets.retention.minutes [default: 10080]
     #[arg(long)]
     pub offsets_retention_minutes: Option<i64>,
+    /// offsets.commit.timeout.ms: how long an offset commit waits for its append to be
+    /// committed on a majority before REQUEST_TIMED_OUT, 1..=2147483647 [default: 5000]
+    #[arg(long)]
+    pub offsets_commit_timeout_ms: Option<i64>,
+    /// offsets.topic.replication.factor: replicas of __consumer_offsets (capped at the
+    /// registered brokers), 1..=32767 [default: 3]
+    #[arg(long)]
+    pub offsets_topic_replication_factor: Option<i16>,
+    /// The controller writes a metadata snapshot every this many applied commands,
+    /// 1..=10000000 [default: 1000]
+    #[arg(long)]
+    pub controller_snapshot_commands: Option<u64>,
+    /// How long a metadata change waits for the controller leader before REQUEST_TIMED_OUT,
+    /// 100..=600000 [default: 10000]
+    #[arg(long)]
+    pub controller_request_timeout_ms: Option<u64>,
     /// Internal RPC address (Raft traffic and node-to-node calls) [default: 127.0.0.1:33145]
     #[arg(long)]
     pub rpc_addr: Option<String>,
@@ -90,6 +106,10 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     offsets_topic_num_partitions: Option<i32>,
     offsets_retention_minutes: Option<i64>,
+    offsets_commit_timeout_ms: Option<i64>,
+    offsets_topic_replication_factor: Option<i16>,
+    controller_snapshot_commands: Option<u64>,
+    controller_request_timeout_ms: Option<u64>,
     rpc_addr: Option<String>,
     advertise_rpc_addr: Option<String>,
     /// RPC addresses of the founding nodes: a list, or one comma-separated string.
@@ -153,6 +173,9 @@ fn broker_config(args: &StartArgs) -> Result<BrokerConfig, String> {
         leaders_report_interval_ms: file.leaders_report_interval_ms,
         leaders_expiry_ms: file.leaders_expiry_ms,
         leader_rebalance_interval_ms: file.leader_rebalance_interval_ms,
+        offsets_topic_replication_factor: file.offsets_topic_replication_factor,
+        controller_snapshot_commands: file.controller_snapshot_commands,
+        controller_request_timeout_ms: file.controller_request_timeout_ms,
     };
     let online = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -227,6 +250,16 @@ fn broker_config(args: &StartArgs) -> Result<BrokerConfig, String> {
     {
         g.offsets_retention_ms = v.saturating_mul(60_000);
     }
+    if let Some(v) = args
+        .offsets_commit_timeout_ms
+        .or(file.offsets_commit_timeout_ms)
+    {
+        g.offsets_commit_timeout_ms = in_range(
+            "offsets_commit_timeout_ms (offsets.commit.timeout.ms)",
+            v,
+            OFFSETS_COMMIT_TIMEOUT_MS,
+        )?;
+    }
     if let Some(d) = file.topic_defaults {
         cfg.topic_defaults =
             TopicConfig::from_pairs(d).map_err(|e| format!("topic_defaults: {e}"))?;
@@ -255,6 +288,32 @@ struct FileCluster {
     leaders_report_interval_ms: Option<u64>,
     leaders_expiry_ms: Option<u64>,
     leader_rebalance_interval_ms: Option<u64>,
+    offsets_topic_replication_factor: Option<i16>,
+    controller_snapshot_commands: Option<u64>,
+    controller_request_timeout_ms: Option<u64>,
+}
+
+/// Accepted values of the keys validated by [`in_range`].
+const OFFSETS_COMMIT_TIMEOUT_MS: std::ops::RangeInclusive<i64> = 1..=i32::MAX as i64;
+const OFFSETS_TOPIC_REPLICATION_FACTOR: std::ops::RangeInclusive<i16> = 1..=i16::MAX;
+const CONTROLLER_SNAPSHOT_COMMANDS: std::ops::RangeInclusive<u64> = 1..=10_000_000;
+const CONTROLLER_REQUEST_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+
+/// `v` if it lies in `range`, else an error naming the key, the value and the range.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    v: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, String> {
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{key} must be in {}..={}, got {v}",
+            range.start(),
+            range.end()
+        ))
+    }
 }
 
 trait TakeSeeds {
@@ -303,6 +362,36 @@ fn cluster_config(
         leaders_expiry_ms,
         leader_rebalance_interval_ms
     );
+    if let Some(v) = args
+        .offsets_topic_replication_factor
+        .or(file.offsets_topic_replication_factor)
+    {
+        c.offsets_topic_replication_factor = in_range(
+            "offsets_topic_replication_factor (offsets.topic.replication.factor)",
+            v,
+            OFFSETS_TOPIC_REPLICATION_FACTOR,
+        )?;
+    }
+    if let Some(v) = args
+        .controller_snapshot_commands
+        .or(file.controller_snapshot_commands)
+    {
+        c.controller_snapshot_commands = in_range(
+            "controller_snapshot_commands",
+            v,
+            CONTROLLER_SNAPSHOT_COMMANDS,
+        )?;
+    }
+    if let Some(v) = args
+        .controller_request_timeout_ms
+        .or(file.controller_request_timeout_ms)
+    {
+        c.controller_request_timeout_ms = in_range(
+            "controller_request_timeout_ms",
+            v,
+            CONTROLLER_REQUEST_TIMEOUT_MS,
+        )?;
+    }
     if cfg.node_id < 0 {
         return Err(format!("--node-id must be >= 0, got {}", cfg.node_id));
     }
@@ -634,6 +723,104 @@ mod tests {
             })
             .is_err());
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The controller and offsets keys: TOML (Kafka's dotted names with `_`) and flags, flags
+    /// winning; out-of-range values are refused with the key, the value and the range.
+    #[test]
+    fn controller_and_offsets_keys_are_set_and_range_checked() {
+        let dir = std::env::temp_dir().join(format!("freshet-start-ko-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broker.toml");
+        std::fs::write(
+            &file,
+            "controller_snapshot_commands = 50
+controller_request_timeout_ms = 2500
+             offsets_topic_replication_factor = 2
+offsets_commit_timeout_ms = 7000
+",
+        )
+        .unwrap();
+        let args = StartArgs {
+            cores: Some(1),
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let cfg = broker_config(&args).unwrap();
+        assert_eq!(cfg.cluster.controller_snapshot_commands, 50);
+        assert_eq!(cfg.cluster.controller_request_timeout_ms, 2500);
+        assert_eq!(cfg.cluster.offsets_topic_replication_factor, 2);
+        assert_eq!(cfg.groups.offsets_commit_timeout_ms, 7000);
+        let flags = StartArgs {
+            controller_snapshot_commands: Some(10),
+            controller_request_timeout_ms: Some(100),
+            offsets_topic_replication_factor: Some(1),
+            offsets_commit_timeout_ms: Some(1),
+            ..args
+        };
+        let cfg = broker_config(&flags).unwrap();
+        assert_eq!(cfg.cluster.controller_snapshot_commands, 10);
+        assert_eq!(cfg.cluster.controller_request_timeout_ms, 100);
+        assert_eq!(cfg.cluster.offsets_topic_replication_factor, 1);
+        assert_eq!(cfg.groups.offsets_commit_timeout_ms, 1);
+        // Defaults without any of them.
+        let cfg = broker_config(&StartArgs {
+            cores: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.cluster.controller_snapshot_commands, 1000);
+        assert_eq!(cfg.cluster.controller_request_timeout_ms, 10_000);
+        assert_eq!(cfg.cluster.offsets_topic_replication_factor, 3);
+        assert_eq!(cfg.groups.offsets_commit_timeout_ms, 5000);
+        let bad = |a: StartArgs| {
+            broker_config(&StartArgs {
+                cores: Some(1),
+                ..a
+            })
+            .unwrap_err()
+        };
+        let e = bad(StartArgs {
+            controller_snapshot_commands: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(
+            e,
+            "controller_snapshot_commands must be in 1..=10000000, got 0"
+        );
+        let e = bad(StartArgs {
+            controller_request_timeout_ms: Some(99),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("controller_request_timeout_ms must be in 100..=600000"),
+            "{e}"
+        );
+        let e = bad(StartArgs {
+            offsets_topic_replication_factor: Some(0),
+            ..Default::default()
+        });
+        assert!(e.contains("offsets.topic.replication.factor"), "{e}");
+        let e = bad(StartArgs {
+            offsets_commit_timeout_ms: Some(i64::from(i32::MAX) + 1),
+            ..Default::default()
+        });
+        assert!(e.contains("offsets.commit.timeout.ms"), "{e}");
+        // A value the key's type cannot hold is refused by the TOML parser, naming the key.
+        std::fs::write(
+            &file,
+            "offsets_topic_replication_factor = 40000
+",
+        )
+        .unwrap();
+        let e = broker_config(&StartArgs {
+            cores: Some(1),
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("offsets_topic_replication_factor"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

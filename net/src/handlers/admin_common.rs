@@ -65,14 +65,15 @@ pub(crate) const TOPIC_CONFIG_INFO: &[TopicConfigInfo] = &[
         key: "flush.messages",
         config_type: config_type::LONG,
         broker_key: "log.flush.interval.messages",
-        doc: "Flush (fdatasync) after this many messages. With neither flush.messages nor \
-              flush.ms set, Freshet flushes as soon as data is pending.",
+        doc: "Accepted and validated, but it does not delay durability: every partition is a \
+              Raft group whose driver flushes (fdatasync) every log it wrote in each pass.",
     },
     TopicConfigInfo {
         key: "flush.ms",
         config_type: config_type::LONG,
         broker_key: "log.flush.interval.ms",
-        doc: "Flush when the oldest unflushed message is this old (ms).",
+        doc: "Accepted and validated, but it does not delay durability: the Raft driver \
+              flushes every log it wrote in each pass.",
     },
     TopicConfigInfo {
         key: "max.message.bytes",
