@@ -26,6 +26,7 @@ import confluent_kafka
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import clusterlib
 from clusterlib import ERR_NOT_ENOUGH_REPLICAS, ERR_NOT_LEADER_OR_FOLLOWER, Cluster
 from kclients import cf_consumer, cf_produce, rdkafka_conf
 
@@ -49,6 +50,21 @@ def create_topic(cluster, name, partitions, rf, config=None):
     futs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf, config=config or {})],
                            operation_timeout=TIMEOUT_S)
     futs[name].result(TIMEOUT_S)
+
+
+def create_topic_once_brokers_live(cluster, name, partitions, rf, timeout_s=TIMEOUT_S):
+    """create_topic right after a node restarted: until the controller counts it live again (KRaft:
+    a returning broker is fenced until it registered and caught up), an RF that needs it gets
+    INVALID_REPLICATION_FACTOR (38), as in Kafka; that error alone is retried, for timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return create_topic(cluster, name, partitions, rf)
+        except confluent_kafka.KafkaException as e:
+            if e.args[0].code() != confluent_kafka.KafkaError.INVALID_REPLICATION_FACTOR or \
+                    time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def topic_view(cluster, i, topic):
@@ -82,15 +98,33 @@ def wait_topic_ready(cluster, topic, partitions, rf, nodes=None, timeout_s=TIMEO
 
 def views_of(cluster, topic):
     """Every live node's Metadata of `topic`, one line per node (for failure messages)."""
+    return views_at([cluster[i].bootstrap for i in cluster.alive()], topic)
+
+
+def views_at(addrs, topic):
+    """The Metadata of `topic` that each broker address ("host:port") reports, one line each."""
     lines = []
-    for i in cluster.alive():
+    for a in addrs:
+        host, port = a.rsplit(":", 1)
         try:
-            md = cluster.metadata(via=i, timeout_s=2)
+            md = clusterlib.metadata_of((host, int(port)), timeout_s=2)
             t = md["topics"].get(topic)
-            lines.append(f"node {i} (controller {md['controller']}, brokers {sorted(md['brokers'])}): "
-                         f"{t if t is None else {p: (v['error'], v['leader'], v['replicas'], v['isr']) for p, v in sorted(t['partitions'].items())}}")
-        except Exception as e:  # noqa: BLE001 - diagnostics only
-            lines.append(f"node {i}: {e!r}")
+            parts = t if t is None else {p: (v["error"], v["leader"], v["replicas"], v["isr"])
+                                         for p, v in sorted(t["partitions"].items())}
+            lines.append(f"{a} (controller {md['controller']}, brokers {sorted(md['brokers'])}): {parts}")
+            if t is not None:
+                lines.append(f"  ListOffsets v1 latest (error, offset) per partition: "
+                             f"{ {p: clusterlib.list_offsets_of((host, int(port)), topic, p, -1, 2) for p in sorted(t['partitions'])} }")
+        except Exception as e:  # noqa: BLE001 - diagnostics only (the node may be down)
+            lines.append(f"{a}: {e!r}")
+        try:  # what librdkafka parses from this node alone (its own, newer Metadata version)
+            md = AdminClient(rdkafka_conf(a)).list_topics(topic=topic, timeout=5)
+            t = md.topics.get(topic)
+            parts = t if t is None else (t.error, {p: (pm.error, pm.leader, pm.replicas, pm.isrs)
+                                                   for p, pm in sorted(t.partitions.items())})
+            lines.append(f"  librdkafka via {a} (orig broker {md.orig_broker_id}): {parts}")
+        except Exception as e:  # noqa: BLE001
+            lines.append(f"  librdkafka via {a}: {e!r}")
     return "Metadata (error, leader, replicas, isr) per partition:\n" + "\n".join(lines)
 
 
@@ -106,9 +140,12 @@ def consume_all(bootstrap, topic, partitions, timeout_s=60):
     try:
         marks = {}
         for p in partitions:
-            marks[p] = Cluster.wait_for(
-                lambda p=p: c.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=5),
-                f"watermarks of {topic}-{p}", timeout_s=TIMEOUT_S)
+            try:
+                marks[p] = Cluster.wait_for(
+                    lambda p=p: c.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=5),
+                    f"watermarks of {topic}-{p}", timeout_s=TIMEOUT_S)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{views_at(bootstrap.split(','), topic)}") from None
         got = {p: [] for p in partitions}
         c.assign([confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in partitions])
         errs = []
@@ -391,10 +428,7 @@ def check_log_holds_every_ack(cluster, topic_name, partitions, idempotent, prod,
     assert not prod.errors, f"{len(prod.errors)} delivery errors, first: {prod.errors[:5]}"
     assert len(prod.acked) == len(prod.sent)
 
-    try:
-        got, marks = consume_all(cluster.bootstrap, topic_name, range(partitions))
-    except AssertionError as e:
-        raise AssertionError(f"{e}\n{views_of(cluster, topic_name)}") from None
+    got, marks = consume_all(cluster.bootstrap, topic_name, range(partitions))
     if tail is not None:
         tail.finish({p: marks[p][1] for p in range(partitions)})
     for p in range(partitions):
@@ -646,7 +680,7 @@ def test_delete_topic_removes_its_replicas_on_every_node(cluster, topic_name):
     cluster.wait_for(lambda: topic_name not in cluster.metadata(via=down)["topics"]
                      and cluster.topic_dirs(down, topic_name) == [],
                      f"topic gone from node {down} (down during the delete) after its restart")
-    create_topic(cluster, topic_name, 1, 3)
+    create_topic_once_brokers_live(cluster, topic_name, 1, 3)
     wait_topic_ready(cluster, topic_name, 1, 3)
     offs = cf_produce(cluster.bootstrap, topic_name, [_rec(0, b"again")])
     assert offs == [(0, 0)], f"re-created topic not empty: {offs}"
