@@ -6,7 +6,9 @@
 //!   connection: the pending call fails with "connection lost", and reconnecting is refused;
 //! - a peer that stops answering (SIGSTOP, stalled core, partition) is noticed when a call
 //!   gets no answer within `broker_session_timeout_ms` (Kafka's `broker.session.timeout.ms`
-//!   plays the same part for KRaft broker fencing);
+//!   plays the same part for KRaft broker fencing) and a second call asking for an immediate
+//!   answer gets none within a third of that (so a pause of this process is not blamed on the
+//!   peer);
 //! - a peer is live again as soon as one call is answered.
 //!
 //! A down broker's leader claims are hidden and it is removed from every ISR in the leader
@@ -189,8 +191,23 @@ async fn watch_peer(me: Weak<Shard>, peer: i32) {
         let r = client
             .call(addr, PING, payload, Duration::from_millis(session_ms))
             .await;
+        let mut outcome = probe_outcome(&r);
+        if outcome == Probe::Silent {
+            // Confirm with an immediate answer asked for: a held call can also time out
+            // because THIS process was stalled (SIGSTOP, a long pause) while the peer is fine.
+            let confirm_ms = (session_ms / 3).max(50);
+            let r = client
+                .call(
+                    addr,
+                    PING,
+                    Bytes::copy_from_slice(&0u32.to_le_bytes()),
+                    Duration::from_millis(confirm_ms),
+                )
+                .await;
+            outcome = probe_outcome(&r);
+        }
         let Some(shard) = me.upgrade() else { return };
-        match probe_outcome(&r) {
+        match outcome {
             Probe::Answered => set_down(&shard, peer, false, "answered"),
             Probe::Silent => set_down(
                 &shard,

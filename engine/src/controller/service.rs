@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use freshet_raft::batch::{internal_kind, split_batches};
+use freshet_raft::multiraft::ProposeError;
 use freshet_raft::runtime::WaitFor;
 use freshet_raft::store::GroupState;
 use freshet_raft::transport::NodeId;
@@ -60,6 +61,9 @@ pub struct Controller {
     state: RefCell<MetadataSnapshot>,
     /// Recent apply outcomes: (revision after the command, result).
     outcomes: RefCell<VecDeque<(u64, Result<(), TopicError>)>>,
+    /// Request ids of recently applied commands (the record key, see [`RequestId`]) and the
+    /// revision each produced: a retried intent is answered from here, not applied twice.
+    requests: RefCell<VecDeque<(RequestId, u64)>>,
     /// Revision every core of this node has applied.
     published: Cell<u64>,
     /// Signalled by the controller group's `on_change` (commit/leader moved).
@@ -133,6 +137,7 @@ impl Controller {
             published: Cell::new(0),
             state: RefCell::new(snap),
             outcomes: RefCell::new(VecDeque::new()),
+            requests: RefCell::new(VecDeque::new()),
             group_changed: Notify::new(),
             published_changed: Notify::new(),
             change_lock: Semaphore::new(1),
@@ -388,6 +393,23 @@ impl Controller {
         while o.len() > OUTCOMES_KEPT {
             o.pop_front();
         }
+        if let Some(id) = request_of_batch(batch) {
+            let mut r = self.requests.borrow_mut();
+            r.push_back((id, st.revision));
+            while r.len() > OUTCOMES_KEPT {
+                r.pop_front();
+            }
+        }
+    }
+
+    /// The revision the command of request `id` produced, if it was applied recently.
+    fn revision_of_request(&self, id: &RequestId) -> Option<u64> {
+        self.requests
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(r, _)| r == id)
+            .map(|(_, rev)| *rev)
     }
 
     /// Sends the applied state to every core and waits until all applied it (logging a
@@ -473,8 +495,18 @@ impl Controller {
     }
 
     /// Runs `intent` here if this node is the ready controller leader: resolve against the
-    /// applied state, propose, wait until applied and published here.
-    async fn execute_local(&self, shard: &Rc<Shard>, intent: &Intent, deadline: Instant) -> Local {
+    /// applied state, propose, wait until applied and published here. An intent whose
+    /// `request` id was applied already (a retry after a lost answer or a leader change: the
+    /// previous leader may have committed it) is answered with that command's outcome.
+    /// `NotLeader` also when leadership is lost while proposing (the caller retries with the
+    /// same request id, so the retry cannot apply it twice).
+    async fn execute_local(
+        &self,
+        shard: &Rc<Shard>,
+        intent: &Intent,
+        request: Option<RequestId>,
+        deadline: Instant,
+    ) -> Local {
         let needs_brokers = !matches!(
             intent,
             Intent::RegisterBroker(_) | Intent::DeleteTopic { .. }
@@ -510,6 +542,18 @@ impl Controller {
             self.apply_committed(shard, true).await;
             self.wait_group_change(Duration::from_millis(20)).await;
         };
+        // Ready: every committed command is applied here, so an earlier attempt of this request
+        // (by this leader or a previous one) is known if it was committed.
+        if let Some(rev) = request.as_ref().and_then(|id| self.revision_of_request(id)) {
+            tracing::info!(
+                revision = rev,
+                "controller intent already applied (a retry): answered with its outcome"
+            );
+            return Local::Done(match self.outcome_of(rev) {
+                Some(Ok(())) | None => Ok(rev),
+                Some(Err(e)) => Err(e),
+            });
+        }
         let ctx = ResolveContext {
             default_replication_factor: shard.config().cluster.default_replication_factor,
             offsets_topic_replication_factor: shard
@@ -523,13 +567,21 @@ impl Controller {
             Ok(None) => return Local::Done(Ok(self.state.borrow().revision)),
             Err(e) => return Local::Done(Err(e)),
         };
-        let batch = command_batch(&cmd, shard.clock().now_ms());
+        let batch = match &request {
+            Some(id) => keyed_command_batch(&cmd, id, shard.clock().now_ms()),
+            None => command_batch(&cmd, shard.clock().now_ms()),
+        };
         let committed = match shard
             .raft()
             .replicate(CONTROLLER_GROUP, batch, WaitFor::Majority)
             .await
         {
             Ok(c) => c,
+            Err(ProposeError::NotLeader { .. } | ProposeError::Superseded) if request.is_some() => {
+                // Lost leadership before the commit: the entry may still be committed by the
+                // next leader; the retry (same request id) finds it there or proposes it.
+                return Local::NotLeader;
+            }
             Err(e) => {
                 return Local::Done(Err(TopicError::ControllerUnavailable(format!(
                     "controller proposal failed: {e}"
@@ -560,13 +612,18 @@ impl Controller {
         let timeout =
             Duration::from_millis(shard.config().cluster.controller_request_timeout_ms.max(1));
         let deadline = Instant::now() + timeout;
+        // One id for every attempt of this intent (here or forwarded): see `execute_local`.
+        let request: RequestId = random_topic_id();
+        let forwarded = Bytes::from(encode_propose(&request, &intent));
         loop {
             if shard.stopping() {
                 return Err(TopicError::ShuttingDown);
             }
             let leader = shard.raft().status(CONTROLLER_GROUP).and_then(|s| s.leader);
             match leader {
-                Some(l) if l == self.me => match self.execute_local(shard, &intent, deadline).await
+                Some(l) if l == self.me => match self
+                    .execute_local(shard, &intent, Some(request), deadline)
+                    .await
                 {
                     Local::Done(a) => return a,
                     Local::NotLeader => {}
@@ -581,7 +638,7 @@ impl Controller {
                         shard,
                         broker_id_of(l),
                         crate::cluster::CONTROLLER_PROPOSE,
-                        Bytes::from(intent.encode()),
+                        forwarded.clone(),
                         remaining,
                     )
                     .await
@@ -624,11 +681,16 @@ impl Controller {
 
     /// The `CONTROLLER_PROPOSE` handler's work on core 0: run the intent only if this node
     /// leads (no second forwarding hop; the caller retries on `ControllerUnavailable`).
-    pub async fn serve_forwarded(&self, shard: &Rc<Shard>, intent: Intent) -> Answer {
+    pub async fn serve_forwarded(
+        &self,
+        shard: &Rc<Shard>,
+        intent: Intent,
+        request: Option<RequestId>,
+    ) -> Answer {
         let timeout =
             Duration::from_millis(shard.config().cluster.controller_request_timeout_ms.max(1));
         match self
-            .execute_local(shard, &intent, Instant::now() + timeout)
+            .execute_local(shard, &intent, request, Instant::now() + timeout)
             .await
         {
             Local::Done(a) => a,
@@ -729,14 +791,14 @@ pub fn own_broker_info(shard: &Shard) -> BrokerInfo {
 /// this node is the controller leader, and returns the encoded [`Answer`] (always an answer;
 /// a malformed intent is answered with an error, not a dropped connection).
 pub async fn serve_propose(shard: Rc<Shard>, payload: Bytes) -> Bytes {
-    let answer: Answer = match Intent::decode(&payload) {
+    let answer: Answer = match decode_propose(&payload) {
         Err(e) => Err(TopicError::Store(format!(
             "malformed controller intent: {e}"
         ))),
-        Ok(intent) => shard
+        Ok((request, intent)) => shard
             .invoke_on(0, move |s| async move {
                 match controller_of(&s) {
-                    Some(c) => c.serve_forwarded(&s, intent).await,
+                    Some(c) => c.serve_forwarded(&s, intent, request).await,
                     None => Err(TopicError::ControllerUnavailable(
                         "this node runs no controller".into(),
                     )),
@@ -746,4 +808,91 @@ pub async fn serve_propose(shard: Rc<Shard>, payload: Bytes) -> Bytes {
             .unwrap_or(Err(TopicError::ShuttingDown)),
     };
     Bytes::from(crate::controller::command::encode_answer(&answer))
+}
+
+/// Identifies one controller intent across its attempts (16 random bytes, chosen by the node
+/// that submits it). Carried in CONTROLLER_PROPOSE and as the key of the command's record, so
+/// every replica knows which request each applied command answered.
+pub type RequestId = [u8; 16];
+
+/// Magic of a CONTROLLER_PROPOSE payload that carries a request id: `"FRCR", id[16]`, then
+/// the intent ([`Intent::encode`]). A payload without it is a bare intent (no id).
+const PROPOSE_MAGIC: &[u8; 4] = b"FRCR";
+
+/// The CONTROLLER_PROPOSE payload of `intent` with its request id.
+pub fn encode_propose(request: &RequestId, intent: &Intent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + 64);
+    out.extend_from_slice(PROPOSE_MAGIC);
+    out.extend_from_slice(request);
+    out.extend_from_slice(&intent.encode());
+    out
+}
+
+/// Inverse of [`encode_propose`]; a bare intent decodes with no request id.
+pub fn decode_propose(
+    b: &[u8],
+) -> Result<(Option<RequestId>, Intent), crate::controller::command::CommandError> {
+    match b.strip_prefix(PROPOSE_MAGIC.as_slice()) {
+        Some(rest) if rest.len() >= 16 => {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&rest[..16]);
+            Ok((Some(id), Intent::decode(&rest[16..])?))
+        }
+        _ => Ok((None, Intent::decode(b)?)),
+    }
+}
+
+/// A command batch whose one record has the request id as its key (the value is the command,
+/// as [`command_batch`] writes it; `command_of_batch` ignores the key).
+fn keyed_command_batch(
+    cmd: &crate::controller::command::Command,
+    request: &RequestId,
+    now_ms: i64,
+) -> Bytes {
+    let value = cmd.encode();
+    freshet_raft::batch::encode_batch(0, now_ms, -1, &[(Some(request), Some(&value))])
+}
+
+/// The request id of a command batch (its record's 16-byte key), if it has one.
+fn request_of_batch(batch: &[u8]) -> Option<RequestId> {
+    let recs = freshet_raft::batch::records(batch).ok()?;
+    match recs.as_slice() {
+        [(Some(k), _)] if k.len() == 16 => {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(k);
+            Some(id)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_intent_keeps_its_request_id_and_bare_intents_still_decode() {
+        let intent = Intent::DeleteTopic { name: "t".into() };
+        let id = [7u8; 16];
+        let (got_id, got) = decode_propose(&encode_propose(&id, &intent)).unwrap();
+        assert_eq!(got_id, Some(id));
+        assert!(matches!(got, Intent::DeleteTopic { name } if name == "t"));
+        let (none, bare) = decode_propose(&intent.encode()).unwrap();
+        assert_eq!(none, None);
+        assert!(matches!(bare, Intent::DeleteTopic { .. }));
+        assert!(decode_propose(b"FRCR\x01").is_err());
+    }
+
+    #[test]
+    fn the_request_id_rides_in_the_record_key_and_the_command_is_unchanged() {
+        let cmd = crate::controller::command::Command::DeleteTopic {
+            name: "t".into(),
+            id: [3; 16],
+        };
+        let id = [9u8; 16];
+        let b = keyed_command_batch(&cmd, &id, 1);
+        assert_eq!(request_of_batch(&b), Some(id));
+        assert_eq!(command_of_batch(&b).unwrap(), cmd);
+        assert_eq!(request_of_batch(&command_batch(&cmd, 1)), None);
+    }
 }
