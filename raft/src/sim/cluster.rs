@@ -21,8 +21,9 @@
 //!   promote one, remove a voter (possibly themselves) or a learner, or swap a voter for a
 //!   learner in one joint change (§4.3), never going below three voters. The checks above
 //!   then hold over the members of each group's final configuration; every member reports
-//!   that same (non-joint) configuration, the leader is a voter in it, and a node outside
-//!   it never leads after the change;
+//!   that same (non-joint) configuration and the leader is a voter in it. At every step, a
+//!   leader is a voter of its own applied configuration (§4.2.2: a removed leader steps
+//!   down as soon as it applies its removal);
 //! - liveness after healing: every group elects a leader and every member catches up.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -623,6 +624,14 @@ impl<S: NodeStore> Sim<S> {
             }
             for g in 0..self.cfg.groups {
                 if d.is_leader(g) {
+                    let gs = d.group_state(g).expect("group");
+                    let cs = &gs.borrow().conf_state;
+                    if !cs.voters.contains(&n.id) && !cs.voters_outgoing.contains(&n.id) {
+                        return Err(format!(
+                            "§4.2.2: node {} leads group {g} but is not a voter of its configuration {:?} (outgoing {:?})",
+                            n.id, cs.voters, cs.voters_outgoing
+                        ));
+                    }
                     let term = d.progress(g).expect("group").0;
                     let prev = *self.leaders.entry((g, term)).or_insert(n.id);
                     if prev != n.id {
