@@ -193,6 +193,12 @@ class Cluster:
         assert n.alive() and not n.paused, f"node {i} is not running"
         n.proc.send_signal(signal.SIGSTOP)
         n.paused = True
+        # The signal is delivered asynchronously: wait until every thread is stopped ('T' in /proc), so
+        # the test's next request cannot be answered by a node that has not stopped yet.
+        deadline = time.monotonic() + 5
+        while not process_stopped(n.proc.pid):
+            assert time.monotonic() < deadline, f"node {i} not stopped 5 s after SIGSTOP"
+            time.sleep(0.01)
 
     def resume(self, i):
         n = self.nodes[i]
@@ -414,6 +420,19 @@ def cleanup(cluster, failed):
         print(f"cluster logs kept in {cluster.root}/n*/broker.log")
     else:
         shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+def process_stopped(pid):
+    """Every thread of process `pid` is in state T (stopped) per /proc/<pid>/task/*/stat."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+        states = []
+        for t in tids:
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return bool(states) and all(st in ("T", "t") for st in states)
 
 
 def port_open(addr):

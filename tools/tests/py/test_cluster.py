@@ -139,11 +139,22 @@ def consume_all(bootstrap, topic, partitions, timeout_s=60):
     c = cf_consumer(bootstrap)
     try:
         marks = {}
+
+        def watermarks(p):
+            try:
+                return c.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=5)
+            except confluent_kafka.KafkaException:
+                # librdkafka's get_watermark_offsets answers from its Metadata cache and never refreshes
+                # it: a partition cached leaderless (its first Metadata came mid-election) or led by a
+                # broker missing from that response stays _UNKNOWN_PARTITION for metadata.max.age.ms.
+                # list_topics sends a Metadata request, as a consumer's fetch path would.
+                c.list_topics(topic, timeout=5)
+                raise
+
         for p in partitions:
             try:
-                marks[p] = Cluster.wait_for(
-                    lambda p=p: c.get_watermark_offsets(confluent_kafka.TopicPartition(topic, p), timeout=5),
-                    f"watermarks of {topic}-{p}", timeout_s=TIMEOUT_S)
+                marks[p] = Cluster.wait_for(lambda p=p: watermarks(p), f"watermarks of {topic}-{p}",
+                                            timeout_s=TIMEOUT_S)
             except AssertionError as e:
                 raise AssertionError(f"{e}\n{views_at(bootstrap.split(','), topic)}") from None
         got = {p: [] for p in partitions}
@@ -439,7 +450,11 @@ def check_log_holds_every_ack(cluster, topic_name, partitions, idempotent, prod,
         assert offsets == list(range(high)), f"partition {p}: offsets not dense 0..{high - 1}: " \
                                              f"first gap near {next((i for i, o in enumerate(offsets) if o != i), None)}"
         by_offset = {o: (k, v) for o, k, v in log}
-        acked_here = sorted((off, seq) for seq, (part, off) in prod.acked.items() if part == p)
+        # librdkafka reports no offset (None) for a record the broker answered DUPLICATE_SEQUENCE_NUMBER
+        # (46, a KIP-98 retry of a batch whose first append is still in flight); such a record must be
+        # in the log all the same, once.
+        no_offset = {seq for seq, (part, off) in prod.acked.items() if part == p and off is None}
+        acked_here = sorted((off, seq) for seq, (part, off) in prod.acked.items() if part == p and off is not None)
         for off, seq in acked_here:
             _, key, value = prod.sent[seq]
             assert by_offset.get(off) == (key, value), \
@@ -456,7 +471,10 @@ def check_log_holds_every_ack(cluster, topic_name, partitions, idempotent, prod,
             dups = [s for s, c in collections.Counter(log_seqs).items() if c > 1]
             assert not dups, f"partition {p}: duplicates with an idempotent producer (KIP-98): {dups[:10]}"
             assert log_seqs == sorted(log_seqs), f"partition {p}: log out of send order with an idempotent producer"
-            assert len(log_seqs) == len(acked_here), f"partition {p}: {len(log_seqs)} in log, {len(acked_here)} acked"
+            assert len(log_seqs) == len(acked_here) + len(no_offset), \
+                f"partition {p}: {len(log_seqs)} in log, {len(acked_here) + len(no_offset)} acked"
+        missing = no_offset - set(log_seqs)
+        assert not missing, f"partition {p}: records acked without an offset (46) are not in the log: {sorted(missing)[:10]}"
         if tail is None:
             continue
         tailed = tail.got[p]
@@ -655,8 +673,6 @@ def test_replication_factor_above_node_count_is_invalid(cluster, topic_name):
         assert cluster.topic_dirs(i, topic_name) == []
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 6 note): a DeleteTopics sent right "
-                   "after the controller leader's SIGKILL is never answered (forwarded intent not re-sent)")
 def test_delete_topic_removes_its_replicas_on_every_node(cluster, topic_name):
     """(e2) DeleteTopics of an RF3 topic removes its partition directories on every node, including
     the node that was down during the delete — the controller leader, SIGKILLed just before, so
@@ -722,9 +738,6 @@ def test_leadership_returns_to_the_preferred_replica(cluster, topic_name):
 # ---------------------------------------------------------------- the harness itself
 
 
-@pytest.mark.xfail(strict=False, reason="known intermittent defect (issue 6 note): a restarted node "
-                   "can stop applying committed controller commands (seen: revision 3 of 5), so its "
-                   "Metadata lacks the topic (_UNKNOWN_PARTITION)")
 def test_harness_pause_stops_answers_and_restart_keeps_data(cluster, topic_name):
     """The fixture's failure tools do what the scenarios assume: a SIGSTOPped node accepts no
     request until SIGCONT (its listen backlog may still complete the TCP handshake); a SIGKILLed
