@@ -157,6 +157,8 @@ struct ClusterCore {
     joined: Cell<bool>,
     /// Seeds that reported a formed cluster (where JOIN is sent).
     join_via: RefCell<Vec<SocketAddr>>,
+    /// Joining and the registration is not accepted yet (no identity persisted).
+    join_pending: Cell<bool>,
     table: RefCell<LeaderTable>,
     push_pending: RefCell<LeaderDelta>,
     push_dirty: Notify,
@@ -185,6 +187,7 @@ impl ClusterCore {
             founders_changed: Notify::new(),
             joined: Cell::new(false),
             join_via: RefCell::default(),
+            join_pending: Cell::new(false),
             table: RefCell::default(),
             push_pending: RefCell::default(),
             push_dirty: Notify::new(),
@@ -443,6 +446,13 @@ pub fn joined(shard: &Shard) -> bool {
     cc(shard).joined.get()
 }
 
+/// Core 0: this node is joining and its registration was not accepted yet (a first start;
+/// a restarted joined node has its identity and does not ask again).
+pub fn join_pending(shard: &Shard) -> bool {
+    assert_eq!(shard.core(), 0, "membership is core 0's");
+    cc(shard).join_pending.get()
+}
+
 /// Core 0 of a node that is joining (see [`joined`]): asks the seeds that reported the formed
 /// cluster to register `req` (method [`JOIN`]), retrying every `discovery_retry_ms` while
 /// none accepts or refuses, then persists this node's identity as "joined" (so a restart
@@ -490,6 +500,7 @@ pub async fn join(shard: &Rc<Shard>, req: JoinRequest) -> Result<JoinAnswer, Clu
                         "joined the cluster: registered with the controller"
                     );
                     *c.founders.borrow_mut() = Some(a.founders.clone());
+                    c.join_pending.set(false);
                     return Ok(a);
                 }
                 Err(RpcError::Remote { message, .. }) => {
@@ -878,6 +889,7 @@ fn settle_from_formed(shard: &Rc<Shard>, via: SocketAddr, founders: &[i32]) -> b
     } else {
         tracing::info!(founders = ?founders, %via, "the seeds' cluster has formed: joining it");
         c.joined.set(true);
+        c.join_pending.set(true);
         c.join_via.borrow_mut().push(via);
     }
     *c.founders.borrow_mut() = Some(founders.to_vec());

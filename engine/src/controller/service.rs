@@ -2,8 +2,15 @@
 //! commands in log order, publishes each new state to every core, answers intents as leader
 //! and forwards them to the leader otherwise. See docs/design/controller.md.
 //!
-//! Ownership: per core (`!Send`), exists on core 0 of a founding node only; other cores reach
-//! it through `Shard::invoke_on(0, ..)`.
+//! A node that joined a formed cluster runs the same controller as a learner of the group
+//! (KRaft observer): it opens the group with no voters, registers through JOIN, and the
+//! leader adds every registered non-founder broker as a learner. A replica whose log starts
+//! past what it has applied (the log was compacted: every `controller_snapshot_commands`
+//! commands, after the snapshot file is durable) fetches the applied state from the leader
+//! (CONTROLLER_SNAPSHOT) before it applies more.
+//!
+//! Ownership: per core (`!Send`), exists on core 0 of every clustered node (founder or
+//! joined); other cores reach it through `Shard::invoke_on(0, ..)`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -20,8 +27,12 @@ use freshet_raft::transport::NodeId;
 use freshet_storage::{DmaDisk, Log, LogConfig};
 use glommio::sync::Semaphore;
 
+use crate::cluster::rpc::SnapshotRequest;
+use crate::cluster::{JoinAnswer, JoinRequest, MethodError};
 use crate::controller::command::{command_batch, command_of_batch, Answer, Intent};
-use crate::controller::snapshot::{read_snapshot, write_snapshot};
+use crate::controller::snapshot::{
+    decode_snapshot, encode_snapshot, read_snapshot, write_snapshot,
+};
 use crate::controller::state::{apply, initial_snapshot, resolve, ResolveContext};
 use crate::error::TopicError;
 use crate::metadata::{
@@ -43,6 +54,11 @@ const FORWARD_ATTEMPT_MS: u64 = 2000;
 const PUBLISH_SLOW_MS: u64 = 5000;
 /// How often the stray-partition removal checks whether the state is caught up.
 const STRAY_CHECK_MS: u64 = 200;
+/// Longest single CONTROLLER_SNAPSHOT fetch from one member.
+const SNAPSHOT_FETCH_MS: u64 = 2000;
+/// How often the leader checks the controller group's learners against the registered
+/// brokers (besides every group change).
+const LEARNERS_CHECK_MS: u64 = 500;
 
 /// Whether an intent ran here or must go to the leader.
 enum Local {
@@ -75,6 +91,13 @@ pub struct Controller {
     /// Serialises apply passes.
     apply_lock: Semaphore,
     commands_since_snapshot: Cell<u64>,
+    /// Revision of the last durable snapshot file (the controller log is compacted up to
+    /// the one before it, see `compact_log`).
+    last_snapshot_revision: Cell<u64>,
+    /// This node joined the formed cluster: a learner of the group, never a voter.
+    joined: bool,
+    /// A CONTROLLER_SNAPSHOT fetch is needed and was logged (log once per episode).
+    fetch_logged: Cell<bool>,
 }
 
 /// The slot on core 0's shard holding the controller once it is open.
@@ -88,8 +111,9 @@ pub fn controller_of(shard: &Shard) -> Option<Rc<Controller>> {
 
 impl Controller {
     /// Core 0: loads the snapshot, opens the controller log and Raft group with `founders`
-    /// (broker ids) as voters, catches up (bounded wait), publishes the first state and starts
-    /// the apply and registration tasks.
+    /// (broker ids) as voters (no voters on a node that joins: it waits to be added as a
+    /// learner), registers a joining node through JOIN, catches up (bounded wait), publishes
+    /// the first state and starts the apply, registration and (leader) learner tasks.
     pub async fn start(
         shard: &Rc<Shard>,
         founders: Vec<i32>,
@@ -116,9 +140,14 @@ impl Controller {
                 .map_err(|e| TopicError::Store(format!("controller log: {e}")))?,
         );
         let voters: Vec<NodeId> = founders.iter().map(|b| raft_node_id(*b)).collect();
+        let joined = crate::cluster::joined(shard);
+        // A joining node opens the group with no voters: it never campaigns and waits for the
+        // leader's appends (or a Raft snapshot) once it is a learner. A restarted joined node
+        // has its configuration in its group state, which wins over this argument.
+        let open_voters = if joined { Vec::new() } else { voters.clone() };
         let table = shard
             .raft()
-            .open_group(CONTROLLER_GROUP, voters.clone(), log.clone())
+            .open_group(CONTROLLER_GROUP, open_voters, log.clone())
             .await
             .map_err(|e| TopicError::Store(format!("controller group: {e}")))?;
         tracing::info!(
@@ -126,8 +155,10 @@ impl Controller {
             topics = snap.topics.len(),
             brokers = snap.brokers.len(),
             voters = ?founders,
+            joined,
             "controller opened"
         );
+        let snapshot_revision = snap.revision;
         let ctl = Rc::new(Controller {
             dir,
             me: raft_node_id(cfg.node_id),
@@ -143,12 +174,25 @@ impl Controller {
             change_lock: Semaphore::new(1),
             apply_lock: Semaphore::new(1),
             commands_since_snapshot: Cell::new(0),
+            last_snapshot_revision: Cell::new(snapshot_revision),
+            joined,
+            fetch_logged: Cell::new(false),
         });
         *shard.extension(ControllerSlot::default).0.borrow_mut() = Some(ctl.clone());
         crate::cluster::register_method(
             shard,
             crate::cluster::CONTROLLER_PROPOSE,
             Rc::new(|s, payload| Box::pin(async move { Ok(serve_propose(s, payload).await) })),
+        );
+        crate::cluster::register_method(
+            shard,
+            crate::cluster::JOIN,
+            Rc::new(|s, payload| Box::pin(async move { serve_join(s, payload).await })),
+        );
+        crate::cluster::register_method(
+            shard,
+            crate::cluster::CONTROLLER_SNAPSHOT,
+            Rc::new(|s, payload| Box::pin(async move { serve_snapshot(&s, payload) })),
         );
         {
             let weak = Rc::downgrade(&ctl);
@@ -159,6 +203,22 @@ impl Controller {
                     }
                 }
             }));
+        }
+        if crate::cluster::join_pending(shard) {
+            // First start of a joining node: the registration must be accepted (or refused:
+            // the node stops with the reason) before it serves anything.
+            let info = own_broker_info(shard);
+            let req = JoinRequest {
+                node_id: info.id,
+                host: info.host,
+                port: info.port,
+                rpc_addr: info.rpc_addr,
+                rack: info.rack,
+            };
+            if let Err(e) = crate::cluster::join(shard, req).await {
+                tracing::error!(error = %e, "this node cannot join the cluster");
+                return Err(TopicError::Store(format!("cluster membership: {e}")));
+            }
         }
         // Catch up before the first publication: at once for a cluster of one (it leads as
         // soon as it opens); bounded by a few election timeouts otherwise.
@@ -178,6 +238,11 @@ impl Controller {
         ))
         .detach();
         glommio::spawn_local(Controller::register_task(ctl.clone(), Rc::downgrade(shard))).detach();
+        glommio::spawn_local(Controller::learners_task(
+            Rc::downgrade(&ctl),
+            Rc::downgrade(shard),
+        ))
+        .detach();
         Ok(ctl)
     }
 
@@ -279,6 +344,10 @@ impl Controller {
         let Ok(_g) = self.apply_lock.acquire_permit(1).await else {
             return;
         };
+        let installed = match self.catch_up_by_snapshot(shard).await {
+            Some(installed) => installed,
+            None => return, // the log starts past the state and no member sent one yet
+        };
         let mut applied = 0u64;
         while let Some(hw) = shard
             .raft()
@@ -353,14 +422,128 @@ impl Controller {
                     Ok(()) => {
                         self.commands_since_snapshot.set(0);
                         tracing::info!(revision = snap.revision, "controller snapshot written");
+                        self.compact_log(shard, snap.revision).await;
                     }
                     Err(e) => tracing::error!(error = %e, "controller snapshot failed"),
                 }
             }
-            if publish {
-                self.publish(shard).await;
+        }
+        if (applied > 0 || installed) && publish {
+            self.publish(shard).await;
+        }
+    }
+
+    /// Controller log prefix truncation (Raft §7): once the snapshot file of `revision` is
+    /// durable, drop the log below the PREVIOUS snapshot's revision. Every replica compacts
+    /// its own log; keeping one interval of commands lets a replica that lags by less than
+    /// `controller_snapshot_commands` catch up from the log, and one that lags more gets a
+    /// position-only Raft snapshot and then the state itself (`catch_up_by_snapshot`). Both
+    /// revisions are covered by durable snapshot files on this node, so a restart never
+    /// needs a dropped command.
+    async fn compact_log(&self, shard: &Rc<Shard>, revision: u64) {
+        let upto = self.last_snapshot_revision.replace(revision);
+        if upto == 0 {
+            return;
+        }
+        match shard.raft().compact(CONTROLLER_GROUP, upto as i64).await {
+            Ok(Some(start)) => tracing::info!(
+                log_start = start,
+                snapshot_revision = revision,
+                "controller log compacted: log start {start} (snapshot revision {revision})"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, upto, "controller log compaction failed"),
+        }
+    }
+
+    /// A replica whose controller log starts past the next command to apply (the log was
+    /// compacted while it was away, or before it joined; a Raft snapshot here carries only a
+    /// position) fetches the applied state from the leader, else from any other member
+    /// (CONTROLLER_SNAPSHOT), makes it durable in its own snapshot file and installs it.
+    /// Some(false): nothing needed; Some(true): installed; None: needed but not available yet
+    /// (the apply task retries).
+    async fn catch_up_by_snapshot(&self, shard: &Rc<Shard>) -> Option<bool> {
+        let st = shard.raft().status(CONTROLLER_GROUP)?;
+        let need = st.log_start_kafka;
+        let have = self.state.borrow().revision;
+        if have as i64 >= need {
+            return Some(false);
+        }
+        if !self.fetch_logged.replace(true) {
+            tracing::info!(
+                applied = have,
+                log_start = need,
+                "controller log starts past the applied state: fetching a snapshot from the leader"
+            );
+        }
+        let me = broker_id_of(self.me);
+        let mut from: Vec<i32> = st
+            .leader
+            .filter(|l| *l >= 1)
+            .map(broker_id_of)
+            .into_iter()
+            .collect();
+        for b in self
+            .voters
+            .iter()
+            .map(|v| broker_id_of(*v))
+            .chain(self.state.borrow().brokers.keys().copied())
+        {
+            if !from.contains(&b) {
+                from.push(b);
             }
         }
+        from.retain(|b| *b != me);
+        let req = SnapshotRequest {
+            min_revision: need as u64,
+        }
+        .encode();
+        for b in from {
+            let r = crate::cluster::rpc_call(
+                shard,
+                b,
+                crate::cluster::CONTROLLER_SNAPSHOT,
+                req.clone(),
+                Duration::from_millis(SNAPSHOT_FETCH_MS),
+            )
+            .await;
+            let snap = match r
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| decode_snapshot(&bytes).map_err(|e| e.to_string()))
+            {
+                Ok(snap) if snap.revision as i64 >= need => snap,
+                Ok(snap) => {
+                    tracing::debug!(
+                        from = b,
+                        revision = snap.revision,
+                        need,
+                        "controller snapshot too old"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(from = b, error = %e, "controller snapshot fetch failed");
+                    continue;
+                }
+            };
+            if let Err(e) = write_snapshot(&self.dir, &snap) {
+                tracing::error!(error = %e, "cannot store the fetched controller snapshot");
+                return None;
+            }
+            let revision = snap.revision;
+            tracing::info!(
+                revision,
+                from = b,
+                log_start = need,
+                "controller: installed snapshot revision {revision} from node {b}"
+            );
+            *self.state.borrow_mut() = snap;
+            self.commands_since_snapshot.set(0);
+            self.last_snapshot_revision.set(revision);
+            self.fetch_logged.set(false);
+            return Some(true);
+        }
+        None
     }
 
     fn apply_one(&self, batch: &Bytes) {
@@ -727,6 +910,147 @@ impl Controller {
             }
         }
     }
+}
+
+impl Controller {
+    /// Leader: keeps the controller group's learners equal to the registered brokers that
+    /// are not founders (KRaft observers), so a joined broker receives the metadata log once
+    /// its RegisterBroker is applied. Voters stay the founders. Runs on every node; acts only
+    /// while this node is the ready leader and no membership change is under way.
+    async fn learners_task(me: std::rc::Weak<Controller>, shard: std::rc::Weak<Shard>) {
+        loop {
+            let (Some(ctl), Some(s)) = (me.upgrade(), shard.upgrade()) else {
+                return;
+            };
+            if s.stopping() {
+                return;
+            }
+            ctl.reconcile_learners(&s).await;
+            drop(s);
+            ctl.wait_group_change(Duration::from_millis(LEARNERS_CHECK_MS))
+                .await;
+        }
+    }
+
+    async fn reconcile_learners(&self, shard: &Rc<Shard>) {
+        if !self.leader_ready(shard) {
+            return;
+        }
+        let Some(st) = shard.raft().status(CONTROLLER_GROUP) else {
+            return;
+        };
+        if !st.voters_outgoing.is_empty() {
+            return; // a joint configuration is being left
+        }
+        let want: Vec<NodeId> = self
+            .state
+            .borrow()
+            .brokers
+            .keys()
+            .map(|b| raft_node_id(*b))
+            .filter(|n| !self.voters.contains(n))
+            .collect();
+        let mut have = st.learners.clone();
+        have.sort_unstable();
+        if have == want {
+            return;
+        }
+        tracing::info!(
+            learners = ?want.iter().map(|n| broker_id_of(*n)).collect::<Vec<_>>(),
+            "controller group: adding the registered brokers that are not founders as learners"
+        );
+        match shard
+            .raft()
+            .change_membership(CONTROLLER_GROUP, self.voters.clone(), want)
+            .await
+        {
+            Ok(m) => tracing::info!(
+                voters = ?m.voters.iter().map(|n| broker_id_of(*n)).collect::<Vec<_>>(),
+                learners = ?m.learners.iter().map(|n| broker_id_of(*n)).collect::<Vec<_>>(),
+                "controller group membership changed"
+            ),
+            Err(e) => {
+                tracing::info!(error = %e, "controller group learners not changed yet; retrying")
+            }
+        }
+    }
+
+    /// Whether this node joined the formed cluster (a learner of the controller group).
+    pub fn joined(&self) -> bool {
+        self.joined
+    }
+}
+
+/// The `JOIN` RPC handler (core 0 of any member): refuses a founder's node id or one that is
+/// registered with another RPC address, else registers the broker through the controller
+/// leader and answers once the registration is applied here.
+async fn serve_join(shard: Rc<Shard>, payload: Bytes) -> Result<Bytes, MethodError> {
+    let req = JoinRequest::decode(payload)
+        .map_err(|e| MethodError::Failed(format!("malformed JOIN request: {e}")))?;
+    let Some(ctl) = controller_of(&shard) else {
+        return Err(MethodError::Unavailable(
+            "this node runs no controller yet".into(),
+        ));
+    };
+    if req.node_id < 0 {
+        return Err(MethodError::Failed(format!(
+            "invalid node id {}",
+            req.node_id
+        )));
+    }
+    let founders: Vec<i32> = ctl.voters.iter().map(|v| broker_id_of(*v)).collect();
+    if founders.contains(&req.node_id) {
+        return Err(MethodError::Failed(format!(
+            "node id {} is a founder of this cluster (founders {founders:?}); a joining node \
+             needs an id of its own (a founder restarts with its own data directory)",
+            req.node_id
+        )));
+    }
+    let registered = ctl.state.borrow().brokers.get(&req.node_id).cloned();
+    if let Some(b) = registered {
+        if b.rpc_addr != req.rpc_addr {
+            return Err(MethodError::Failed(format!(
+                "node id {} is already registered with RPC address {} (the joining node \
+                 advertises {}); choose another --node-id",
+                req.node_id, b.rpc_addr, req.rpc_addr
+            )));
+        }
+    }
+    let info = BrokerInfo {
+        id: req.node_id,
+        host: req.host,
+        port: req.port,
+        rpc_addr: req.rpc_addr,
+        rack: req.rack,
+    };
+    tracing::info!(node = info.id, rpc_addr = %info.rpc_addr, "JOIN: registering a new broker");
+    match ctl.submit(&shard, Intent::RegisterBroker(info)).await {
+        Ok(revision) => Ok(JoinAnswer { revision, founders }.encode()),
+        Err(TopicError::ControllerUnavailable(m)) => Err(MethodError::Unavailable(m)),
+        Err(TopicError::ShuttingDown) => Err(MethodError::Unavailable("shutting down".into())),
+        Err(e) => Err(MethodError::Failed(e.to_string())),
+    }
+}
+
+/// The `CONTROLLER_SNAPSHOT` RPC handler (core 0 of any member): this node's applied state
+/// as a snapshot file image, if it is at least the requested revision.
+fn serve_snapshot(shard: &Rc<Shard>, payload: Bytes) -> Result<Bytes, MethodError> {
+    let req = SnapshotRequest::decode(payload)
+        .map_err(|e| MethodError::Failed(format!("malformed CONTROLLER_SNAPSHOT request: {e}")))?;
+    let Some(ctl) = controller_of(shard) else {
+        return Err(MethodError::Unavailable(
+            "this node runs no controller yet".into(),
+        ));
+    };
+    let snap = ctl.state();
+    if snap.revision < req.min_revision {
+        return Err(MethodError::Unavailable(format!(
+            "applied revision {} is below the requested {}",
+            snap.revision, req.min_revision
+        )));
+    }
+    tracing::info!(revision = snap.revision, "serving a controller snapshot");
+    Ok(Bytes::from(encode_snapshot(&snap)))
 }
 
 /// Whether this start's stray-partition removal was scheduled (core 0 shard extension).
