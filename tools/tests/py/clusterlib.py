@@ -65,16 +65,16 @@ def start_flags():
 class Node(Broker):
     """One cluster member: a `Broker` with a node id, an RPC port and the seed list."""
 
-    def __init__(self, index, root, kafka_port, rpc_port, seeds, extra_args, selftest=False):
+    def __init__(self, index, root, kafka_port, rpc_port, seeds, extra_args, selftest=False, node_id=None):
         node_dir = os.path.join(root, f"n{index}")
         data_dir = os.path.join(node_dir, "data")
         os.makedirs(data_dir)
         self.index = index
-        self.node_id = index
+        self.node_id = index if node_id is None else node_id
         self.rpc_port = rpc_port
         self.paused = False
         self.killed = False  # stopped by the test (SIGKILL/SIGTERM), so not "died on its own"
-        args = ["--node-id", str(index)]
+        args = ["--node-id", str(self.node_id)]
         if not selftest:
             args += ["--rpc-addr", f"127.0.0.1:{rpc_port}"]
         if seeds and not selftest:
@@ -151,19 +151,20 @@ class Cluster:
             n.wait_ready()
         return self
 
-    def add_node(self, extra_args=(), seeds=None):
-        """Starts one more node on a cluster that already formed: the next node id, a fresh data
-        dir and fresh ports, `--seeds` = the RPC addresses of the running nodes (default; pass
-        `seeds` to choose). It joins (session 3 contract J: it asks the controller to register it);
-        returns the Node once it printed `freshet ready`. A node that fails to start is stopped,
-        kept in `nodes` (so its log tail is printed at teardown) and the error re-raised."""
+    def add_node(self, extra_args=(), seeds=None, node_id=None):
+        """Starts one more node on a cluster that already formed: node id = its index (or
+        `node_id`), a fresh data dir and fresh ports, `--seeds` = the RPC addresses of the running
+        nodes (default; pass `seeds` to choose). It joins (session 3 contract J: it asks the
+        controller to register it); returns the Node once it printed `freshet ready`. A node that
+        fails to start is stopped, kept in `nodes` (its log tail is printed at teardown) and the
+        error (BrokerDied, with the log tail) re-raised."""
         assert not self.selftest, "add_node needs a binary with cluster membership"
         index = len(self.nodes)
         if seeds is None:
             seeds = [n.rpc_addr for n in self.nodes if n.alive()]
         assert seeds, "add_node: no running node to join"
         node = Node(index, self.root, self._new_port(), self._new_port(), list(seeds),
-                    self.node_args + list(extra_args))
+                    self.node_args + list(extra_args), node_id=node_id)
         self.nodes.append(node)
         try:
             node.start()
