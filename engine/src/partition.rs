@@ -54,8 +54,6 @@ pub enum PartitionError {
     RequestTimedOut,
     #[error("out of order sequence number")]
     OutOfOrderSequence,
-    #[error("duplicate sequence number (retry of a batch still being appended)")]
-    DuplicateSequence,
     #[error("producer epoch is older than the current one")]
     InvalidProducerEpoch,
     #[error("storage error: {0}")]
@@ -76,7 +74,6 @@ impl PartitionError {
             PartitionError::OffsetNotAvailable => OFFSET_NOT_AVAILABLE,
             PartitionError::RequestTimedOut => code::REQUEST_TIMED_OUT,
             PartitionError::OutOfOrderSequence => OUT_OF_ORDER_SEQUENCE_NUMBER,
-            PartitionError::DuplicateSequence => DUPLICATE_SEQUENCE_NUMBER,
             PartitionError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
             PartitionError::Storage(_) => code::KAFKA_STORAGE_ERROR,
         }
@@ -106,7 +103,6 @@ impl PartitionError {
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const OFFSET_NOT_AVAILABLE: i16 = 78;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 
 /// Kafka `acks`.
@@ -243,6 +239,9 @@ pub struct Partition {
     hw_changed: Notify,
     closed: Cell<bool>,
     producers: RefCell<ProducerStates>,
+    /// Bumped when an append's producer sequences were settled (appended or failed) or the
+    /// state was rebuilt: retries of in-flight batches wait on it.
+    producers_changed: Notify,
     /// The leader term the producer state was rebuilt for (0: built at open, not as leader).
     producers_term: Cell<u64>,
     producers_rebuild: Semaphore,
@@ -333,6 +332,7 @@ impl Partition {
             hw_changed: Notify::new(),
             closed: Cell::new(false),
             producers: RefCell::new(producers),
+            producers_changed: Notify::new(),
             producers_term: Cell::new(producers_term),
             producers_rebuild: Semaphore::new(1),
             producer_state_scan_bytes: spec.producer_state_scan_bytes,
@@ -521,10 +521,28 @@ impl Partition {
         // KIP-98: idempotent producers' sequences (checked and reserved before proposing so
         // pipelined batches of one producer are checked in arrival order).
         let producer_batches = ProducerBatch::parse_all(&batches).unwrap_or_default();
-        let check = self
-            .producers
-            .borrow_mut()
-            .check_and_reserve(&producer_batches);
+        let check = loop {
+            let seen = self.producers_changed.generation();
+            let hw_seen = self.hw_changed.generation();
+            let check = self
+                .producers
+                .borrow_mut()
+                .check_and_reserve(&producer_batches);
+            if check != SequenceCheck::DuplicateInFlight {
+                break check;
+            }
+            // A retry of a batch whose append is still running: Kafka finds the original in
+            // its producer state and answers with its offsets, so wait for the original's
+            // outcome (appended: a duplicate with its offsets; failed: the producer is
+            // forgotten and this retry appends itself), or for a leadership change.
+            self.check_leader()?;
+            futures_lite::future::or(
+                self.producers_changed.wait(seen),
+                self.hw_changed.wait(hw_seen),
+            )
+            .await;
+            self.check_leader()?;
+        };
         match check {
             SequenceCheck::Append => {}
             SequenceCheck::Duplicate {
@@ -541,7 +559,7 @@ impl Partition {
                     log_start_offset: self.offsets().log_start_offset,
                 });
             }
-            SequenceCheck::DuplicateInFlight => return Err(PartitionError::DuplicateSequence),
+            SequenceCheck::DuplicateInFlight => unreachable!("waited for above"),
             SequenceCheck::OutOfOrder => return Err(PartitionError::OutOfOrderSequence),
             SequenceCheck::FencedEpoch => return Err(PartitionError::InvalidProducerEpoch),
         }
@@ -573,12 +591,14 @@ impl Partition {
         }
         if let Some(e) = failure {
             self.producers.borrow_mut().failed(&producer_batches);
+            self.producers_changed.notify_all();
             return Err(propose_error(e));
         }
         let base_offset = first.expect("at least one batch was validated");
         self.producers
             .borrow_mut()
             .appended(&producer_batches, base_offset);
+        self.producers_changed.notify_all();
         Ok(ReplicateOutcome {
             base_offset,
             last_offset,
@@ -619,6 +639,7 @@ impl Partition {
             replay_producer_states(&self.log, &self.state, self.producer_state_scan_bytes).await;
         *self.producers.borrow_mut() = states;
         self.producers_term.set(term);
+        self.producers_changed.notify_all();
         Ok(())
     }
 

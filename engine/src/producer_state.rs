@@ -76,7 +76,8 @@ pub enum SequenceCheck {
     Duplicate { first_offset: i64, last_offset: i64 },
     /// OUT_OF_ORDER_SEQUENCE_NUMBER (45).
     OutOfOrder,
-    /// A retry of a batch whose append has not finished yet: DUPLICATE_SEQUENCE_NUMBER (46).
+    /// A retry of a batch whose append has not finished yet (the partition waits for the
+    /// original's outcome, then checks again).
     DuplicateInFlight,
     /// INVALID_PRODUCER_EPOCH (47): an older epoch than the one we know.
     FencedEpoch,

@@ -398,6 +398,33 @@ fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failov
                 nl.replicate(batch(1), Acks::All).await.unwrap().base_offset,
                 4001
             );
+            // A client cannot forge a log start entry: its batch is refused (INVALID_RECORD).
+            let forged = nl
+                .replicate(freshet_raft::batch::log_start_batch(4002), Acks::All)
+                .await
+                .unwrap_err();
+            assert_eq!(forged.kafka_code(), 87);
+            assert_eq!(nl.offsets().log_start_offset, 3500);
+            // KIP-98: a retry sent while the original is still being appended is answered
+            // with the original's offsets (not DUPLICATE_SEQUENCE_NUMBER).
+            let (x, y) = futures_lite::future::zip(
+                nl.replicate(idempotent_batch(3, 0), Acks::All),
+                nl.replicate(idempotent_batch(3, 0), Acks::All),
+            )
+            .await;
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert_eq!((x.base_offset, x.last_offset), (4002, 4004));
+            assert_eq!((y.base_offset, y.last_offset), (4002, 4004));
+            // A replica reopened (recovery scan of its log) serves the same exact start: the
+            // log start entry is re-applied from the log, no file of its own.
+            let follower = [b, c].into_iter().find(|r| !r.p().is_leader()).unwrap();
+            let closing = follower.partition.borrow_mut().take().unwrap();
+            closing.close(false).await.unwrap();
+            let back = reopen(follower, &d).await;
+            wait_until("reopened replica's log start", || {
+                back.offsets().log_start_offset == 3500 && back.high_watermark() == 4005
+            })
+            .await;
             for r in &replicas {
                 r.raft.stop().await;
             }
