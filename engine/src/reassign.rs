@@ -139,9 +139,101 @@ pub fn next_step(me: NodeId, st: &GroupStatus, a: &PartitionAssignment) -> Step 
 #[derive(Default)]
 struct Running(RefCell<HashSet<GroupId>>);
 
+/// RPC method `ELECT_PREFERRED` (served on core 0 of the node that leads the group):
+/// payload `group:u64, to:i32` (little-endian; `to` = the broker to hand leadership to);
+/// answer one byte, an [`ElectOutcome`]. Used by ElectLeaders (Kafka API 43) for
+/// partitions another node leads.
+pub const ELECT_PREFERRED: u16 = 20;
+
+/// What a preferred-leader election request found on the node asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectOutcome {
+    /// The leadership transfer was started (Raft thesis §3.10); watch the leader table.
+    Started = 0,
+    /// This node does not lead the group (any more).
+    NotLeader = 1,
+    /// No replica of the group on this node.
+    UnknownGroup = 2,
+}
+
+/// Starts handing the leadership of `group` to broker `to` if this node leads it (any core;
+/// the group's owning core does it).
+pub async fn elect_preferred(s: &Rc<Shard>, group: GroupId, to: i32) -> ElectOutcome {
+    let meta = s.metadata();
+    let Some((t, p)) = meta.partition_of_group(group) else {
+        return ElectOutcome::UnknownGroup;
+    };
+    let core = s.owner_of(&t.name, p);
+    s.invoke_on(core, move |s| async move {
+        if s.raft().status(group).is_none() {
+            return ElectOutcome::UnknownGroup;
+        }
+        if !s.raft().is_leader(group) {
+            return ElectOutcome::NotLeader;
+        }
+        s.raft().transfer_leader(group, raft_node_id(to));
+        ElectOutcome::Started
+    })
+    .await
+    .unwrap_or(ElectOutcome::NotLeader)
+}
+
+fn serve_elect(s: Rc<Shard>, payload: bytes::Bytes) -> crate::cluster::MethodFuture {
+    Box::pin(async move {
+        if payload.len() != 12 {
+            return Err(crate::cluster::MethodError::Failed(format!(
+                "ELECT_PREFERRED payload is {} bytes, expected 12",
+                payload.len()
+            )));
+        }
+        let group = u64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
+        let to = i32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
+        if to < 0 {
+            return Err(crate::cluster::MethodError::Failed(format!(
+                "broker id {to} < 0"
+            )));
+        }
+        let outcome = elect_preferred(&s, group, to).await;
+        Ok(bytes::Bytes::from(vec![outcome as u8]))
+    })
+}
+
+/// Asks the node `leader` (possibly this one) to hand `group`'s leadership to `to`.
+pub async fn request_preferred_election(
+    s: &Rc<Shard>,
+    leader: i32,
+    group: GroupId,
+    to: i32,
+    timeout: Duration,
+) -> Result<ElectOutcome, String> {
+    let mut payload = group.to_le_bytes().to_vec();
+    payload.extend_from_slice(&to.to_le_bytes());
+    let answer = crate::cluster::rpc_call(
+        s,
+        leader,
+        ELECT_PREFERRED,
+        bytes::Bytes::from(payload),
+        timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match answer.first() {
+        Some(0) => Ok(ElectOutcome::Started),
+        Some(1) => Ok(ElectOutcome::NotLeader),
+        Some(2) => Ok(ElectOutcome::UnknownGroup),
+        _ => Err(format!("bad ELECT_PREFERRED answer {answer:?}")),
+    }
+}
+
 /// The per-core driver loop (spawned by `Shard::start`): every [`REASSIGN_POLL_MS`], one
-/// step for each group this node leads that is not where the metadata wants it.
+/// step for each group this node leads that is not where the metadata wants it. Core 0
+/// also serves [`ELECT_PREFERRED`].
 pub async fn run(me: Weak<Shard>) {
+    if let Some(s) = me.upgrade() {
+        if s.core() == 0 {
+            crate::cluster::register_method(&s, ELECT_PREFERRED, Rc::new(serve_elect));
+        }
+    }
     loop {
         glommio::timer::sleep(Duration::from_millis(REASSIGN_POLL_MS)).await;
         let Some(s) = me.upgrade() else { return };

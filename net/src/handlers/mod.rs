@@ -44,6 +44,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_log_dirs;
+mod elect_leaders;
 mod fetch;
 mod incremental_alter_configs;
 mod init_producer_id;
@@ -141,6 +142,7 @@ pub static HANDLERS: &[Handler] = &[
     entry!(offset_delete),
     entry!(alter_partition_reassignments),
     entry!(list_partition_reassignments),
+    entry!(elect_leaders),
 ];
 
 /// The handler for `key`, if served.
