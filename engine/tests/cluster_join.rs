@@ -9,7 +9,8 @@
 //!    RegisterBroker through the controller leader), added as a learner of the controller
 //!    group (KRaft observer; the voters stay the founders), catches up by snapshot, and the
 //!    next topic places a replica on it (RF 4 needs it).
-//! 3. A second node claiming id 3 from another RPC address is refused at start.
+//! 3. A second node claiming id 3 (or a founder's id) from another RPC address is refused at
+//!    start.
 //! 4. Node 3 restarts: its identity says "joined", it rejoins without JOIN and applies the
 //!    commands it missed.
 
@@ -314,6 +315,22 @@ fn a_node_joins_a_formed_cluster_and_lagging_replicas_catch_up_from_a_shipped_sn
         cluster::identity::load(&dir.join("node-3-dup")).unwrap(),
         None,
         "a refused node persists no identity"
+    );
+
+    // ... and so is a new node with a founder's id (it must not take the founder's seat).
+    let dup = start(config(&dir, "node-1-dup", 1, free_port(), &ports), &world);
+    world.wait("the founder's id is refused", 30, |w| {
+        w.failed.lock().unwrap().contains_key(&1)
+    });
+    let why = world.failed.lock().unwrap()[&1].clone();
+    assert!(
+        why.contains("join refused") && why.contains("already registered"),
+        "{why}"
+    );
+    dup.stop();
+    assert_eq!(
+        cluster::identity::load(&dir.join("node-1-dup")).unwrap(),
+        None
     );
 
     // 4. Node 3 restarts (same data; a new RPC port, see above) after missing a command.

@@ -709,14 +709,29 @@ fn learn_from_hello(shard: &Rc<Shard>, h: &Hello) {
         return;
     }
     match resolve(&h.rpc_addr) {
-        Ok(addr) => learn_peer(
-            shard,
-            PeerInfo {
-                id: h.node_id,
-                rpc_addr: addr,
-                kafka_addr: h.kafka_addr.clone(),
-            },
-        ),
+        Ok(addr) => {
+            // A node that belongs to no formed cluster yet (a first start) must not move a
+            // known peer to its address: it may be a new node claiming a member's id, which
+            // JOIN refuses. A member that moved (restart with a new address) says it formed.
+            let known = cc(shard).peers.borrow().get(&h.node_id).map(|k| k.rpc_addr);
+            if h.founders.is_none() && known.is_some_and(|k| k != addr) {
+                tracing::warn!(
+                    node = h.node_id,
+                    rpc_addr = %addr,
+                    known = ?known,
+                    "a node outside the cluster claims a known peer's id; its address is ignored"
+                );
+                return;
+            }
+            learn_peer(
+                shard,
+                PeerInfo {
+                    id: h.node_id,
+                    rpc_addr: addr,
+                    kafka_addr: h.kafka_addr.clone(),
+                },
+            )
+        }
         Err(e) => tracing::warn!(node = h.node_id, "peer's RPC address does not resolve: {e}"),
     }
 }
@@ -805,8 +820,20 @@ async fn discover(me: Weak<Shard>, seeds: Vec<SocketAddr>, undecided: bool, i_am
                 })
             })
             .collect();
+        let mut answers = Vec::with_capacity(calls.len());
         for call in calls {
-            let (addr, r) = call.await;
+            answers.push(call.await);
+        }
+        // Another node answering with this node's id from another address: this node must
+        // not take that id's founder seat (it would join and be refused instead).
+        let mine = my_hello(&shard);
+        let duplicate = answers.iter().any(|(_, r)| {
+            r.as_ref()
+                .ok()
+                .and_then(|b| Hello::decode(b.clone()).ok())
+                .is_some_and(|h| h.node_id == mine.node_id && h.rpc_addr != mine.rpc_addr)
+        });
+        for (addr, r) in answers {
             let r = r
                 .map_err(|e| e.to_string())
                 .and_then(|b| Hello::decode(b).map_err(|e| e.to_string()))
@@ -821,7 +848,7 @@ async fn discover(me: Weak<Shard>, seeds: Vec<SocketAddr>, undecided: bool, i_am
                     last_error.remove(&addr);
                     if let Some(f) = &h.founders {
                         if !decided {
-                            decided = settle_from_formed(&shard, addr, f);
+                            decided = settle_from_formed(&shard, addr, f, i_am_seed && !duplicate);
                         } else if cc(&shard).joined.get() {
                             let c = cc(&shard);
                             if !c.join_via.borrow().contains(&addr) {
@@ -868,12 +895,19 @@ async fn discover(me: Weak<Shard>, seeds: Vec<SocketAddr>, undecided: bool, i_am
 }
 
 /// First start, the seed at `via` reports a cluster formed with `founders`: adopt them (this
-/// node is one of them: it crashed before persisting its identity) or join. Returns whether
-/// the membership is settled.
-fn settle_from_formed(shard: &Rc<Shard>, via: SocketAddr, founders: &[i32]) -> bool {
+/// node is one of them: it crashed before persisting its identity) or join. Adopting needs
+/// `may_adopt`: this node's own address is among the seeds (a founder's was) and no node
+/// answered with this node's id from another address; otherwise a founder's id is sent to
+/// JOIN, which refuses it. Returns whether the membership is settled.
+fn settle_from_formed(
+    shard: &Rc<Shard>,
+    via: SocketAddr,
+    founders: &[i32],
+    may_adopt: bool,
+) -> bool {
     let me = shard.config().node_id;
     let c = cc(shard);
-    if founders.contains(&me) {
+    if founders.contains(&me) && may_adopt {
         if let Err(e) = identity::store(
             &shard.config().data_dir,
             &Identity {

@@ -998,14 +998,6 @@ async fn serve_join(shard: Rc<Shard>, payload: Bytes) -> Result<Bytes, MethodErr
             req.node_id
         )));
     }
-    let founders: Vec<i32> = ctl.voters.iter().map(|v| broker_id_of(*v)).collect();
-    if founders.contains(&req.node_id) {
-        return Err(MethodError::Failed(format!(
-            "node id {} is a founder of this cluster (founders {founders:?}); a joining node \
-             needs an id of its own (a founder restarts with its own data directory)",
-            req.node_id
-        )));
-    }
     let registered = ctl.state.borrow().brokers.get(&req.node_id).cloned();
     if let Some(b) = registered {
         if b.rpc_addr != req.rpc_addr {
@@ -1015,6 +1007,14 @@ async fn serve_join(shard: Rc<Shard>, payload: Bytes) -> Result<Bytes, MethodErr
                 req.node_id, b.rpc_addr, req.rpc_addr
             )));
         }
+    }
+    let founders: Vec<i32> = ctl.voters.iter().map(|v| broker_id_of(*v)).collect();
+    if founders.contains(&req.node_id) {
+        return Err(MethodError::Failed(format!(
+            "node id {} is a founder of this cluster (founders {founders:?}); a joining node \
+             needs an id of its own (a founder restarts with its own data directory)",
+            req.node_id
+        )));
     }
     let info = BrokerInfo {
         id: req.node_id,
