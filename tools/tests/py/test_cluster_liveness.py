@@ -26,6 +26,10 @@ from test_cluster import create_topic, wait_topic_ready
 pytestmark = pytest.mark.cluster
 
 API_METADATA = 3
+# One poll's Metadata timeout: short, so one slow answer does not use up a whole fencing window
+# (seen about once in 4 runs while a peer is SIGSTOPped: one Metadata connection to a live node
+# left unanswered for seconds; reported in /work/notes/findings.md, cause open).
+POLL_TIMEOUT_S = 1
 
 
 def metadata_v5(addr, timeout_s=5):
@@ -70,7 +74,7 @@ def fenced_everywhere(cluster, topic, gone):
     """True when every live node's Metadata treats broker `gone` as down: unlisted, not a leader,
     not the controller, out of every ISR, and its replicas offline (and only its replicas)."""
     for i in cluster.alive():
-        md = metadata_v5(cluster[i].addr)
+        md = metadata_v5(cluster[i].addr, timeout_s=POLL_TIMEOUT_S)
         if gone in md["brokers"] or md["controller"] == gone:
             return False
         for p in md["topics"][topic].values():
@@ -85,7 +89,7 @@ def back_everywhere(cluster, topic, n):
     """True when every node lists all `n` brokers, and every partition of `topic` has a leader, a
     full ISR and no offline replica."""
     for i in cluster.alive():
-        md = metadata_v5(cluster[i].addr)
+        md = metadata_v5(cluster[i].addr, timeout_s=POLL_TIMEOUT_S)
         if sorted(md["brokers"]) != list(range(n)):
             return False
         for p in md["topics"][topic].values():
