@@ -52,8 +52,6 @@ def topics_seen_by(cluster, i, prefix):
 # ---------------------------------------------------------------- (j) a node joins
 
 
-@pytest.mark.xfail(strict=False, reason="J: the joined node as controller learner (controller/service.rs) not "
-                   "committed yet (passes with J's working tree)")
 def test_a_fourth_node_joins_a_running_cluster_and_takes_new_replicas(cluster, topic_name):
     """(j) Three founders form the cluster and hold a topic; node 3 starts with `--seeds` = the
     founders' RPC addresses and joins: every node's Metadata and DescribeCluster (KIP-700) then list
@@ -119,8 +117,6 @@ def test_a_fourth_node_joins_a_running_cluster_and_takes_new_replicas(cluster, t
         tail.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="J: a new node with a FOUNDER's id and another RPC address is taken for "
-                   "that founder (lost-identity path) instead of refused (findings 16:15)")
 def test_a_node_id_registered_with_another_address_cannot_join(cluster):
     """(j2) A node that starts with the id of a registered broker (1) but its own RPC address is
     refused (Kafka: a broker id is unique; KRaft refuses a registration whose incarnation differs
@@ -195,8 +191,6 @@ COMPACTED_LOG_LINE = re.compile(r"controller log compacted: log start \d+")
 INSTALLED_SNAPSHOT_LINE = re.compile(r"controller: installed snapshot revision \d+ from node \d+")
 
 
-@pytest.mark.xfail(strict=False, reason="J: controller log truncation + snapshot shipping (controller/service.rs) "
-                   "not committed yet (passes with J's working tree)")
 @pytest.mark.cluster_args("--controller-snapshot-commands", "8")
 def test_node_behind_a_truncated_controller_log_loads_the_shipped_snapshot(cluster, topic_name):
     """(s) Controller snapshots every 8 commands, and the controller log is truncated behind each
