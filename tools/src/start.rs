@@ -68,6 +68,11 @@ pub struct StartArgs {
     /// 100..=600000 [default: 10000]
     #[arg(long)]
     pub controller_request_timeout_ms: Option<u64>,
+    /// A peer that leaves a liveness probe unanswered this long is marked down (Kafka's
+    /// broker.session.timeout.ms; a failed connection marks it down at once),
+    /// 100..=600000 [default: 3000]
+    #[arg(long)]
+    pub broker_session_timeout_ms: Option<u64>,
     /// Internal RPC address (Raft traffic and node-to-node calls) [default: 127.0.0.1:33145]
     #[arg(long)]
     pub rpc_addr: Option<String>,
@@ -110,6 +115,7 @@ struct FileConfig {
     offsets_topic_replication_factor: Option<i16>,
     controller_snapshot_commands: Option<u64>,
     controller_request_timeout_ms: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
     rpc_addr: Option<String>,
     advertise_rpc_addr: Option<String>,
     /// RPC addresses of the founding nodes: a list, or one comma-separated string.
@@ -176,6 +182,7 @@ fn broker_config(args: &StartArgs) -> Result<BrokerConfig, String> {
         offsets_topic_replication_factor: file.offsets_topic_replication_factor,
         controller_snapshot_commands: file.controller_snapshot_commands,
         controller_request_timeout_ms: file.controller_request_timeout_ms,
+        broker_session_timeout_ms: file.broker_session_timeout_ms,
     };
     let online = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -291,6 +298,7 @@ struct FileCluster {
     offsets_topic_replication_factor: Option<i16>,
     controller_snapshot_commands: Option<u64>,
     controller_request_timeout_ms: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
 }
 
 /// Accepted values of the keys validated by [`in_range`].
@@ -298,6 +306,7 @@ const OFFSETS_COMMIT_TIMEOUT_MS: std::ops::RangeInclusive<i64> = 1..=i32::MAX as
 const OFFSETS_TOPIC_REPLICATION_FACTOR: std::ops::RangeInclusive<i16> = 1..=i16::MAX;
 const CONTROLLER_SNAPSHOT_COMMANDS: std::ops::RangeInclusive<u64> = 1..=10_000_000;
 const CONTROLLER_REQUEST_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+const BROKER_SESSION_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 /// `v` if it lies in `range`, else an error naming the key, the value and the range.
 fn in_range<T: PartialOrd + std::fmt::Display>(
@@ -391,6 +400,13 @@ fn cluster_config(
             v,
             CONTROLLER_REQUEST_TIMEOUT_MS,
         )?;
+    }
+    if let Some(v) = args
+        .broker_session_timeout_ms
+        .or(file.broker_session_timeout_ms)
+    {
+        c.broker_session_timeout_ms =
+            in_range("broker_session_timeout_ms", v, BROKER_SESSION_TIMEOUT_MS)?;
     }
     if cfg.node_id < 0 {
         return Err(format!("--node-id must be >= 0, got {}", cfg.node_id));
@@ -737,6 +753,7 @@ mod tests {
             &file,
             "controller_snapshot_commands = 50
 controller_request_timeout_ms = 2500
+broker_session_timeout_ms = 1500
              offsets_topic_replication_factor = 2
 offsets_commit_timeout_ms = 7000
 ",
@@ -750,11 +767,13 @@ offsets_commit_timeout_ms = 7000
         let cfg = broker_config(&args).unwrap();
         assert_eq!(cfg.cluster.controller_snapshot_commands, 50);
         assert_eq!(cfg.cluster.controller_request_timeout_ms, 2500);
+        assert_eq!(cfg.cluster.broker_session_timeout_ms, 1500);
         assert_eq!(cfg.cluster.offsets_topic_replication_factor, 2);
         assert_eq!(cfg.groups.offsets_commit_timeout_ms, 7000);
         let flags = StartArgs {
             controller_snapshot_commands: Some(10),
             controller_request_timeout_ms: Some(100),
+            broker_session_timeout_ms: Some(100),
             offsets_topic_replication_factor: Some(1),
             offsets_commit_timeout_ms: Some(1),
             ..args
@@ -762,6 +781,7 @@ offsets_commit_timeout_ms = 7000
         let cfg = broker_config(&flags).unwrap();
         assert_eq!(cfg.cluster.controller_snapshot_commands, 10);
         assert_eq!(cfg.cluster.controller_request_timeout_ms, 100);
+        assert_eq!(cfg.cluster.broker_session_timeout_ms, 100);
         assert_eq!(cfg.cluster.offsets_topic_replication_factor, 1);
         assert_eq!(cfg.groups.offsets_commit_timeout_ms, 1);
         // Defaults without any of them.
@@ -772,6 +792,7 @@ offsets_commit_timeout_ms = 7000
         .unwrap();
         assert_eq!(cfg.cluster.controller_snapshot_commands, 1000);
         assert_eq!(cfg.cluster.controller_request_timeout_ms, 10_000);
+        assert_eq!(cfg.cluster.broker_session_timeout_ms, 3000);
         assert_eq!(cfg.cluster.offsets_topic_replication_factor, 3);
         assert_eq!(cfg.groups.offsets_commit_timeout_ms, 5000);
         let bad = |a: StartArgs| {
@@ -788,6 +809,14 @@ offsets_commit_timeout_ms = 7000
         assert_eq!(
             e,
             "controller_snapshot_commands must be in 1..=10000000, got 0"
+        );
+        let e = bad(StartArgs {
+            broker_session_timeout_ms: Some(600_001),
+            ..Default::default()
+        });
+        assert_eq!(
+            e,
+            "broker_session_timeout_ms must be in 100..=600000, got 600001"
         );
         let e = bad(StartArgs {
             controller_request_timeout_ms: Some(99),
