@@ -371,43 +371,22 @@ fn cluster_config(
         leaders_expiry_ms,
         leader_rebalance_interval_ms
     );
-    if let Some(v) = args
-        .offsets_topic_replication_factor
-        .or(file.offsets_topic_replication_factor)
-    {
-        c.offsets_topic_replication_factor = in_range(
+    // Flag, else file; a value is taken only inside its range.
+    macro_rules! checked {
+        ($($f:ident: $key:expr, $range:expr;)*) => { $(
+            if let Some(v) = args.$f.or(file.$f) {
+                c.$f = in_range($key, v, $range)?;
+            }
+        )* };
+    }
+    checked!(
+        offsets_topic_replication_factor:
             "offsets_topic_replication_factor (offsets.topic.replication.factor)",
-            v,
-            OFFSETS_TOPIC_REPLICATION_FACTOR,
-        )?;
-    }
-    if let Some(v) = args
-        .controller_snapshot_commands
-        .or(file.controller_snapshot_commands)
-    {
-        c.controller_snapshot_commands = in_range(
-            "controller_snapshot_commands",
-            v,
-            CONTROLLER_SNAPSHOT_COMMANDS,
-        )?;
-    }
-    if let Some(v) = args
-        .controller_request_timeout_ms
-        .or(file.controller_request_timeout_ms)
-    {
-        c.controller_request_timeout_ms = in_range(
-            "controller_request_timeout_ms",
-            v,
-            CONTROLLER_REQUEST_TIMEOUT_MS,
-        )?;
-    }
-    if let Some(v) = args
-        .broker_session_timeout_ms
-        .or(file.broker_session_timeout_ms)
-    {
-        c.broker_session_timeout_ms =
-            in_range("broker_session_timeout_ms", v, BROKER_SESSION_TIMEOUT_MS)?;
-    }
+            OFFSETS_TOPIC_REPLICATION_FACTOR;
+        controller_snapshot_commands: "controller_snapshot_commands", CONTROLLER_SNAPSHOT_COMMANDS;
+        controller_request_timeout_ms: "controller_request_timeout_ms", CONTROLLER_REQUEST_TIMEOUT_MS;
+        broker_session_timeout_ms: "broker_session_timeout_ms", BROKER_SESSION_TIMEOUT_MS;
+    );
     if cfg.node_id < 0 {
         return Err(format!("--node-id must be >= 0, got {}", cfg.node_id));
     }
