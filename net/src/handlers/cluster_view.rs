@@ -187,7 +187,12 @@ impl<'a> ClusterView<'a> {
                 let isr = if l.isr.is_empty() {
                     vec![l.leader]
                 } else {
-                    l.isr.into_iter().filter(|b| !self.is_down(*b)).collect()
+                    // Only brokers this answer lists (live and registered): Kafka never names
+                    // an ISR member that is absent from the brokers array.
+                    l.isr
+                        .into_iter()
+                        .filter(|b| self.broker(*b).is_some())
+                        .collect()
                 };
                 PartitionState {
                     error: code::NONE,
@@ -574,6 +579,39 @@ mod tests {
             down: &[0],
         };
         assert_eq!(v.broker_ids(), vec![0, 1, 2]);
+    }
+
+    /// Every id an answer names is one it lists: an ISR member that is not a registered broker
+    /// (a node whose registration this node has not applied yet) is left out of the ISR, as a
+    /// leader or controller that is not registered is not named (clients such as librdkafka
+    /// decommission a broker missing from Metadata's brokers array).
+    #[test]
+    fn an_unlisted_broker_is_never_named_in_an_isr_or_as_leader() {
+        let t = topic("orders", &[&[0, 1, 3], &[3, 0, 1]], 10);
+        let s = snap(&[0, 1], vec![t.clone()]);
+        let table = leaders(&[
+            (CONTROLLER_GROUP, 3, 2, &[3, 0, 1]),
+            (10, 0, 3, &[0, 3, 1]),
+            (11, 3, 3, &[3, 0, 1]),
+        ]);
+        let v = ClusterView {
+            snap: &s,
+            this: this(0),
+            leader_of: &table,
+            down: &[],
+        };
+        let listed = v.broker_ids();
+        assert_eq!(listed, vec![0, 1]);
+        let p0 = v.partition(&t, 0);
+        assert_eq!((p0.error, p0.leader), (code::NONE, 0));
+        assert_eq!(p0.isr, vec![0, 1]);
+        let p1 = v.partition(&t, 1);
+        assert_eq!((p1.error, p1.leader), (code::LEADER_NOT_AVAILABLE, -1));
+        assert!(p1.isr.is_empty());
+        assert_eq!(v.controller_id(), 0);
+        for p in [p0, p1] {
+            assert!(p.isr.iter().all(|b| listed.contains(b)), "{p:?}");
+        }
     }
 
     /// FindCoordinator: a group's coordinator is the leader of its offsets partition;

@@ -138,3 +138,62 @@ def test_a_broker_that_stops_answering_is_fenced_and_comes_back(cluster, topic_n
     cluster.resume(quiet)
     cluster.wait_for(lambda: back_everywhere(cluster, topic_name, 3),
                      f"broker {quiet} listed, in sync and online again after SIGCONT")
+
+
+def unnamed_brokers(md):
+    """What one Metadata answer names without listing it (Kafka never does: a client such as
+    librdkafka decommissions a broker missing from the brokers array and then reports its
+    partitions unknown): [(what, id)] for the controller, each leader and each ISR member."""
+    listed = md["brokers"]
+    bad = []
+    if md["controller"] not in listed:
+        bad.append(("controller", md["controller"]))
+    for name, parts in md["topics"].items():
+        for p, st in parts.items():
+            if st["leader"] >= 0 and st["leader"] not in listed:
+                bad.append((f"{name}/{p} leader", st["leader"]))
+            bad.extend((f"{name}/{p} isr", b) for b in st["isr"] if b not in listed)
+    return bad
+
+
+def test_every_metadata_answer_lists_each_broker_it_names_through_a_restart(cluster, topic_name):
+    """A broker that leads partitions is restarted (SIGTERM, then started again) while Metadata
+    v5 is asked of every node every ~50 ms: EVERY answer (from every node, before, during and
+    after) lists in its brokers array the controller, each partition leader and each ISR member it
+    names (KRaft MetadataCache: only live brokers lead or are in sync, and only they are listed)."""
+    import threading
+
+    create_topic(cluster, topic_name, 6, 3)
+    view = wait_topic_ready(cluster, topic_name, 6, 3)
+    victim = view[0]["leader"]
+    assert victim in (0, 1, 2), view
+    stop = threading.Event()
+    answers, violations = [], []
+
+    def poll():
+        while not stop.is_set():
+            for n in cluster.nodes:
+                try:
+                    md = metadata_v5(n.addr, timeout_s=POLL_TIMEOUT_S)
+                except (OSError, EOFError, struct.error):
+                    continue  # the restarting node is not listening (or was cut off mid-answer)
+                answers.append(n.index)
+                bad = unnamed_brokers(md)
+                if bad:
+                    violations.append((round(time.monotonic(), 3), n.index, sorted(md["brokers"]), bad))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        time.sleep(0.5)
+        cluster.restart(victim)
+        cluster.wait_for(lambda: back_everywhere(cluster, topic_name, 3),
+                         f"broker {victim} listed, in sync and online again on every broker")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        poller.join(10)
+    print(f"{len(answers)} Metadata answers checked; restarted broker {victim}")
+    assert len(answers) > 30, answers
+    assert not violations, violations[:10]
