@@ -279,18 +279,9 @@ impl<L: GroupLog + 'static> RaftHandle<L> {
         batch: Bytes,
         wait: WaitFor,
     ) -> impl Future<Output = Outcome> {
-        let slot = new_slot();
-        let mut sh = self.shared.borrow_mut();
-        if sh.stopped.is_some() {
-            complete(&slot, Err(stopped_error()));
-        } else {
-            sh.next_token += 1;
-            let token = sh.next_token;
+        self.submit(wait, |sh, token| {
             sh.proposals.push_back((group, batch, wait, token));
-            sh.waiters.insert(token, (wait, slot.clone()));
-            sh.wake_loop();
-        }
-        Completion { slot }
+        })
     }
 
     /// DeleteRecords (KIP-107) through Raft: proposes a log start entry naming `kafka_offset`
@@ -305,6 +296,23 @@ impl<L: GroupLog + 'static> RaftHandle<L> {
         group: GroupId,
         kafka_offset: i64,
     ) -> impl Future<Output = Outcome> {
+        self.submit(WaitFor::Majority, |sh, token| {
+            sh.commands.push_back(Command::LogStart {
+                group,
+                kafka_offset,
+                token,
+            });
+        })
+    }
+
+    /// Queues one request that resolves like a proposal: `queue` puts it (under a fresh
+    /// token) on the loop's queue, and the caller is answered once `wait` is satisfied for
+    /// that token; after [`RaftHandle::stop`] it is answered at once with the stop reason.
+    fn submit(
+        &self,
+        wait: WaitFor,
+        queue: impl FnOnce(&mut Shared<L>, u64),
+    ) -> Completion<Outcome> {
         let slot = new_slot();
         let mut sh = self.shared.borrow_mut();
         if sh.stopped.is_some() {
@@ -312,12 +320,8 @@ impl<L: GroupLog + 'static> RaftHandle<L> {
         } else {
             sh.next_token += 1;
             let token = sh.next_token;
-            sh.commands.push_back(Command::LogStart {
-                group,
-                kafka_offset,
-                token,
-            });
-            sh.waiters.insert(token, (WaitFor::Majority, slot.clone()));
+            queue(&mut sh, token);
+            sh.waiters.insert(token, (wait, slot.clone()));
             sh.wake_loop();
         }
         Completion { slot }

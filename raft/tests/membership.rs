@@ -12,20 +12,22 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use freshet_raft::log::MemLog;
 use freshet_raft::meta::MemMetaStore;
 use freshet_raft::multiraft::{MultiRaft, RaftConfig};
 use freshet_raft::rng::SimRng;
-use freshet_raft::runtime::{spawn, GroupStatus, Membership, MembershipError, RaftHandle, WaitFor};
+use freshet_raft::runtime::{
+    spawn, Committed, GroupStatus, Membership, MembershipError, RaftHandle, WaitFor,
+};
 use freshet_raft::tcp::{listen, RpcConfig, TcpTransport};
 use freshet_raft::transport::{Envelope, GroupId, NodeId};
 use futures_lite::StreamExt;
 use glommio::channels::local_channel::{self, LocalSender};
 
 mod common;
-use common::{batch, run};
+use common::{batch, run, wait_until};
 
 const TICK_MS: u64 = 10;
 const G: GroupId = 7;
@@ -143,6 +145,53 @@ impl Cluster {
         *n.raft.borrow_mut() = h;
     }
 
+    /// Nodes 1..=3 open the group as its voters, each node of `joining` opens it with no
+    /// voters (a replica joining); returns the leader the founders elect.
+    async fn found_three(&self, joining: &[NodeId]) -> NodeId {
+        for id in 1..=3 {
+            self.open(id, &[1, 2, 3]).await;
+        }
+        for id in joining {
+            self.open(*id, &[]).await;
+        }
+        self.leader(&[1, 2, 3]).await
+    }
+
+    /// Nodes 1..=4 open the group as its voters; returns (leader, a follower, the voters
+    /// without that follower).
+    async fn found_four(&self) -> (NodeId, NodeId, Vec<NodeId>) {
+        for id in 1..=4 {
+            self.open(id, &[1, 2, 3, 4]).await;
+        }
+        let l = self.leader(&[1, 2, 3, 4]).await;
+        let f = (1..=4).find(|id| *id != l).unwrap();
+        let rest = (1..=4).filter(|id| *id != f).collect();
+        (l, f, rest)
+    }
+
+    /// `records` one-byte records through node `id`, committed by a majority.
+    async fn write(&self, id: NodeId, records: usize) -> Committed {
+        self.h(id)
+            .replicate(G, batch(records), WaitFor::Majority)
+            .await
+            .unwrap()
+    }
+
+    /// §4.2.1: leader `l` keeps `voters` and adds `learners`; waits until the leader counts
+    /// every learner in sync.
+    async fn add_learners(&self, l: NodeId, voters: &[NodeId], learners: &[NodeId]) {
+        let m = self
+            .h(l)
+            .change_membership(G, voters.to_vec(), learners.to_vec())
+            .await;
+        assert_eq!(m, Ok(members(voters, learners)));
+        wait_until(10, "the learners to be in sync", || {
+            self.status(l)
+                .is_some_and(|s| s.learners_in_sync == learners)
+        })
+        .await;
+    }
+
     async fn leader(&self, among: &[NodeId]) -> NodeId {
         wait_until(10, "a leader", || {
             among.iter().any(|id| self.h(*id).is_leader(G))
@@ -174,18 +223,6 @@ impl Cluster {
     }
 }
 
-/// Polls `cond` every 10 ms until it holds; panics with `what` after `secs`.
-async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn members(voters: &[NodeId], learners: &[NodeId]) -> Membership {
     Membership {
         voters: voters.to_vec(),
@@ -202,25 +239,13 @@ fn members(voters: &[NodeId], learners: &[NodeId]) -> Membership {
 fn a_learner_is_caught_up_promoted_and_the_old_leader_removes_itself_3_4_3() {
     run(|| async {
         let c = Cluster::new(4);
-        for id in 1..=3 {
-            c.open(id, &[1, 2, 3]).await;
-        }
-        c.open(4, &[]).await;
-        let l = c.leader(&[1, 2, 3]).await;
+        let l = c.found_three(&[4]).await;
         for _ in 0..5 {
-            c.h(l)
-                .replicate(G, batch(2), WaitFor::Majority)
-                .await
-                .unwrap();
+            c.write(l, 2).await;
         }
         assert!(!c.h(4).is_leader(G), "a joining replica never campaigns");
 
-        let m = c.h(l).change_membership(G, vec![1, 2, 3], vec![4]).await;
-        assert_eq!(m, Ok(members(&[1, 2, 3], &[4])));
-        wait_until(10, "the learner to be in sync", || {
-            c.status(l).is_some_and(|s| s.learners_in_sync == vec![4])
-        })
-        .await;
+        c.add_learners(l, &[1, 2, 3], &[4]).await;
         let st = c.status(l).unwrap();
         assert_eq!(st.learners, vec![4]);
         assert_eq!(
@@ -238,11 +263,7 @@ fn a_learner_is_caught_up_promoted_and_the_old_leader_removes_itself_3_4_3() {
         let m = c.h(l).change_membership(G, vec![1, 2, 3, 4], vec![]).await;
         assert_eq!(m, Ok(members(&[1, 2, 3, 4], &[])));
         c.settled(&[1, 2, 3, 4], &[1, 2, 3, 4], &[]).await;
-        let a = c
-            .h(l)
-            .replicate(G, batch(1), WaitFor::Majority)
-            .await
-            .unwrap();
+        let a = c.write(l, 1).await;
         assert_eq!(a.kafka_offset, 10);
 
         // The leader removes itself.
@@ -261,11 +282,7 @@ fn a_learner_is_caught_up_promoted_and_the_old_leader_removes_itself_3_4_3() {
             c.status(nl).unwrap().term > term,
             "a new term, via TimeoutNow (§3.10)"
         );
-        let b = c
-            .h(nl)
-            .replicate(G, batch(3), WaitFor::Majority)
-            .await
-            .unwrap();
+        let b = c.write(nl, 3).await;
         assert_eq!((b.kafka_offset, b.high_watermark), (11, 14));
         c.settled(&rest, &rest, &[]).await;
         // The removed server stays out: it never campaigns again (its term stays put while
@@ -294,11 +311,7 @@ fn a_learner_is_caught_up_promoted_and_the_old_leader_removes_itself_3_4_3() {
 fn joint_consensus_moves_the_group_to_mostly_new_voters_section_4_3() {
     run(|| async {
         let c = Cluster::new(5);
-        for id in 1..=3 {
-            c.open(id, &[1, 2, 3]).await;
-        }
-        c.open(4, &[]).await;
-        c.open(5, &[]).await;
+        let l = c.found_three(&[4, 5]).await;
         let joint_seen: Rc<RefCell<Vec<JointView>>> = Rc::default();
         let seen = joint_seen.clone();
         c.h(3).on_change(Box::new(move |_, s| {
@@ -307,18 +320,8 @@ fn joint_consensus_moves_the_group_to_mostly_new_voters_section_4_3() {
                     .push((s.voters.clone(), s.voters_outgoing.clone()));
             }
         }));
-        let l = c.leader(&[1, 2, 3]).await;
-        c.h(l)
-            .replicate(G, batch(4), WaitFor::Majority)
-            .await
-            .unwrap();
-        let m = c.h(l).change_membership(G, vec![1, 2, 3], vec![4, 5]).await;
-        assert_eq!(m, Ok(members(&[1, 2, 3], &[4, 5])));
-        wait_until(10, "both learners in sync", || {
-            c.status(l)
-                .is_some_and(|s| s.learners_in_sync == vec![4, 5])
-        })
-        .await;
+        c.write(l, 4).await;
+        c.add_learners(l, &[1, 2, 3], &[4, 5]).await;
         let m = c.h(l).change_membership(G, vec![3, 4, 5], vec![]).await;
         assert_eq!(m, Ok(members(&[3, 4, 5], &[])));
         assert!(
@@ -330,11 +333,7 @@ fn joint_consensus_moves_the_group_to_mostly_new_voters_section_4_3() {
             joint_seen.borrow()
         );
         let nl = c.leader(&[3, 4, 5]).await;
-        let a = c
-            .h(nl)
-            .replicate(G, batch(2), WaitFor::Majority)
-            .await
-            .unwrap();
+        let a = c.write(nl, 2).await;
         assert_eq!((a.kafka_offset, a.high_watermark), (4, 6));
         c.settled(&[3, 4, 5], &[3, 4, 5], &[]).await;
     });
@@ -350,15 +349,8 @@ fn replicas_restarted_after_and_during_a_change_keep_their_configuration() {
     run(|| async {
         let mut rng = SimRng::new(11);
         let c = Cluster::new(4);
-        for id in 1..=3 {
-            c.open(id, &[1, 2, 3]).await;
-        }
-        c.open(4, &[]).await;
-        let l = c.leader(&[1, 2, 3]).await;
-        c.h(l)
-            .replicate(G, batch(2), WaitFor::Majority)
-            .await
-            .unwrap();
+        let l = c.found_three(&[4]).await;
+        c.write(l, 2).await;
         c.h(l)
             .change_membership(G, vec![1, 2, 3], vec![4])
             .await
@@ -404,10 +396,7 @@ fn replicas_restarted_after_and_during_a_change_keep_their_configuration() {
             assert_eq!(voters, target, "a resolved change is in effect");
         }
         let nl = c.leader(&voters).await;
-        c.h(nl)
-            .replicate(G, batch(1), WaitFor::Majority)
-            .await
-            .unwrap();
+        c.write(nl, 1).await;
         c.settled(&voters, &voters, &[]).await;
     });
 }
@@ -420,16 +409,9 @@ fn replicas_restarted_after_and_during_a_change_keep_their_configuration() {
 fn a_learner_added_after_compaction_catches_up_by_snapshot_section_7() {
     run(|| async {
         let c = Cluster::new(4);
-        for id in 1..=3 {
-            c.open(id, &[1, 2, 3]).await;
-        }
-        c.open(4, &[]).await;
-        let l = c.leader(&[1, 2, 3]).await;
+        let l = c.found_three(&[4]).await;
         for _ in 0..4 {
-            c.h(l)
-                .replicate(G, batch(5), WaitFor::Majority)
-                .await
-                .unwrap();
+            c.write(l, 5).await;
         }
         for id in 1..=3 {
             wait_until(5, "the commit to reach every voter", || {
@@ -439,12 +421,7 @@ fn a_learner_added_after_compaction_catches_up_by_snapshot_section_7() {
             let start = c.h(id).compact(G, 15).await.unwrap();
             assert_eq!(start, Some(15));
         }
-        let m = c.h(l).change_membership(G, vec![1, 2, 3], vec![4]).await;
-        assert_eq!(m, Ok(members(&[1, 2, 3], &[4])));
-        wait_until(10, "the learner to be in sync", || {
-            c.status(l).is_some_and(|s| s.learners_in_sync == vec![4])
-        })
-        .await;
+        c.add_learners(l, &[1, 2, 3], &[4]).await;
         let st4 = c.status(4).unwrap();
         assert_eq!(
             st4.log_start_kafka, 15,
@@ -456,11 +433,7 @@ fn a_learner_added_after_compaction_catches_up_by_snapshot_section_7() {
             .change_membership(G, vec![1, 2, 3, 4], vec![])
             .await
             .unwrap();
-        let a = c
-            .h(l)
-            .replicate(G, batch(1), WaitFor::Majority)
-            .await
-            .unwrap();
+        let a = c.write(l, 1).await;
         assert_eq!(a.kafka_offset, 20);
         c.settled(&[1, 2, 3, 4], &[1, 2, 3, 4], &[]).await;
     });
@@ -473,12 +446,7 @@ fn a_learner_added_after_compaction_catches_up_by_snapshot_section_7() {
 fn a_removed_follower_never_campaigns() {
     run(|| async {
         let c = Cluster::new(4);
-        for id in 1..=4 {
-            c.open(id, &[1, 2, 3, 4]).await;
-        }
-        let l = c.leader(&[1, 2, 3, 4]).await;
-        let f = (1..=4).find(|id| *id != l).unwrap();
-        let rest: Vec<NodeId> = (1..=4).filter(|id| *id != f).collect();
+        let (l, f, rest) = c.found_four().await;
         c.h(l)
             .change_membership(G, rest.clone(), vec![])
             .await
@@ -499,10 +467,7 @@ fn a_removed_follower_never_campaigns() {
             (Some(l), before.term),
             "the removed node never campaigned"
         );
-        c.h(l)
-            .replicate(G, batch(1), WaitFor::Majority)
-            .await
-            .unwrap();
+        c.write(l, 1).await;
     });
 }
 
@@ -512,11 +477,7 @@ fn a_removed_follower_never_campaigns() {
 fn membership_requests_are_validated_and_run_one_at_a_time() {
     run(|| async {
         let c = Cluster::new(4);
-        for id in 1..=3 {
-            c.open(id, &[1, 2, 3]).await;
-        }
-        c.open(4, &[]).await;
-        let l = c.leader(&[1, 2, 3]).await;
+        let l = c.found_three(&[4]).await;
         let f = (1..=3).find(|id| *id != l).unwrap();
         assert!(matches!(
             c.h(f).change_membership(G, vec![1, 2, 3], vec![4]).await,
@@ -576,43 +537,24 @@ fn membership_requests_are_validated_and_run_one_at_a_time() {
 fn a_removed_replica_deleted_and_recreated_empty_joins_again() {
     run(|| async {
         let c = Cluster::new(4);
-        for id in 1..=4 {
-            c.open(id, &[1, 2, 3, 4]).await;
-        }
-        let l = c.leader(&[1, 2, 3, 4]).await;
-        let f = (1..=4).find(|id| *id != l).unwrap();
-        let rest: Vec<NodeId> = (1..=4).filter(|id| *id != f).collect();
-        c.h(l)
-            .replicate(G, batch(3), WaitFor::Majority)
-            .await
-            .unwrap();
+        let (l, f, rest) = c.found_four().await;
+        c.write(l, 3).await;
         c.h(l)
             .change_membership(G, rest.clone(), vec![])
             .await
             .unwrap();
         assert!(c.h(f).remove_group(G).await.is_some());
         assert!(c.status(f).is_none());
-        c.h(l)
-            .replicate(G, batch(2), WaitFor::Majority)
-            .await
-            .unwrap();
+        c.write(l, 2).await;
         c.open(f, &[]).await;
         let st = c.status(f).unwrap();
         assert!(st.voters.is_empty() && st.high_watermark == 0, "{st:?}");
-        let m = c.h(l).change_membership(G, rest.clone(), vec![f]).await;
-        assert_eq!(m, Ok(members(&rest, &[f])));
-        wait_until(10, "the re-created replica to be in sync", || {
-            c.status(l).is_some_and(|s| s.learners_in_sync == vec![f])
-        })
-        .await;
+        c.add_learners(l, &rest, &[f]).await;
         c.h(l)
             .change_membership(G, vec![1, 2, 3, 4], vec![])
             .await
             .unwrap();
-        c.h(l)
-            .replicate(G, batch(1), WaitFor::Majority)
-            .await
-            .unwrap();
+        c.write(l, 1).await;
         c.settled(&[1, 2, 3, 4], &[1, 2, 3, 4], &[]).await;
         assert_eq!(c.status(f).unwrap().high_watermark, 6);
     });

@@ -17,7 +17,7 @@ use glommio::channels::local_channel;
 const TICK_MS: u64 = 10;
 
 mod common;
-use common::{batch, run};
+use common::{batch, run, wait_until};
 
 /// A TCP transport whose sending side can be closed (the node stops answering).
 #[derive(Clone)]
@@ -87,18 +87,6 @@ async fn open_everywhere(nodes: &[Node], group: GroupId) {
             .open_group(group, voters.clone(), MemLog::new())
             .await
             .unwrap();
-    }
-}
-
-/// Polls `cond` every 10 ms until it holds; panics with `what` after `secs`.
-async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -1,8 +1,6 @@
 //! Log compaction through the per-core runtime (`RaftHandle::compact`, Raft §7) with nodes
 //! talking over real loopback TCP, so the snapshot message crosses the real frame codec.
 
-use std::time::{Duration, Instant};
-
 use freshet_raft::log::{GroupLog, MemLog};
 use freshet_raft::meta::MemMetaStore;
 use freshet_raft::multiraft::{MultiRaft, RaftConfig};
@@ -11,7 +9,7 @@ use freshet_raft::tcp::{listen, RpcConfig, TcpTransport};
 use glommio::channels::local_channel;
 
 mod common;
-use common::{batch, run};
+use common::{batch, run, wait_until};
 
 /// `n` nodes (ids 1..=n) over loopback TCP, each running the runtime with no groups yet.
 fn cluster(n: u64) -> Vec<RaftHandle<MemLog>> {
@@ -37,17 +35,6 @@ fn cluster(n: u64) -> Vec<RaftHandle<MemLog>> {
             spawn(MultiRaft::new(cfg, MemMetaStore::default(), t), rx, 10)
         })
         .collect()
-}
-
-async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Raft §7: two of three replicas take writes and compact (retention / DeleteRecords); the

@@ -1,7 +1,8 @@
 //! Set-up shared by the raft crate's runtime tests: a glommio executor to run a scenario in,
-//! and a data batch builder.
+//! a data batch builder and a polling wait.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use freshet_raft::batch::encode_batch;
@@ -23,4 +24,16 @@ where
 pub fn batch(records: usize) -> Bytes {
     let recs: Vec<_> = (0..records).map(|_| (None, Some(&b"v"[..]))).collect();
     encode_batch(0, 0, -1, &recs)
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `secs`.
+pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
 }
