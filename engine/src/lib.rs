@@ -44,6 +44,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod reassign;
 pub mod replica;
+pub mod replica_marker;
 pub mod shard;
 pub mod shard_table;
 

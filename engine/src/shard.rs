@@ -547,6 +547,11 @@ impl Shard {
                 // A replica outside `replicas` is joining a running group: it opens with no
                 // voters and learns its configuration from the leader (a learner first).
                 let joining = !a.replicas.contains(&me);
+                let dir = self.partition_dir(&t.name, i);
+                if let Err(e) = self.claim_partition_dir(&dir, t.id, a.group, &snap) {
+                    tracing::error!(topic = %t.name, partition = i, error = %e, "partition directory not usable; replica not opened");
+                    continue;
+                }
                 self.adopt_group_state(a.group);
                 let spec = PartitionSpec {
                     topic: t.name.clone(),
@@ -558,7 +563,7 @@ impl Shard {
                     } else {
                         a.replicas.clone()
                     },
-                    dir: self.partition_dir(&t.name, i),
+                    dir,
                     config: eff.clone(),
                     min_insync_replicas: min_insync,
                     producer_state_scan_bytes: self.config.producer_state_scan_bytes,
@@ -625,6 +630,95 @@ impl Shard {
             })
             .and_then(|v| v.parse().ok())
             .unwrap_or(self.config.cluster.min_insync_replicas)
+    }
+
+    /// Makes `dir` the directory of the replica of topic incarnation `topic_id`, group
+    /// `group` before it opens (see [`crate::replica_marker`]):
+    /// - no directory: created with its marker;
+    /// - a marker naming this incarnation and group: used as is;
+    /// - a marker naming another one (a topic deleted and re-created under the same name
+    ///   while this node was down): the dead incarnation's directory is removed, and its
+    ///   group's state files too unless `snap` still assigns that group somewhere; then the
+    ///   directory is created afresh with the new marker;
+    /// - no marker (a directory from before markers existed, or a crash between creating the
+    ///   directory and writing its marker): adopted (marker written) when this group's state
+    ///   file exists on this node, since group ids are never reused; else it holds no group
+    ///   that ran here and is removed like a dead incarnation's;
+    /// - a damaged marker: `Err`, the replica is not opened (nothing is deleted on a guess).
+    ///
+    /// Blocking std::fs; called only while applying metadata (under `apply_lock`).
+    fn claim_partition_dir(
+        &self,
+        dir: &std::path::Path,
+        topic_id: crate::metadata::TopicId,
+        group: GroupId,
+        snap: &MetadataSnapshot,
+    ) -> Result<(), crate::replica_marker::MarkerError> {
+        use crate::replica_marker::{self as marker, ReplicaMarker};
+        let want = ReplicaMarker { topic_id, group };
+        if !dir.exists() {
+            return marker::write(dir, &want);
+        }
+        let stale = match marker::read(dir)? {
+            Some(m) if m == want => return Ok(()),
+            Some(m) => Some(m.group),
+            None if !self.group_state_files(group).is_empty() => {
+                tracing::info!(dir = %dir.display(), group, "partition directory without a marker adopted: its group state is here");
+                return marker::write(dir, &want);
+            }
+            None => None,
+        };
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(marker::MarkerError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })
+            }
+        }
+        if let Some(old) = stale.filter(|g| !group_assigned(snap, *g)) {
+            self.remove_group_state_files(old);
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            old_group = ?stale,
+            group,
+            "partition directory of a dead topic incarnation removed before opening the new replica"
+        );
+        marker::write(dir, &want)
+    }
+
+    /// Existing state files of `group` in any core's directory under `<data>/raft-state/`.
+    fn group_state_files(&self, group: GroupId) -> Vec<PathBuf> {
+        let root = self.config.data_dir.join("raft-state");
+        let name = format!("group-{group:020}.state");
+        let Ok(dirs) = std::fs::read_dir(&root) else {
+            return Vec::new();
+        };
+        dirs.flatten()
+            .map(|d| d.path().join(&name))
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// Removes every state file of `group` (a group no longer assigned to this broker and
+    /// not open here). Returns how many went.
+    fn remove_group_state_files(&self, group: GroupId) -> usize {
+        let mut removed = 0;
+        for path in self.group_state_files(group) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(group, path = %path.display(), "raft state of a group no longer assigned here removed");
+                }
+                Err(e) => {
+                    tracing::warn!(group, path = %path.display(), error = %e, "removing raft group state failed")
+                }
+            }
+        }
+        removed
     }
 
     /// The group state files live per core (`<data>/raft-state/core-<n>/`); if `--cores`
@@ -706,6 +800,62 @@ impl Shard {
                 }
                 Err(e) => {
                     tracing::warn!(topic = %topic, partition = p, error = %e, "removing a stray partition failed")
+                }
+            }
+        }
+        self.remove_stray_group_states(&snap);
+        removed
+    }
+
+    /// Removes the Raft group state files in this core's directory
+    /// (`<data>/raft-state/core-<n>/group-<id>.state`) of groups that `snap` does not have
+    /// this broker hold and that are not open here: the groups of stray partitions (group ids
+    /// are never reused, so such a file can never serve again). The controller group's file
+    /// stays. Part of [`Shard::remove_stray_partitions`] (same preconditions). Returns how
+    /// many files were removed.
+    fn remove_stray_group_states(&self, snap: &MetadataSnapshot) -> usize {
+        let me = self.config.node_id;
+        let dir = self
+            .config
+            .data_dir
+            .join("raft-state")
+            .join(format!("core-{}", self.core));
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        let mut held: std::collections::HashSet<GroupId> = snap
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).filter_map(move |i| t.assignment(i)))
+            .filter(|a| a.is_holder(me))
+            .map(|a| a.group)
+            .collect();
+        held.insert(crate::metadata::CONTROLLER_GROUP);
+        held.extend(self.groups.borrow().keys().copied());
+        let mut removed = 0;
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(group) = name
+                .strip_prefix("group-")
+                .and_then(|n| n.strip_suffix(".state"))
+                .and_then(|n| n.parse::<GroupId>().ok())
+            else {
+                continue;
+            };
+            if held.contains(&group) {
+                continue;
+            }
+            match std::fs::remove_file(f.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(
+                        group,
+                        revision = snap.revision,
+                        "stray raft group state removed: group not assigned to this broker"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(group, error = %e, "removing stray raft group state failed")
                 }
             }
         }
@@ -1036,6 +1186,13 @@ impl Shard {
             }
         }
     }
+}
+
+/// Whether any partition of `snap` (on any broker) is served by Raft group `group`.
+fn group_assigned(snap: &MetadataSnapshot, group: GroupId) -> bool {
+    snap.topics
+        .values()
+        .any(|t| (0..t.partitions).any(|i| t.assignment(i).is_some_and(|a| a.group == group)))
 }
 
 /// How long applying metadata waits for a newly opened single-replica partition to lead.
