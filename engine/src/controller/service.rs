@@ -744,6 +744,7 @@ impl Controller {
                 .cluster
                 .offsets_topic_replication_factor,
             new_topic_id: random_topic_id(),
+            down: shard.down_brokers(),
         };
         let cmd = match resolve(&self.state.borrow(), intent.clone(), &ctx) {
             Ok(Some(c)) => c,

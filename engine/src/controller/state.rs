@@ -290,6 +290,10 @@ pub struct ResolveContext {
     pub offsets_topic_replication_factor: i16,
     /// The id a created topic gets (random, drawn by the caller).
     pub new_topic_id: TopicId,
+    /// Brokers the leader considers down (`Shard::down_brokers`): automatic placement skips
+    /// them, as Kafka places new replicas only on unfenced brokers. Manual assignments are
+    /// taken as given.
+    pub down: Vec<i32>,
 }
 
 /// Validates `intent` against the leader's applied state and resolves it into the command to
@@ -300,7 +304,13 @@ pub fn resolve(
     intent: Intent,
     ctx: &ResolveContext,
 ) -> Result<Option<Command>, TopicError> {
-    let brokers: Vec<i32> = snap.brokers.keys().copied().collect();
+    // The brokers automatic placement may use: registered and not found down.
+    let brokers: Vec<i32> = snap
+        .brokers
+        .keys()
+        .copied()
+        .filter(|b| !ctx.down.contains(b))
+        .collect();
     let first_group = snap.next_group.max(CONTROLLER_GROUP + 1);
     match intent {
         Intent::RegisterBroker(b) => {
@@ -525,6 +535,7 @@ mod tests {
             default_replication_factor: 3,
             offsets_topic_replication_factor: 3,
             new_topic_id: [id; 16],
+            down: Vec::new(),
         }
     }
 
@@ -556,6 +567,50 @@ mod tests {
             apply(&mut s, &Command::RegisterBroker(broker(id))).unwrap();
         }
         s
+    }
+
+    /// Kafka places new replicas only on unfenced brokers: with broker 2 down (in the
+    /// leader's liveness view) CreateTopics and CreatePartitions place on 0 and 1 only, an RF
+    /// above the live brokers is INVALID_REPLICATION_FACTOR, and once 2 is live again it is
+    /// used again.
+    #[test]
+    fn automatic_placement_skips_brokers_that_are_down() {
+        let mut s = three_brokers();
+        let down = ResolveContext {
+            down: vec![2],
+            ..ctx(1)
+        };
+        run(&mut s, create("a", 6, 2), &down).unwrap();
+        let a = s.topic("a").unwrap();
+        for p in 0..6 {
+            let r = &a.assignment(p).unwrap().replicas;
+            assert_eq!(r.len(), 2, "{r:?}");
+            assert!(
+                !r.contains(&2),
+                "partition {p} placed on down broker 2: {r:?}"
+            );
+        }
+        assert!(matches!(
+            run(&mut s, create("b", 1, 3), &down),
+            Err(TopicError::InvalidReplicationFactor(_))
+        ));
+        let more = Intent::AddPartitions {
+            name: "a".into(),
+            total_partitions: 9,
+            assignments: None,
+        };
+        run(&mut s, more, &down).unwrap();
+        let a = s.topic("a").unwrap();
+        for p in 6..9 {
+            let r = &a.assignment(p).unwrap().replicas;
+            assert!(
+                !r.contains(&2),
+                "added partition {p} on down broker 2: {r:?}"
+            );
+        }
+        run(&mut s, create("c", 3, 3), &ctx(2)).unwrap();
+        let c = s.topic("c").unwrap();
+        assert!((0..3).all(|p| c.assignment(p).unwrap().replicas.contains(&2)));
     }
 
     /// KIP-631: brokers register, topics get ids, partitions, replicas and fresh Raft groups;
