@@ -27,8 +27,8 @@ pytestmark = pytest.mark.cluster
 
 API_METADATA = 3
 # One poll's Metadata timeout: short, so one slow answer does not use up a whole fencing window
-# (seen about once in 4 runs while a peer is SIGSTOPped: one Metadata connection to a live node
-# left unanswered for seconds; reported in /work/notes/findings.md, cause open).
+# (seen about once in 4 runs: a new connection to a live node left unanswered; the cause, a
+# cancelled io_uring accept in the Kafka listener, is fixed in e1b3fe2).
 POLL_TIMEOUT_S = 1
 
 
