@@ -21,12 +21,10 @@ use freshet_engine::metadata::{raft_node_id, PartitionAssignment};
 use freshet_engine::partition::{Acks, Partition, PartitionRaft, PartitionSpec};
 use freshet_engine::reassign::{next_step, Step};
 use freshet_raft::batch::split_batches;
-use freshet_raft::meta::MemMetaStore;
-use freshet_raft::multiraft::{MultiRaft, RaftConfig};
-use freshet_raft::runtime::spawn;
-use freshet_raft::tcp::{listen, RpcConfig, TcpTransport};
 use freshet_storage::batch::build_batch;
-use glommio::channels::local_channel;
+
+mod common;
+use common::raft_mesh;
 
 const GROUP: u64 = 9;
 const BROKERS: i32 = 4;
@@ -69,35 +67,9 @@ fn batch(records: usize, tag: u8) -> Bytes {
 }
 
 async fn start(dir: &std::path::Path, replicas: Vec<i32>) -> Rc<Cluster> {
-    let mut inboxes = Vec::new();
-    let mut addrs = Vec::new();
-    for b in 0..BROKERS {
-        let (tx, rx) = local_channel::new_bounded(1024);
-        let a = listen("127.0.0.1:0".parse().unwrap(), RpcConfig::default(), tx).unwrap();
-        addrs.push((raft_node_id(b), a));
-        inboxes.push(rx);
-    }
+    let nodes: Vec<u64> = (0..BROKERS).map(raft_node_id).collect();
     let mut brokers = Vec::new();
-    for (b, rx) in (0..BROKERS).zip(inboxes) {
-        let node = raft_node_id(b);
-        let t = TcpTransport::new(node, RpcConfig::default());
-        for (peer, a) in &addrs {
-            if *peer != node {
-                t.add_peer(*peer, *a);
-            }
-        }
-        let mut cfg = RaftConfig::new(node);
-        cfg.heartbeat_ticks = 2;
-        cfg.election_ticks = 10;
-        cfg.in_sync_lag_ticks = 20;
-        let raft: PartitionRaft = spawn(MultiRaft::new(cfg, MemMetaStore::default(), t), rx, 10);
-        let slot: Rc<RefCell<Option<Rc<Partition>>>> = Rc::default();
-        let s = slot.clone();
-        raft.on_change(Box::new(move |_, status| {
-            if let Some(p) = s.borrow().as_ref() {
-                p.on_status(status);
-            }
-        }));
+    for (b, (raft, slot)) in (0..BROKERS).zip(raft_mesh(&nodes)) {
         brokers.push(Broker {
             id: b,
             raft,

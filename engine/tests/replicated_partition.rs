@@ -16,12 +16,10 @@ use bytes::Bytes;
 use freshet_engine::config::TopicConfig;
 use freshet_engine::partition::{Acks, Partition, PartitionRaft, PartitionSpec};
 use freshet_raft::batch::split_batches;
-use freshet_raft::meta::MemMetaStore;
-use freshet_raft::multiraft::{MultiRaft, RaftConfig};
-use freshet_raft::runtime::spawn;
-use freshet_raft::tcp::{listen, RpcConfig, TcpTransport};
 use freshet_storage::batch::build_batch;
-use glommio::channels::local_channel;
+
+mod common;
+use common::raft_mesh;
 
 const GROUP: u64 = 7;
 
@@ -73,34 +71,8 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 async fn start_replicas(dir: &std::path::Path) -> Vec<Replica> {
-    let mut inboxes = Vec::new();
-    let mut addrs = Vec::new();
-    for node in 1..=3u64 {
-        let (tx, rx) = local_channel::new_bounded(1024);
-        let a = listen("127.0.0.1:0".parse().unwrap(), RpcConfig::default(), tx).unwrap();
-        addrs.push((node, a));
-        inboxes.push(rx);
-    }
     let mut replicas = Vec::new();
-    for ((node, _), rx) in addrs.clone().into_iter().zip(inboxes) {
-        let t = TcpTransport::new(node, RpcConfig::default());
-        for (peer, a) in &addrs {
-            if *peer != node {
-                t.add_peer(*peer, *a);
-            }
-        }
-        let mut cfg = RaftConfig::new(node);
-        cfg.heartbeat_ticks = 2;
-        cfg.election_ticks = 10;
-        cfg.in_sync_lag_ticks = 20;
-        let raft: PartitionRaft = spawn(MultiRaft::new(cfg, MemMetaStore::default(), t), rx, 10);
-        let slot: Rc<RefCell<Option<Rc<Partition>>>> = Rc::default();
-        let s = slot.clone();
-        raft.on_change(Box::new(move |_, status| {
-            if let Some(p) = s.borrow().as_ref() {
-                p.on_status(status);
-            }
-        }));
+    for (node, (raft, slot)) in (1..=3u64).zip(raft_mesh(&[1, 2, 3])) {
         let config = TopicConfig::default().effective(&TopicConfig::default());
         let spec = PartitionSpec {
             topic: "t".into(),
