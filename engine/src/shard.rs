@@ -1178,7 +1178,12 @@ impl Shard {
                     continue;
                 }
                 if let Some(st) = p.status() {
-                    if st.leader == Some(node) && st.in_sync.contains(&preferred) {
+                    // Raft's in-sync view lags a paused peer; the liveness view does not:
+                    // never hand leadership to a broker this node finds down.
+                    if st.leader == Some(node)
+                        && st.in_sync.contains(&preferred)
+                        && !s.broker_is_down(broker_id_of(preferred))
+                    {
                         tracing::info!(topic = %p.topic, partition = p.index, to = broker_id_of(preferred), "transferring leadership to the preferred replica");
                         s.raft.transfer_leader(p.group, preferred);
                     }
