@@ -144,8 +144,10 @@ class Broker:
                 self.proc = None
                 raise BrokerDied(f"broker exited with {code} before ready:\n{self.log_tail()}")
             if time.monotonic() > deadline:
+                threads = thread_states(self.proc.pid)
                 self.kill()
-                raise BrokerDied(f"no `freshet ready` line within {self.ready_timeout_s}s:\n{self.log_tail()}")
+                raise BrokerDied(f"no `freshet ready` line within {self.ready_timeout_s}s:\n{self.log_tail()}\n"
+                                 f"----- its threads when given up on (kernel view) -----\n{threads}")
             time.sleep(0.02)
         # The ready line should mean the listener is up; confirm it accepts connections.
         deadline = time.monotonic() + 5
@@ -194,6 +196,47 @@ class Broker:
 
     def log_tail(self, lines=60):
         return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+def thread_states(pid):
+    """What each thread of process `pid` is doing, as the kernel sees it (state, CPU ticks, wait
+    channel, kernel stack), and the counters of its io_uring and eventfd descriptors: enough to
+    tell a busy core from one asleep in io_uring_enter that nothing wakes (a start that hung under
+    load, findings.md 18:50). Best effort: Linux /proc only, read without stopping the process."""
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError as e:
+            return f"<{e.strerror}>"
+
+    lines = []
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError as e:
+        return f"<{e}>"
+    for tid in tids:
+        t = f"/proc/{pid}/task/{tid}"
+        stat = read(f"{t}/stat").rsplit(")", 1)[-1].split()
+        state, utime, stime = (stat[0], stat[11], stat[12]) if len(stat) > 12 else ("?", "?", "?")
+        lines.append(f"{tid} {read(f'{t}/comm')} state={state} utime={utime} stime={stime} "
+                     f"wchan={read(f'{t}/wchan')}")
+        lines.extend("    " + s for s in read(f"{t}/stack").splitlines())
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        fds = []
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if "io_uring" in target or "eventfd" in target:
+            info = " ".join(l for l in read(f"/proc/{pid}/fdinfo/{fd}").splitlines()
+                            if l.split(":")[0] in ("SqHead", "SqTail", "CachedSqHead", "CqHead", "CqTail",
+                                                   "CachedCqTail", "SQEs", "CQEs", "eventfd-count"))
+            lines.append(f"fd {fd} {target}: {info}")
+    return "\n".join(lines)
 
 
 def make_broker_dir(prefix="freshet-test-"):
