@@ -19,6 +19,8 @@ Run only these: `.venv/bin/pytest tools/tests/py -m cluster` (debug build of `fr
 """
 
 import collections
+import os
+import struct
 import threading
 import time
 
@@ -792,6 +794,106 @@ COMMIT_RETRIABLE = {
 }
 
 
+def _read_varint(b, at):
+    """Zigzag varint (Kafka record fields) at b[at:]: (value, next position)."""
+    shift = raw = 0
+    while True:
+        byte = b[at]
+        at += 1
+        raw |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (raw >> 1) ^ -(raw & 1), at
+
+
+def replica_values(cluster, i, topic, partition):
+    """Values of the uncompressed data records in node i's log files of topic-partition, read
+    straight from its segment files (v2 batches back to back, zeros after the end; Raft-internal
+    control batches skipped), whether the node runs or not. None if it holds no such directory."""
+    d = os.path.join(cluster.nodes[i].data_dir, "kafka", f"{topic}-{partition}")
+    try:
+        names = sorted(f for f in os.listdir(d) if f.endswith(".log"))
+    except FileNotFoundError:
+        return None
+    values = []
+    for name in names:
+        with open(os.path.join(d, name), "rb") as f:
+            b = f.read()
+        at = 0
+        while at + 61 <= len(b):
+            length = struct.unpack_from(">i", b, at + 8)[0]
+            if length <= 0 or at + 12 + length > len(b):
+                break
+            attrs = struct.unpack_from(">h", b, at + 21)[0]
+            count = struct.unpack_from(">i", b, at + 57)[0]
+            if not attrs & 0x20 and not attrs & 0x07:
+                r = at + 61
+                for _ in range(count):
+                    rec_len, r = _read_varint(b, r)
+                    end = r + rec_len
+                    r += 1  # attributes
+                    _, r = _read_varint(b, r)  # timestamp delta
+                    _, r = _read_varint(b, r)  # offset delta
+                    klen, r = _read_varint(b, r)
+                    r += max(klen, 0)
+                    vlen, r = _read_varint(b, r)
+                    values.append(b[r:r + vlen] if vlen >= 0 else None)
+                    r = end
+            at += 12 + length
+    return values
+
+
+def _missing_records_report(cluster, topic, c, tps, acked, got, trail, coord):
+    """Why a consumer group member did not get every record: for each missing value its acked
+    (partition, offset), where a fresh consumer reading from the beginning finds it, which replicas'
+    log files hold it, the offsets this member got around it; the member's assignment, position()
+    and committed() per partition."""
+    missing = sorted(set(range(len(acked))) - got)
+    lines = [f"coordinator node killed: {coord}; missing values (first 10 of {len(missing)}): {missing[:10]}"]
+    try:
+        lines.append(f"member assignment {[(t.partition, t.offset) for t in c.assignment()]}")
+        lines.append(f"member position() {[(t.partition, t.offset) for t in c.position(tps)]}")
+        lines.append(f"member committed() {[(t.partition, t.offset) for t in c.committed(tps, timeout=10)]}")
+    except Exception as e:  # noqa: BLE001 - a report must not hide the failure it reports
+        lines.append(f"member state unavailable: {e!r}")
+    try:
+        log, marks = consume_all(cluster.bootstrap, topic, range(3))
+        lines.append(f"watermarks {marks}")
+    except Exception as e:  # noqa: BLE001
+        log = {}
+        lines.append(f"fresh consumer failed: {e!r}")
+    replicas = {}
+    for j in missing[:10]:
+        p, off = acked[j]
+        value = str(j).encode()
+        found = [o for o, _, v in log.get(p, []) if v == value]
+        if p not in replicas:
+            replicas[p] = {i: replica_values(cluster, i, topic, p) for i in range(len(cluster.nodes))}
+        on = {i: (None if vals is None else value in vals) for i, vals in replicas[p].items()}
+        near = [o for o in trail[p] if off - 3 <= o <= off + 3]
+        jumps = [(a, b) for a, b in zip(trail[p], trail[p][1:]) if b != a + 1]
+        lines.append(f"value {j}: acked at {topic}-{p} offset {off}; a fresh consumer finds it at {found}; "
+                     f"in the log files of node(s) {on}; member got offsets {near} near it; "
+                     f"member's offset jumps in partition {p} (from, to): {jumps[:10]}")
+    return "\n".join(lines)
+
+
+def describe_group(cluster, group):
+    """DescribeConsumerGroups, retried while the group's coordinator loads or moves (errors 14, 15,
+    16 are retriable in Kafka; librdkafka's admin client hands them to the caller)."""
+    retriable = {confluent_kafka.KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                 confluent_kafka.KafkaError.COORDINATOR_NOT_AVAILABLE, confluent_kafka.KafkaError.NOT_COORDINATOR}
+    deadline = time.monotonic() + TIMEOUT_S
+    a = admin(cluster)
+    while True:
+        try:
+            return a.describe_consumer_groups([group], request_timeout=10)[group].result(TIMEOUT_S)
+        except confluent_kafka.KafkaException as e:
+            err = e.args[0]
+            assert err.code() in retriable and time.monotonic() < deadline, f"DescribeConsumerGroups failed: {err}"
+            time.sleep(0.2)
+
+
 @pytest.mark.cluster_args("--group-initial-rebalance-delay-ms", "0")
 def test_consumer_group_keeps_committing_after_its_coordinator_is_killed(cluster, topic_name):
     """(g) A consumer group's coordinator is the leader of its __consumer_offsets partition (Kafka's
@@ -806,12 +908,29 @@ def test_consumer_group_keeps_committing_after_its_coordinator_is_killed(cluster
     create_topic(cluster, topic_name, 3, 3)
     wait_topic_ready(cluster, topic_name, 3, 3)
     # Explicit partitions: every partition gets records, so every one has a commit to check.
-    cf_produce(cluster.bootstrap, topic_name, [_rec(j % 3, str(j).encode()) for j in range(n)])
+    acked = cf_produce(cluster.bootstrap, topic_name, [_rec(j % 3, str(j).encode()) for j in range(n)])
     tps = [confluent_kafka.TopicPartition(topic_name, p) for p in range(3)]
     group_conf = {"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
+    before, after = [], []
+    seen = [before]  # where consumed values go: `after` from the kill on
+    trail = {p: [] for p in range(3)}  # offsets the consumer got, per partition, in order
+    uncommitted = 0
+
+    def take(m):
+        """Counts a record poll() returned as consumed (its offset is stored for the next commit
+        either way: enable.auto.offset.store)."""
+        nonlocal uncommitted
+        trail[m.partition()].append(m.offset())
+        seen[0].append(int(m.value()))
+        uncommitted += 1
+
     def commit(c):
+        """Commits every consumed record, retrying while the coordinator moves or the group
+        rebalances. The poll between attempts (it serves the rebalance) may return a record: it
+        is consumed like any other, never dropped (dropping one loses it: the retried commit
+        covers its offset)."""
         deadline = time.monotonic() + TIMEOUT_S
         while True:
             try:
@@ -822,33 +941,38 @@ def test_consumer_group_keeps_committing_after_its_coordinator_is_killed(cluster
                 if err.code() == confluent_kafka.KafkaError._NO_OFFSET:
                     return
                 assert err.code() in COMMIT_RETRIABLE and time.monotonic() < deadline, f"commit failed: {err}"
-                c.poll(0.2)
+                m = c.poll(0.2)
+                if m is not None and not m.error():
+                    take(m)
+
+    def coordinator():
+        """The group's coordinator once FindCoordinator (DescribeConsumerGroups) names the leader
+        of its __consumer_offsets partition (preferred-leader rebalancing may move it meanwhile)."""
+        leader = cluster.leader("__consumer_offsets", offsets_partition_for(group))
+        named = describe_group(cluster, group).coordinator.id
+        assert named == leader, f"FindCoordinator says {named}, leader of __consumer_offsets is {leader}"
+        return [leader]  # truthy for wait_for, node 0 included
 
     c = confluent_kafka.Consumer(rdkafka_conf(cluster.bootstrap, **group_conf))
     c.subscribe([topic_name])
-    before, after = [], []
-    seen = before
     coord = None
     deadline = time.monotonic() + 90
-    uncommitted = 0
     while len(set(before) | set(after)) < n:
-        assert time.monotonic() < deadline, f"consumed {len(set(before) | set(after))}/{n} distinct records in 90 s"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"consumed {len(set(before) | set(after))}/{n} distinct records in 90 s\n"
+                                 + _missing_records_report(cluster, topic_name, c, tps, acked,
+                                                           set(before) | set(after), trail, coord))
         m = c.poll(0.5)
         if m is None or m.error():
             continue
-        seen.append(int(m.value()))
-        uncommitted += 1
+        take(m)
         if uncommitted >= 100:
             commit(c)
             uncommitted = 0
         if coord is None and len(before) >= 1000:
-            coord = cluster.leader("__consumer_offsets", offsets_partition_for(group))
-            a = admin(cluster)
-            desc = a.describe_consumer_groups([group], request_timeout=10)[group].result(TIMEOUT_S)
-            assert desc.coordinator.id == coord, \
-                f"FindCoordinator says {desc.coordinator.id}, leader of __consumer_offsets is {coord}"
+            [coord] = cluster.wait_for(coordinator, "FindCoordinator and Metadata agreeing on the group's coordinator")
             cluster.kill(coord)
-            seen = after
+            seen[0] = after
     commit(c)
     assert len(before) == len(set(before)), "records repeated before any failure"
     _, marks = consume_all(cluster.bootstrap, topic_name, range(3))
@@ -867,8 +991,7 @@ def test_consumer_group_keeps_committing_after_its_coordinator_is_killed(cluster
         if m is not None and not m.error():
             redelivered.append(m.value())
     assert not redelivered, f"new member re-read committed records: {redelivered[:5]}"
-    a = admin(cluster)
-    desc = a.describe_consumer_groups([group], request_timeout=10)[group].result(TIMEOUT_S)
+    desc = describe_group(cluster, group)
     assert desc.coordinator.id in NODES - {coord}, f"coordinator {desc.coordinator.id} after node {coord} died"
     c2.close()
 
