@@ -459,6 +459,103 @@ fn wait_for_stop_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
+/// How often the kicker interrupts each core's sleep (see [`Kicker`]).
+const KICK_INTERVAL_MS: u64 = 200;
+
+/// Interrupts every executor thread's sleep every [`KICK_INTERVAL_MS`], from a thread of its own.
+///
+/// Why: glommio 0.9 can lose the wake-up of an executor that is going to sleep in
+/// `io_uring_enter` while another thread hands it work (a mesh message from another core, a
+/// blocking-thread result): the sender sees the sleeper's `should_notify` flag down and skips the
+/// eventfd write, the sleeper waits for ever (seen 3 times in ~650 two-core starts under load:
+/// core 1 asleep with core 0's metadata snapshot in its mesh channel, `freshet ready` never
+/// printed; /work/notes/findings.md 18:50). A signal with a handler makes that `io_uring_enter`
+/// return EINTR; glommio then re-polls its channels, timers and blocking-thread results and
+/// finds the work, so a lost wake-up costs at most one interval. Costs one signal per core per
+/// interval. Crosses threads: the list of executor threads is behind a mutex, touched only when
+/// an executor starts or ends and by the kicker thread.
+struct Kicker {
+    threads: Arc<std::sync::Mutex<Vec<libc::pthread_t>>>,
+    done: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Takes its executor thread off the kicker's list when the executor's future ends (by any path).
+struct KickGuard {
+    threads: Arc<std::sync::Mutex<Vec<libc::pthread_t>>>,
+    me: libc::pthread_t,
+}
+
+extern "C" fn ignore_kick(_: libc::c_int) {}
+
+impl Kicker {
+    const SIGNAL: libc::c_int = libc::SIGURG;
+
+    fn start() -> Kicker {
+        // SAFETY: installs a handler that does nothing (async-signal-safe) for SIGURG, whose
+        // default action is to ignore it. No SA_RESTART: the interrupted io_uring_enter must
+        // return to glommio, which treats EINTR as "nothing completed" and polls again.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = ignore_kick as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(Self::SIGNAL, &act, std::ptr::null_mut());
+        }
+        let threads: Arc<std::sync::Mutex<Vec<libc::pthread_t>>> = Arc::default();
+        let done = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (threads, done) = (threads.clone(), done.clone());
+            std::thread::Builder::new()
+                .name("freshet-kicker".into())
+                .spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(KICK_INTERVAL_MS));
+                        let list = threads.lock().unwrap_or_else(|e| e.into_inner());
+                        for &t in list.iter() {
+                            // SAFETY: `t` is a live executor thread: it removes itself from the
+                            // list (under this lock) before it ends.
+                            unsafe {
+                                libc::pthread_kill(t, Self::SIGNAL);
+                            }
+                        }
+                    }
+                })
+                .ok()
+        };
+        Kicker {
+            threads,
+            done,
+            handle,
+        }
+    }
+
+    /// Adds the calling (executor) thread to the list until the returned guard is dropped.
+    fn register(threads: &Arc<std::sync::Mutex<Vec<libc::pthread_t>>>) -> KickGuard {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        threads.lock().unwrap_or_else(|e| e.into_inner()).push(me);
+        KickGuard {
+            threads: threads.clone(),
+            me,
+        }
+    }
+
+    fn stop(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for KickGuard {
+    fn drop(&mut self) {
+        let mut list = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: pthread_equal compares two thread ids.
+        list.retain(|&t| unsafe { libc::pthread_equal(t, self.me) } == 0);
+    }
+}
+
 /// What a core reports to the main thread.
 enum CoreEvent {
     Ready,
@@ -508,9 +605,12 @@ pub fn run(args: StartArgs) -> i32 {
     let mesh = new_mesh(cores, cfg.mesh_channel_capacity);
     let core_cfg = cfg.clone();
     let core_stop = stop.clone();
+    let kicker = Kicker::start();
+    let kick_list = kicker.threads.clone();
     let pool = LocalExecutorPoolBuilder::new(placement)
         .name("freshet-core")
         .on_all_shards(move || async move {
+            let _kick = Kicker::register(&kick_list);
             let events = events_tx;
             let shard = match Shard::start(
                 core_cfg,
@@ -599,6 +699,7 @@ pub fn run(args: StartArgs) -> i32 {
     }
     stop.store(true, Ordering::Relaxed);
     let results = pool.join_all();
+    kicker.stop();
     let crashed = results.iter().filter(|r| r.is_err()).count();
     if failed || crashed > 0 {
         eprintln!("freshet: stopped with errors ({crashed} cores crashed)");
