@@ -14,43 +14,27 @@
 //! 4. Node 3 restarts: its identity says "joined", it rejoins without JOIN and applies the
 //!    commands it missed.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::rc::Rc;
 
 use freshet_engine::cluster::{self, Identity};
 use freshet_engine::controller::controller_of;
 use freshet_engine::metadata::CONTROLLER_GROUP;
-use freshet_engine::{new_mesh, BrokerConfig, Shard};
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use freshet_engine::{BrokerConfig, Shard};
+
+mod common {
+    pub mod broker;
+    pub mod loopback;
+}
+use common::broker::{self, Node, World};
+use common::loopback::free_port;
 
 /// Commands between controller snapshots (and so log compactions) in this test.
 const SNAPSHOT_COMMANDS: u64 = 4;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(dir: &Path, data: &str, node: i32, rpc: u16, seeds: &[u16]) -> BrokerConfig {
-    let mut cfg = BrokerConfig::new(
-        dir.join(data),
-        format!("127.0.0.1:{}", free_port()),
-        node,
-        1,
-    );
-    cfg.cluster.rpc_addr = format!("127.0.0.1:{rpc}");
-    cfg.cluster.seeds = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    cfg.cluster.leaders_report_interval_ms = 200;
-    cfg.cluster.raft_heartbeat_ticks = 3;
-    cfg.cluster.raft_election_ticks = 30;
+    let mut cfg = broker::config(dir.join(data), node, rpc, seeds);
     cfg.cluster.controller_snapshot_commands = SNAPSHOT_COMMANDS;
-    cfg.cluster.controller_request_timeout_ms = 20_000;
     cfg
 }
 
@@ -78,49 +62,7 @@ struct Seen {
     rpc: String,
 }
 
-/// A request to create a topic on some node: (name, replication factor).
-type Todo = Arc<Mutex<Vec<(String, i16)>>>;
-/// Outcomes: topic → replicas of partition 0, or the error.
-type Done = Arc<Mutex<BTreeMap<String, Result<Vec<i32>, String>>>>;
-
-struct Node {
-    quit: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-    todo: Todo,
-}
-
-#[derive(Clone, Default)]
-struct World {
-    seen: Arc<Mutex<BTreeMap<i32, Seen>>>,
-    done: Done,
-    /// Start errors by node id.
-    failed: Arc<Mutex<BTreeMap<i32, String>>>,
-}
-
-impl World {
-    fn seen(&self, node: i32) -> Seen {
-        self.seen
-            .lock()
-            .unwrap()
-            .get(&node)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn wait(&self, what: &str, secs: u64, f: impl Fn(&World) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f(self) {
-            if Instant::now() >= deadline {
-                let seen = self.seen.lock().unwrap().clone();
-                let failed = self.failed.lock().unwrap().clone();
-                panic!("timed out: {what}; seen {seen:#?}; failed {failed:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn observe(shard: &Shard) -> Seen {
+async fn observe(shard: &Shard) -> Seen {
     let snap = shard.metadata();
     let st = shard.raft().status(CONTROLLER_GROUP);
     Seen {
@@ -144,66 +86,27 @@ fn observe(shard: &Shard) -> Seen {
     }
 }
 
-fn start(cfg: BrokerConfig, world: &World) -> Node {
-    let quit = Arc::new(AtomicBool::new(false));
-    let todo: Todo = Arc::default();
-    let (q, t, w) = (quit.clone(), todo.clone(), world.clone());
-    let thread = std::thread::spawn(move || {
-        let node = cfg.node_id;
-        let mesh = new_mesh(1, 64);
-        let stop = Arc::new(AtomicBool::new(false));
-        LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(1))
-            .on_all_shards(move || async move {
-                let shard =
-                    match Shard::start(cfg, mesh, freshet_engine::system_clock(), stop).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            w.failed.lock().unwrap().insert(node, e.to_string());
-                            return;
-                        }
-                    };
-                cluster::start(&shard).await.expect("cluster layer starts");
-                while !q.load(Ordering::SeqCst) {
-                    let next = t.lock().unwrap().pop();
-                    if let Some((name, rf)) = next {
-                        let r = shard
-                            .create_topic(name.clone(), 1, rf, None, vec![])
-                            .await
-                            .map(|m| m.assignment(0).unwrap().replicas.clone())
-                            .map_err(|e| e.to_string());
-                        w.done.lock().unwrap().insert(name, r);
-                    }
-                    w.seen.lock().unwrap().insert(node, observe(&shard));
-                    glommio::timer::sleep(Duration::from_millis(20)).await;
-                }
-                cluster::stop(&shard).await;
-                shard.close_partitions().await;
-            })
-            .unwrap()
-            .join_all()
-            .into_iter()
-            .for_each(|r| r.expect("core ran"));
-    });
-    Node { quit, thread, todo }
+/// Create topic `.0` (one partition) with replication factor `.1`.
+#[derive(Debug)]
+struct Create(String, i16);
+
+/// The replicas of the new topic's partition 0, or the error.
+async fn run(shard: &Rc<Shard>, Create(name, rf): Create) -> Result<Vec<i32>, String> {
+    shard
+        .create_topic(name, 1, rf, None, vec![])
+        .await
+        .map(|m| m.assignment(0).unwrap().replicas.clone())
+        .map_err(|e| e.to_string())
 }
 
-impl Node {
-    fn create(&self, world: &World, name: &str, rf: i16) -> Result<Vec<i32>, String> {
-        self.todo.lock().unwrap().push((name.to_string(), rf));
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(r) = world.done.lock().unwrap().get(name) {
-                return r.clone();
-            }
-            assert!(Instant::now() < deadline, "create {name} never answered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+type BrokerNode = Node<Create, Result<Vec<i32>, String>>;
 
-    fn stop(self) {
-        self.quit.store(true, Ordering::SeqCst);
-        self.thread.join().expect("node thread");
-    }
+fn start(cfg: BrokerConfig, world: &World<Seen>) -> BrokerNode {
+    broker::start(cfg, world, observe, run)
+}
+
+fn create(node: &BrokerNode, name: &str, rf: i16) -> Result<Vec<i32>, String> {
+    node.run(Create(name.to_string(), rf))
 }
 
 fn raft_id(broker: i32) -> u64 {
@@ -213,12 +116,7 @@ fn raft_id(broker: i32) -> u64 {
 #[test]
 fn a_node_joins_a_formed_cluster_and_lagging_replicas_catch_up_from_a_shipped_snapshot() {
     // RUST_LOG=info shows the brokers' logs (which node installed which snapshot).
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let dir: PathBuf = std::env::temp_dir().join(format!("freshet-join-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = broker::test_dir("freshet-join");
     let ports = [free_port(), free_port(), free_port()];
     let p3 = free_port();
     let world = World::default();
@@ -235,11 +133,14 @@ fn a_node_joins_a_formed_cluster_and_lagging_replicas_catch_up_from_a_shipped_sn
     // 12 topics (and 3 registrations) while node 2 is away: snapshots every 4 commands,
     // the log is compacted behind the previous one.
     for i in 0..12 {
-        let r = n0.create(&world, &format!("t{i}"), 1);
+        let r = create(&n0, &format!("t{i}"), 1);
         assert!(r.is_ok(), "t{i}: {r:?}");
     }
+    // A create is answered once committed; node 0 observes its own apply up to 20 ms later.
+    world.wait("node 0 applied all 15 commands", 10, |w| {
+        w.seen(0).revision >= 15
+    });
     let rev = world.seen(0).revision;
-    assert!(rev >= 15, "revision {rev}");
     world.wait("the founders compacted the controller log", 10, |w| {
         w.seen(0).log_start >= SNAPSHOT_COMMANDS as i64
             && w.seen(1).log_start >= SNAPSHOT_COMMANDS as i64
@@ -290,9 +191,7 @@ fn a_node_joins_a_formed_cluster_and_lagging_replicas_catch_up_from_a_shipped_sn
         .expect("a founder leads");
     assert_eq!(leader.voters, vec![raft_id(0), raft_id(1), raft_id(2)]);
     // RF 4 is only possible with the joined broker; submitted on node 3 (forwarded).
-    let replicas = n3
-        .create(&world, "wide", 4)
-        .expect("RF4 topic on 4 brokers");
+    let replicas = create(&n3, "wide", 4).expect("RF4 topic on 4 brokers");
     let mut sorted = replicas.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, vec![0, 1, 2, 3]);
@@ -300,43 +199,29 @@ fn a_node_joins_a_formed_cluster_and_lagging_replicas_catch_up_from_a_shipped_sn
         w.seen(3).open.contains(&"wide".to_string())
     });
 
-    // 3. Another node claiming id 3 from another address is refused.
-    let dup = start(config(&dir, "node-3-dup", 3, free_port(), &ports), &world);
-    world.wait("the duplicate id is refused", 30, |w| {
-        w.failed.lock().unwrap().contains_key(&3)
-    });
-    let why = world.failed.lock().unwrap()[&3].clone();
-    assert!(
-        why.contains("join refused") && why.contains("already registered"),
-        "{why}"
-    );
-    dup.stop();
-    assert_eq!(
-        cluster::identity::load(&dir.join("node-3-dup")).unwrap(),
-        None,
-        "a refused node persists no identity"
-    );
-
+    // 3. Another node claiming id 3 from another address is refused ...
+    let refused = |data: &str, id: i32, what: &str| {
+        let dup = start(config(&dir, data, id, free_port(), &ports), &world);
+        world.wait(what, 30, |w| w.failed.lock().unwrap().contains_key(&id));
+        let why = world.failed.lock().unwrap()[&id].clone();
+        assert!(
+            why.contains("join refused") && why.contains("already registered"),
+            "{why}"
+        );
+        dup.stop();
+        assert_eq!(
+            cluster::identity::load(&dir.join(data)).unwrap(),
+            None,
+            "a refused node persists no identity"
+        );
+    };
+    refused("node-3-dup", 3, "the duplicate id is refused");
     // ... and so is a new node with a founder's id (it must not take the founder's seat).
-    let dup = start(config(&dir, "node-1-dup", 1, free_port(), &ports), &world);
-    world.wait("the founder's id is refused", 30, |w| {
-        w.failed.lock().unwrap().contains_key(&1)
-    });
-    let why = world.failed.lock().unwrap()[&1].clone();
-    assert!(
-        why.contains("join refused") && why.contains("already registered"),
-        "{why}"
-    );
-    dup.stop();
-    assert_eq!(
-        cluster::identity::load(&dir.join("node-1-dup")).unwrap(),
-        None
-    );
+    refused("node-1-dup", 1, "the founder's id is refused");
 
     // 4. Node 3 restarts (same data; a new RPC port, see above) after missing a command.
     n3.stop();
-    n0.create(&world, "after", 3)
-        .expect("RF3 topic without node 3");
+    create(&n0, "after", 3).expect("RF3 topic without node 3");
     world.failed.lock().unwrap().clear();
     let n3 = start(config(&dir, "node-3", 3, free_port(), &ports), &world);
     world.wait("restarted node 3 applied what it missed", 30, |w| {

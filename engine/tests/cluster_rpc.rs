@@ -16,27 +16,15 @@ use freshet_engine::{new_mesh, BrokerConfig, Shard};
 use freshet_raft::runtime::GroupStatus;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
+mod common {
+    pub mod loopback;
+}
+use common::loopback::{broker_config, free_port};
+
 const ECHO: u16 = 100;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(dir: &std::path::Path, node: i32, cores: usize, rpc: u16, seeds: &[u16]) -> BrokerConfig {
-    let mut cfg = BrokerConfig::new(
-        dir.join(format!("node-{node}")),
-        format!("127.0.0.1:{}", free_port()),
-        node,
-        cores,
-    );
-    cfg.cluster.rpc_addr = format!("127.0.0.1:{rpc}");
-    cfg.cluster.seeds = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    cfg.cluster.leaders_report_interval_ms = 200;
-    cfg
+    broker_config(dir.join(format!("node-{node}")), node, cores, rpc, seeds)
 }
 
 /// Runs `body` on every core of a broker on its own threads; returns a join handle.

@@ -23,8 +23,10 @@ use freshet_engine::reassign::{next_step, Step};
 use freshet_raft::batch::split_batches;
 use freshet_storage::batch::build_batch;
 
-mod common;
-use common::raft_mesh;
+mod common {
+    pub mod raft_mesh;
+}
+use common::raft_mesh::raft_mesh;
 
 const GROUP: u64 = 9;
 const BROKERS: i32 = 4;

@@ -9,6 +9,7 @@
 //! higher leader epoch (Raft §5.2, §5.4).
 
 use std::cell::RefCell;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,10 @@ use freshet_engine::partition::{Acks, Partition, PartitionRaft, PartitionSpec};
 use freshet_raft::batch::split_batches;
 use freshet_storage::batch::build_batch;
 
-mod common;
-use common::raft_mesh;
+mod common {
+    pub mod raft_mesh;
+}
+use common::raft_mesh::raft_mesh;
 
 const GROUP: u64 = 7;
 
@@ -33,6 +36,51 @@ impl Replica {
     fn p(&self) -> Rc<Partition> {
         self.partition.borrow().clone().expect("open")
     }
+
+    /// Opens this replica's partition on its runtime (log directory `<dir>/node-<n>`, Raft
+    /// state in its MetaStore), as a starting or restarted node would.
+    async fn open(&self, dir: &Path, min_insync_replicas: i32) -> Rc<Partition> {
+        let spec = PartitionSpec {
+            topic: "t".into(),
+            index: 0,
+            topic_id: [1; 16],
+            group: GROUP,
+            replicas: vec![0, 1, 2],
+            dir: dir.join(format!("node-{}", self.node)),
+            config: TopicConfig::default().effective(&TopicConfig::default()),
+            min_insync_replicas,
+            producer_state_scan_bytes: 1 << 20,
+        };
+        let p = Partition::open(
+            spec,
+            self.raft.clone(),
+            self.node,
+            freshet_engine::system_clock(),
+        )
+        .await
+        .expect("partition opens");
+        *self.partition.borrow_mut() = Some(p.clone());
+        if let Some(st) = self.raft.status(GROUP) {
+            p.on_status(&st);
+        }
+        p
+    }
+
+    /// Closes this replica's partition (its Raft runtime keeps running): the node is gone.
+    async fn close(&self) {
+        let p = self.partition.borrow_mut().take().expect("open");
+        p.close(false).await.unwrap();
+    }
+}
+
+/// Waits until one of `candidates` leads (Raft §5.2); returns it.
+async fn wait_leader<'a>(
+    what: &str,
+    candidates: impl IntoIterator<Item = &'a Replica> + Clone,
+) -> &'a Replica {
+    let leader = || candidates.clone().into_iter().find(|r| r.p().is_leader());
+    wait_until(what, || leader().is_some()).await;
+    leader().unwrap()
 }
 
 /// An idempotent producer's batch (producer id 42, epoch 0, base sequence `seq`).
@@ -70,47 +118,46 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-async fn start_replicas(dir: &std::path::Path) -> Vec<Replica> {
+async fn start_replicas(dir: &Path) -> Vec<Replica> {
     let mut replicas = Vec::new();
     for (node, (raft, slot)) in (1..=3u64).zip(raft_mesh(&[1, 2, 3])) {
-        let config = TopicConfig::default().effective(&TopicConfig::default());
-        let spec = PartitionSpec {
-            topic: "t".into(),
-            index: 0,
-            topic_id: [1; 16],
-            group: GROUP,
-            replicas: vec![0, 1, 2],
-            dir: dir.join(format!("node-{node}")),
-            config,
-            min_insync_replicas: 2,
-            producer_state_scan_bytes: 1 << 20,
-        };
-        let p = Partition::open(spec, raft.clone(), node, freshet_engine::system_clock())
-            .await
-            .expect("partition opens");
-        if let Some(st) = raft.status(GROUP) {
-            p.on_status(&st);
-        }
-        *slot.borrow_mut() = Some(p);
-        replicas.push(Replica {
+        let r = Replica {
             node,
             raft,
             partition: slot,
-        });
+        };
+        r.open(dir, 2).await;
+        replicas.push(r);
     }
     replicas
 }
 
-#[test]
-fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survives_losing_it() {
-    let dir = std::env::temp_dir().join(format!("freshet-replicated-{}", std::process::id()));
+/// Runs `scenario` on one executor with three fresh replicas (data under
+/// `<tmp>/<name>-<pid>`, removed afterwards), then stops their Raft runtimes.
+fn with_three_replicas(name: &str, scenario: impl AsyncFnOnce(&[Replica], &Path) + Send + 'static) {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.clone();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             let replicas = start_replicas(&d).await;
-            wait_until("a leader", || replicas.iter().any(|r| r.p().is_leader())).await;
-            let leader = replicas.iter().find(|r| r.p().is_leader()).unwrap();
+            scenario(&replicas, &d).await;
+            for r in &replicas {
+                r.raft.stop().await;
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survives_losing_it() {
+    with_three_replicas(
+        "freshet-replicated",
+        async |replicas: &[Replica], d: &Path| {
+            let leader = wait_leader("a leader", replicas).await;
             let lp = leader.p();
             let epoch_1 = lp.leader_epoch();
             assert!(epoch_1 >= 1, "leader epoch is the Raft term");
@@ -136,7 +183,7 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             assert_eq!(lp.list_offset(-1).await.unwrap(), (-1, 6));
             assert_eq!(lp.list_offset(-2).await.unwrap(), (-1, 0));
             // Every replica holds the same batches at the same Kafka offsets (§5.3).
-            for r in &replicas {
+            for r in replicas {
                 let p = r.p();
                 wait_until("followers' hw", || p.high_watermark() == 6).await;
                 let theirs = p.read_committed(0, 1 << 20).await.unwrap();
@@ -150,8 +197,7 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             assert_eq!((dup.base_offset, dup.last_offset), (0, 2));
             // One follower gone: 2 in sync still meets min.insync.replicas = 2 ...
             let gone = replicas.iter().find(|r| r.node != leader.node).unwrap();
-            let gp = gone.partition.borrow_mut().take().unwrap();
-            gp.close(false).await.unwrap();
+            gone.close().await;
             let six = lp.replicate(batch(1), Acks::All).await.unwrap();
             assert_eq!(six.base_offset, 6);
             // ... but not min.insync.replicas = 3: NOT_ENOUGH_REPLICAS (19) once the
@@ -168,38 +214,16 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             lp.set_config(TopicConfig::default().effective(&TopicConfig::default()), 1);
             // The closed follower comes back (same log, state in its MetaStore): it
             // rejoins and catches up.
-            let back = replicas.iter().find(|r| r.node == gone.node).unwrap();
-            let spec_dir = d.join(format!("node-{}", back.node));
-            let reopened = Partition::open(
-                PartitionSpec {
-                    topic: "t".into(),
-                    index: 0,
-                    topic_id: [1; 16],
-                    group: GROUP,
-                    replicas: vec![0, 1, 2],
-                    dir: spec_dir,
-                    config: TopicConfig::default().effective(&TopicConfig::default()),
-                    min_insync_replicas: 2,
-                    producer_state_scan_bytes: 1 << 20,
-                },
-                back.raft.clone(),
-                back.node,
-                freshet_engine::system_clock(),
-            )
-            .await
-            .expect("reopens");
-            *back.partition.borrow_mut() = Some(reopened.clone());
+            let reopened = gone.open(d, 2).await;
             wait_until("rejoined follower catches up", || {
                 reopened.high_watermark() == 8
             })
             .await;
             // The leader goes away: the two others elect a new one (higher term), which
             // continues the offsets and knows the idempotent producer (KIP-98).
-            let old = leader.partition.borrow_mut().take().unwrap();
-            old.close(false).await.unwrap();
-            let others: Vec<_> = replicas.iter().filter(|r| r.node != leader.node).collect();
-            wait_until("a new leader", || others.iter().any(|r| r.p().is_leader())).await;
-            let nl = others.iter().find(|r| r.p().is_leader()).unwrap().p();
+            leader.close().await;
+            let others = replicas.iter().filter(|r| r.node != leader.node);
+            let nl = wait_leader("a new leader", others).await.p();
             assert!(nl.leader_epoch() > epoch_1, "new term, new epoch");
             // A new leader counts a follower in sync once it heard from it.
             wait_until("new leader's in-sync set", || {
@@ -217,42 +241,8 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             assert_eq!(bases(&all.records), vec![0, 3, 5, 6, 7, 8]);
             // OffsetForLeaderEpoch: the first term ends where the new leader's began.
             assert_eq!(nl.end_offset_for_epoch(epoch_1).1, 8);
-            for r in &replicas {
-                r.raft.stop().await;
-            }
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Reopens replica `r`'s partition on its runtime (same log directory, state in its
-/// MetaStore), as a restarted node would.
-async fn reopen(r: &Replica, dir: &std::path::Path) -> Rc<Partition> {
-    let p = Partition::open(
-        PartitionSpec {
-            topic: "t".into(),
-            index: 0,
-            topic_id: [1; 16],
-            group: GROUP,
-            replicas: vec![0, 1, 2],
-            dir: dir.join(format!("node-{}", r.node)),
-            config: TopicConfig::default().effective(&TopicConfig::default()),
-            min_insync_replicas: 1,
-            producer_state_scan_bytes: 1 << 20,
         },
-        r.raft.clone(),
-        r.node,
-        freshet_engine::system_clock(),
-    )
-    .await
-    .expect("reopens");
-    *r.partition.borrow_mut() = Some(p.clone());
-    if let Some(st) = r.raft.status(GROUP) {
-        p.on_status(&st);
-    }
-    p
+    );
 }
 
 /// ListOffsets earliest on a leader: a new leader answers OFFSET_NOT_AVAILABLE (78,
@@ -280,22 +270,17 @@ async fn earliest(p: &Partition) -> i64 {
 /// applied an entry of its own term, never an older start).
 #[test]
 fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failover() {
-    let dir = std::env::temp_dir().join(format!("freshet-logstart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let d = dir.clone();
-    glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            let replicas = start_replicas(&d).await;
-            wait_until("a leader", || replicas.iter().any(|r| r.p().is_leader())).await;
-            let a = replicas.iter().find(|r| r.p().is_leader()).unwrap();
+    with_three_replicas(
+        "freshet-logstart",
+        async |replicas: &[Replica], d: &Path| {
+            let a = wait_leader("a leader", replicas).await;
             let others: Vec<_> = replicas.iter().filter(|r| r.node != a.node).collect();
             let (b, c) = (others[0], others[1]);
             let ap = a.p();
             assert_eq!(earliest(&ap).await, 0);
             // C lags: closed while 4,000 records arrive (batches of 128, so 3,000 lies inside
             // the batch 2,944..=3,071).
-            let closing = c.partition.borrow_mut().take().unwrap();
-            closing.close(false).await.unwrap();
+            c.close().await;
             for _ in 0..31 {
                 ap.replicate(batch(128), Acks::All).await.unwrap();
             }
@@ -335,7 +320,7 @@ fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failov
             // C returns below both logs' start: it installs a snapshot (a position only),
             // then applies the log start entry that follows it.
             let installed = c.raft.stats().snapshots_installed;
-            let cp = reopen(c, &d).await;
+            let cp = c.open(d, 1).await;
             wait_until("C catches up by snapshot", || {
                 cp.high_watermark() == 4001 && c.raft.stats().snapshots_installed > installed
             })
@@ -344,10 +329,8 @@ fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failov
             // Failover right after DeleteRecords(3500) was answered: whoever leads next
             // serves from exactly 3500.
             assert_eq!(ap.delete_records(3500, timeout).await.unwrap(), 3500);
-            let closing = a.partition.borrow_mut().take().unwrap();
-            closing.close(false).await.unwrap();
-            wait_until("a new leader", || [b, c].iter().any(|r| r.p().is_leader())).await;
-            let nl = [b, c].into_iter().find(|r| r.p().is_leader()).unwrap().p();
+            a.close().await;
+            let nl = wait_leader("a new leader", [b, c]).await.p();
             assert_eq!(earliest(&nl).await, 3500, "new leader's log start");
             assert_eq!(nl.read(3499, 1 << 20).await.unwrap_err().kafka_code(), 1);
             assert_eq!(
@@ -390,19 +373,12 @@ fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failov
             // A replica reopened (recovery scan of its log) serves the same exact start: the
             // log start entry is re-applied from the log, no file of its own.
             let follower = [b, c].into_iter().find(|r| !r.p().is_leader()).unwrap();
-            let closing = follower.partition.borrow_mut().take().unwrap();
-            closing.close(false).await.unwrap();
-            let back = reopen(follower, &d).await;
+            follower.close().await;
+            let back = follower.open(d, 1).await;
             wait_until("reopened replica's log start", || {
                 back.offsets().log_start_offset == 3500 && back.high_watermark() == 4005
             })
             .await;
-            for r in &replicas {
-                r.raft.stop().await;
-            }
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+        },
+    );
 }

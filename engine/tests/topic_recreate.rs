@@ -6,41 +6,25 @@
 //! and the old group's state file go) and catch up from the new group's leader, so it holds
 //! exactly the new records from offset 0 (Raft §5.3 Log Matching against the new group only).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use freshet_engine::partition::Acks;
 use freshet_engine::replica_marker;
-use freshet_engine::{cluster, new_mesh, BrokerConfig, Shard};
+use freshet_engine::{BrokerConfig, Shard};
 use freshet_storage::batch::build_batch;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+mod common {
+    pub mod broker;
+    pub mod loopback;
 }
+use common::broker::{self, Node, World};
+use common::loopback::free_port;
 
 fn config(dir: &Path, node: i32, rpc: u16, seeds: &[u16]) -> BrokerConfig {
-    let mut cfg = BrokerConfig::new(
-        dir.join(format!("node-{node}")),
-        format!("127.0.0.1:{}", free_port()),
-        node,
-        1,
-    );
-    cfg.cluster.rpc_addr = format!("127.0.0.1:{rpc}");
-    cfg.cluster.seeds = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    cfg.cluster.leaders_report_interval_ms = 200;
-    cfg.cluster.raft_heartbeat_ticks = 3;
-    cfg.cluster.raft_election_ticks = 30;
-    cfg.cluster.controller_request_timeout_ms = 20_000;
-    cfg
+    broker::config(dir.join(format!("node-{node}")), node, rpc, seeds)
 }
 
 /// What a node's partition `t`-0 looked like last (refreshed every 20 ms).
@@ -51,6 +35,22 @@ struct Seen {
     t0: Option<(u64, i64, i64, Bytes)>,
 }
 
+async fn observe(shard: &Shard) -> Seen {
+    let mut t0 = None;
+    if let Some(p) = shard.partition("t", 0) {
+        let o = p.offsets();
+        let bytes = match p.read_committed(0, 1 << 20).await {
+            Ok(f) => f.records,
+            Err(_) => Bytes::new(),
+        };
+        t0 = Some((p.group, o.log_end_offset, o.high_watermark, bytes));
+    }
+    Seen {
+        brokers: shard.metadata().brokers.keys().copied().collect(),
+        t0,
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Cmd {
     Create,
@@ -58,45 +58,8 @@ enum Cmd {
     Produce(u8),
 }
 
-type Todo = Arc<Mutex<Vec<Cmd>>>;
-
-#[derive(Clone, Default)]
-struct World {
-    seen: Arc<Mutex<BTreeMap<i32, Seen>>>,
-    /// Answers, in order: Ok(group or base offset) or the error.
-    done: Arc<Mutex<Vec<Result<i64, String>>>>,
-}
-
-impl World {
-    fn seen(&self, node: i32) -> Seen {
-        self.seen
-            .lock()
-            .unwrap()
-            .get(&node)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn wait(&self, what: &str, secs: u64, f: impl Fn(&World) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f(self) {
-            let seen = self.seen.lock().unwrap().clone();
-            assert!(
-                Instant::now() < deadline,
-                "timed out: {what}; seen {seen:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-struct Node {
-    quit: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-    todo: Todo,
-}
-
-async fn run(shard: &std::rc::Rc<Shard>, cmd: Cmd) -> Result<i64, String> {
+/// Ok(group of `t`-0, or base offset of the record produced) or the error.
+async fn run(shard: &Rc<Shard>, cmd: Cmd) -> Result<i64, String> {
     match cmd {
         Cmd::Create => shard
             .create_topic("t".into(), 1, 3, Some(vec![vec![0, 1, 2]]), vec![])
@@ -125,71 +88,8 @@ async fn run(shard: &std::rc::Rc<Shard>, cmd: Cmd) -> Result<i64, String> {
     }
 }
 
-fn start(cfg: BrokerConfig, world: &World) -> Node {
-    let quit = Arc::new(AtomicBool::new(false));
-    let todo: Todo = Arc::default();
-    let (q, t, w) = (quit.clone(), todo.clone(), world.clone());
-    let thread = std::thread::spawn(move || {
-        let node = cfg.node_id;
-        let mesh = new_mesh(1, 64);
-        let stop = Arc::new(AtomicBool::new(false));
-        LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(1))
-            .on_all_shards(move || async move {
-                let shard = Shard::start(cfg, mesh, freshet_engine::system_clock(), stop)
-                    .await
-                    .expect("broker starts");
-                cluster::start(&shard).await.expect("cluster layer starts");
-                while !q.load(Ordering::SeqCst) {
-                    let next = t.lock().unwrap().pop();
-                    if let Some(cmd) = next {
-                        let r = run(&shard, cmd).await;
-                        w.done.lock().unwrap().push(r);
-                    }
-                    let mut t0 = None;
-                    if let Some(p) = shard.partition("t", 0) {
-                        let o = p.offsets();
-                        let bytes = match p.read_committed(0, 1 << 20).await {
-                            Ok(f) => f.records,
-                            Err(_) => Bytes::new(),
-                        };
-                        t0 = Some((p.group, o.log_end_offset, o.high_watermark, bytes));
-                    }
-                    let seen = Seen {
-                        brokers: shard.metadata().brokers.keys().copied().collect(),
-                        t0,
-                    };
-                    w.seen.lock().unwrap().insert(node, seen);
-                    glommio::timer::sleep(Duration::from_millis(20)).await;
-                }
-                cluster::stop(&shard).await;
-                shard.close_partitions().await;
-            })
-            .unwrap()
-            .join_all()
-            .into_iter()
-            .for_each(|r| r.expect("core ran"));
-    });
-    Node { quit, thread, todo }
-}
-
-impl Node {
-    fn run(&self, world: &World, cmd: Cmd) -> Result<i64, String> {
-        let n = world.done.lock().unwrap().len();
-        self.todo.lock().unwrap().push(cmd.clone());
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(r) = world.done.lock().unwrap().get(n) {
-                return r.clone();
-            }
-            assert!(Instant::now() < deadline, "{cmd:?} never answered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(self) {
-        self.quit.store(true, Ordering::SeqCst);
-        self.thread.join().expect("node thread");
-    }
+fn start(cfg: BrokerConfig, world: &World<Seen>) -> Node<Cmd, Result<i64, String>> {
+    broker::start(cfg, world, observe, run)
 }
 
 fn state_file(dir: &Path, node: i32, group: u64) -> PathBuf {
@@ -198,15 +98,23 @@ fn state_file(dir: &Path, node: i32, group: u64) -> PathBuf {
     ))
 }
 
+/// The bytes of every segment file (`*.log`) in partition directory `pdir`.
+fn segment_bytes(pdir: &Path) -> Vec<u8> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(pdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
 #[test]
 fn a_topic_recreated_while_a_replica_was_down_starts_empty_there() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("freshet-recreate-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = broker::test_dir("freshet-recreate");
     let ports = [free_port(), free_port(), free_port()];
     let world = World::default();
     let n0 = start(config(&dir, 0, ports[0], &ports), &world);
@@ -217,9 +125,9 @@ fn a_topic_recreated_while_a_replica_was_down_starts_empty_there() {
     });
 
     // The first incarnation: 5 records, on every replica.
-    let old_group = n0.run(&world, Cmd::Create).expect("create") as u64;
+    let old_group = n0.run(Cmd::Create).expect("create") as u64;
     for _ in 0..5 {
-        n0.run(&world, Cmd::Produce(b'o')).expect("produce old");
+        n0.run(Cmd::Produce(b'o')).expect("produce old");
     }
     world.wait("node 2 holds the old records", 20, |w| {
         w.seen(2).t0.is_some_and(|(_, _, hw, _)| hw == 5)
@@ -229,33 +137,57 @@ fn a_topic_recreated_while_a_replica_was_down_starts_empty_there() {
     n2.stop();
 
     // Deleted and re-created (new id, new group) while node 2 is down; 2 new records.
-    n0.run(&world, Cmd::Delete).expect("delete");
-    let new_group = n0.run(&world, Cmd::Create).expect("re-create") as u64;
+    n0.run(Cmd::Delete).expect("delete");
+    let new_group = n0.run(Cmd::Create).expect("re-create") as u64;
     assert_ne!(new_group, old_group, "group ids are never reused");
-    assert_eq!(n0.run(&world, Cmd::Produce(b'n')), Ok(0));
-    assert_eq!(n0.run(&world, Cmd::Produce(b'n')), Ok(1));
-    // The returning node still has the old incarnation's directory.
-    let before = replica_marker::read(&pdir).unwrap().expect("marker");
-    assert_eq!(before.group, old_group);
+    assert_eq!(n0.run(Cmd::Produce(b'n')), Ok(0));
+    assert_eq!(n0.run(Cmd::Produce(b'n')), Ok(1));
+    // The returning node still has the old incarnation's directory (its marker is checked
+    // below, after what the node serves).
+    let before = replica_marker::read(&pdir);
 
     let mut seeds2 = ports.to_vec();
     seeds2[2] = free_port(); // a stopped in-process executor keeps its sockets (cluster_join.rs)
-    let n2 = start(config(&dir, 2, seeds2[2], &seeds2), &world);
-    world.wait("node 2 holds the new incarnation's 2 records", 30, |w| {
-        w.seen(2)
-            .t0
-            .is_some_and(|(g, _, hw, _)| g == new_group && hw == 2)
-    });
-    let (_, leo, _, bytes) = world.seen(2).t0.unwrap();
-    assert_eq!(leo, 2, "only the new records: none of the old 5");
+                             // Node 2 publishes its first metadata once its controller caught up, or after 3
+                             // election timeouts: 9 s here, so the first state it opens replicas from already has
+                             // the new incarnation (else it may open the old one and delete it on the delete command,
+                             // and the directory claim this test is about never runs).
+    let mut cfg2 = config(&dir, 2, seeds2[2], &seeds2);
+    cfg2.cluster.raft_election_ticks = 300;
+    let n2 = start(cfg2, &world);
+    world.wait(
+        "node 2 committed the new incarnation's 2 records",
+        30,
+        |w| {
+            w.seen(2)
+                .t0
+                .is_some_and(|(g, _, hw, _)| g == new_group && hw >= 2)
+        },
+    );
+    let (_, leo, hw, bytes) = world.seen(2).t0.unwrap();
+    assert_eq!((leo, hw), (2, 2), "only the new records: none of the old 5");
     let (_, _, _, leader_bytes) = world.seen(0).t0.unwrap();
     assert_eq!(bytes, leader_bytes, "byte for byte the new group's log");
     assert!(!bytes.windows(8).any(|w| w == [b'o'; 8]), "no old record");
-    let after = replica_marker::read(&pdir).unwrap().expect("marker");
-    assert_eq!(after.group, new_group);
+    // Nor on disk: the new group reads its log only from where it started (its anchor), so
+    // a dead incarnation's records left below it would show only in the segment files.
+    let files = segment_bytes(&pdir);
+    assert!(
+        files.windows(8).any(|w| w == [b'n'; 8]),
+        "the new records on disk"
+    );
+    assert!(
+        !files.windows(8).any(|w| w == [b'o'; 8]),
+        "{} still holds the dead incarnation's records",
+        pdir.display()
+    );
     // The dead group's state file went with its directory.
     assert!(!state_file(&dir, 2, old_group).exists());
     assert!(state_file(&dir, 2, new_group).exists());
+    let before = before.unwrap().expect("a marker before the restart");
+    assert_eq!(before.group, old_group);
+    let after = replica_marker::read(&pdir).unwrap().expect("marker");
+    assert_eq!(after.group, new_group);
 
     for n in [n0, n1, n2] {
         n.stop();

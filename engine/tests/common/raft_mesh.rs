@@ -2,6 +2,10 @@
 //! few nodes talking over loopback TCP, each feeding its status changes to the partition
 //! opened on it. Everything here is per-core (`!Send`): built and used on the test's one
 //! glommio executor.
+//!
+//! A test crate takes it as `mod common { pub mod raft_mesh; }`: every `tests/*.rs` is a
+//! crate of its own and names only the `common/` helpers it uses (an unused helper would be
+//! dead code under `clippy -D warnings`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
