@@ -300,6 +300,19 @@ struct Group<L> {
     conf_dirty: bool,
 }
 
+/// Whether `m` asks for a vote (or a pre-vote, §9.6).
+fn is_vote_request(m: &Message) -> bool {
+    matches!(
+        m.get_msg_type(),
+        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+    )
+}
+
+/// Whether a replica learned any configuration (a joining replica starts with none).
+fn has_configuration(cs: &raft::eraftpb::ConfState) -> bool {
+    !(cs.voters.is_empty() && cs.learners.is_empty() && cs.voters_outgoing.is_empty())
+}
+
 /// Many Raft groups driven by one core. See the module docs for one pass.
 ///
 /// Ownership: per core, `!Send`.
@@ -792,6 +805,17 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         let now = self.ticks;
         for (group, m) in env.into_messages() {
             if let Some(g) = self.groups.get_mut(&group) {
+                if is_vote_request(&m) && !has_configuration(&g.st.borrow().conf_state) {
+                    // A replica with no configuration (opened joining: new, or deleted and
+                    // re-created after its removal) has no log and no memory of its past
+                    // votes, and no configuration counts it yet: granting a vote would let a
+                    // node with a stale configuration that still lists it win without the
+                    // committed entries (found by the simulator: a lagging node elected with
+                    // a wiped replica's vote overwrote committed entries). It votes once it
+                    // has applied a configuration from the leader (its log then holds the
+                    // entries up to that change).
+                    continue;
+                }
                 let from = m.from;
                 // Errors are for messages from unknown peers or stale local messages; Raft
                 // treats them as lost.

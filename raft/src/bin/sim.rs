@@ -70,12 +70,16 @@ fn main() {
             Ok(r) => {
                 if !quiet {
                     println!(
-                        "seed {} ok: nodes {}+{} spare groups {} membership changes proposed/done {:?} proposed {} acked {} failed {} crashes {} partitions {} compactions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?}, driver {:?} ({} ms wall)",
+                        "seed {} ok: nodes {}+{} spare groups {} membership changes proposed/done {:?} replicas wiped {} log starts proposed/acked/applied {:?} (leader not ready {}) fetches served/below start/not available {:?} proposed {} acked {} failed {} crashes {} partitions {} compactions {} leaderships {} envelopes sent/dropped {:?} converged in {} ms, kafka end offsets {:?}, driver {:?} ({} ms wall)",
                         r.seed,
                         r.nodes,
                         r.spares,
                         r.groups,
                         r.membership_changes,
+                        r.wipes,
+                        r.log_starts,
+                        r.log_start_waits,
+                        r.fetches,
                         r.proposed,
                         r.acked,
                         r.failed,

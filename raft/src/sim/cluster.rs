@@ -35,7 +35,7 @@ use freshet_storage::{Clock, Log, LogConfig, ManualClock, SimDisk};
 use futures_lite::future::block_on;
 
 use super::{NetConfig, SimNetwork, SimTransport};
-use crate::batch::{encode_batch, internal_kind, records, split_batches};
+use crate::batch::{encode_batch, internal_kind, log_start_of, records, split_batches};
 use crate::log::{GroupLog, MemLog};
 use crate::meta::{DiskMetaStore, MemMetaStore, MetaStore};
 use crate::multiraft::{DriverStats, Event, MultiRaft, RaftConfig};
@@ -83,6 +83,17 @@ pub struct SimConfig {
     /// Log compactions (a random node and group, up to a random applied point) per
     /// simulated ms, per million; 0 disables them.
     pub compact_per_million: u32,
+    /// DeleteRecords requests (KIP-107: a log start entry proposed by a random group's
+    /// leader, as the engine's `Partition::delete_records` does) per simulated ms, per
+    /// million; 0 disables them.
+    pub log_start_per_million: u32,
+    /// Removed replicas deleted and re-created empty (the engine's reassignment path: state
+    /// file and log deleted, then opened again as a joining replica) per simulated ms, per
+    /// million; 0 disables them.
+    pub wipe_per_million: u32,
+    /// Client reads (a Fetch at a random offset from a random leader) per simulated ms, per
+    /// million.
+    pub fetch_per_million: u32,
     /// Per-group entry cache budget (small to exercise the asynchronous fetch path).
     pub cache_bytes_max: usize,
     /// Network faults during the faulty phase.
@@ -125,6 +136,18 @@ impl SimConfig {
             } else {
                 r.below(3_000) as u32
             },
+            // After those, for the same reason.
+            log_start_per_million: if r.chance(200_000) {
+                0
+            } else {
+                r.below(4_000) as u32
+            },
+            wipe_per_million: if r.chance(200_000) {
+                0
+            } else {
+                r.below(3_000) as u32
+            },
+            fetch_per_million: r.below(20_000) as u32,
         }
     }
 }
@@ -155,6 +178,18 @@ pub struct SimReport {
     /// Membership changes proposed / completed (final configuration applied on the
     /// proposer).
     pub membership_changes: (u64, u64),
+    /// DeleteRecords log start entries (KIP-107) proposed / acknowledged (committed and
+    /// applied on the proposer) / applied (a replica's log start moved forward by one,
+    /// counted on every replica, recovery scans after restarts included).
+    pub log_starts: (u64, u64, u64),
+    /// DeleteRecords asked of a leader that had not yet applied an entry of its own term
+    /// (the engine waits, KIP-207).
+    pub log_start_waits: u64,
+    /// Removed replicas deleted and re-created empty.
+    pub wipes: u64,
+    /// Client reads served / refused below the log start / not available (a leader that
+    /// has not applied an entry of its own term, KIP-207).
+    pub fetches: (u64, u64, u64),
     /// Distinct (group, term) leaderships observed.
     pub leaderships: u64,
     /// Envelopes sent / dropped by the network.
@@ -187,12 +222,41 @@ trait NodeStore {
         groups: u64,
         clock: &Rc<ManualClock>,
     ) -> Result<(Self::Meta, Vec<Self::Log>), String>;
+    /// Deletes group `g`'s log (`log` is its last handle; the driver already removed the
+    /// group and its state file) and opens a new, empty one in its place (the engine's
+    /// `Partition::close(delete)`, then a later open of the same partition).
+    fn wipe_log(
+        &mut self,
+        node: NodeId,
+        g: GroupId,
+        log: Self::Log,
+        clock: &Rc<ManualClock>,
+    ) -> Result<Self::Log, String>;
     /// Power loss.
     fn crash(&mut self, rng: &mut SimRng, torn: bool);
 }
 
 struct StorageStore {
     disk: SimDisk,
+}
+
+impl StorageStore {
+    fn open_log(
+        &self,
+        node: NodeId,
+        g: GroupId,
+        clock: &Rc<ManualClock>,
+    ) -> Result<Rc<Log<SimDisk>>, String> {
+        let clock: Rc<dyn Clock> = clock.clone();
+        let log = block_on(Log::open(
+            self.disk.clone(),
+            PathBuf::from(format!("/n{node}/g{g}")),
+            sim_log_config(),
+            clock,
+        ))
+        .map_err(|e| format!("node {node} open log {g}: {e}"))?;
+        Ok(Rc::new(log))
+    }
 }
 
 impl NodeStore for StorageStore {
@@ -209,19 +273,22 @@ impl NodeStore for StorageStore {
             PathBuf::from(format!("/n{node}/raft")),
         ))
         .map_err(|e| format!("node {node} state dir: {e}"))?;
-        let mut logs = Vec::new();
-        for g in 0..groups {
-            let clock: Rc<dyn Clock> = clock.clone();
-            let log = block_on(Log::open(
-                self.disk.clone(),
-                PathBuf::from(format!("/n{node}/g{g}")),
-                sim_log_config(),
-                clock,
-            ))
-            .map_err(|e| format!("node {node} open log {g}: {e}"))?;
-            logs.push(Rc::new(log));
-        }
+        let logs = (0..groups)
+            .map(|g| self.open_log(node, g, clock))
+            .collect::<Result<_, _>>()?;
         Ok((meta, logs))
+    }
+    fn wipe_log(
+        &mut self,
+        node: NodeId,
+        g: GroupId,
+        log: Self::Log,
+        clock: &Rc<ManualClock>,
+    ) -> Result<Self::Log, String> {
+        let log = Rc::try_unwrap(log)
+            .map_err(|_| format!("node {node} group {g}: log still shared when deleted"))?;
+        block_on(log.delete()).map_err(|e| format!("node {node} delete log {g}: {e}"))?;
+        self.open_log(node, g, clock)
     }
     fn crash(&mut self, _rng: &mut SimRng, torn: bool) {
         // Unsynced writes kept, dropped or torn per sector; or all dropped.
@@ -253,6 +320,16 @@ impl NodeStore for MemStore {
         }
         Ok((self.meta.clone(), self.logs.clone()))
     }
+    fn wipe_log(
+        &mut self,
+        _node: NodeId,
+        g: GroupId,
+        _log: Self::Log,
+        _clock: &Rc<ManualClock>,
+    ) -> Result<Self::Log, String> {
+        self.logs[g as usize] = MemLog::new();
+        Ok(self.logs[g as usize].clone())
+    }
     fn crash(&mut self, rng: &mut SimRng, _torn: bool) {
         for l in &self.logs {
             l.crash(rng);
@@ -270,12 +347,83 @@ struct Node<S: NodeStore> {
     tick_period_ms: u64,
     tick_phase_ms: u64,
     incarnation: u64,
+    /// Groups whose replica was deleted and re-created empty at least once (they reopen
+    /// from their own state file, never as a founding voter).
+    wiped: BTreeSet<GroupId>,
+    /// Per group, for this incarnation of the replica: (applied index, log start, applied
+    /// DeleteRecords start) when last checked (KIP-107, [`Sim::check_log_starts`]).
+    log_start_seen: BTreeMap<GroupId, (u64, i64, i64)>,
+    /// Per group, for this incarnation: the largest DeleteRecords log start this replica
+    /// started compacting to (the engine's `Partition::compacting_to`).
+    compacting_to: BTreeMap<GroupId, i64>,
+    /// Compactions to an applied log start not run yet (the engine runs them in a
+    /// background task, so a crash can come first).
+    compact_due: BTreeMap<GroupId, i64>,
 }
 
-struct Acked {
+impl<S: NodeStore> Node<S> {
+    /// The entry table and translator of this (live) node's replica of `g`.
+    fn state(&self, g: GroupId) -> Rc<std::cell::RefCell<crate::store::GroupState>> {
+        self.driver
+            .as_ref()
+            .expect("node is up")
+            .group_state(g)
+            .expect("group")
+    }
+}
+
+/// A proposed DeleteRecords log start entry.
+struct LogStartProposal {
     group: GroupId,
-    token: u64,
     kafka_offset: i64,
+    /// Term of the proposing leader.
+    term: u64,
+}
+
+/// `v[k]` for a random `k`.
+fn pick<T: Copy>(rng: &mut SimRng, v: &[T]) -> T {
+    v[rng.below(v.len() as u64) as usize]
+}
+
+/// Whether `d` applied an entry of its current term in `g` (as leader: everything earlier
+/// leaders committed is applied here too, §5.4.2): the engine's
+/// `Leadership::own_term_applied`, which gates DeleteRecords, ListOffsets and Fetch (KIP-207).
+fn own_term_applied<L: GroupLog, M: MetaStore, T: crate::transport::Transport>(
+    d: &MultiRaft<L, M, T>,
+    g: GroupId,
+) -> bool {
+    let st = d.group_state(g).expect("group");
+    let st = st.borrow();
+    let applied_term = st.meta(st.applied).map_or(st.anchor.prev_term, |m| m.term);
+    d.progress(g).is_some_and(|p| p.0 == applied_term)
+}
+
+/// The Kafka offset of `g`'s log anchor on `d` and its high watermark.
+fn anchor_and_hw<L: GroupLog, M: MetaStore, T: crate::transport::Transport>(
+    d: &MultiRaft<L, M, T>,
+    g: GroupId,
+) -> (i64, i64) {
+    let start = d
+        .group_state(g)
+        .expect("group")
+        .borrow()
+        .anchor
+        .kafka_offset;
+    (start, d.high_watermark(g).expect("group"))
+}
+
+/// The token a simulated client wrote as the key of every record of its batch.
+fn batch_token(b: &Bytes) -> Result<u64, String> {
+    let recs = records(b).map_err(|e| e.to_string())?;
+    let key = recs[0].0.as_ref().ok_or("record without key")?;
+    Ok(u64::from_be_bytes(
+        key[..].try_into().map_err(|_| "bad key")?,
+    ))
+}
+
+/// `FRESHET_SIM_TRACE` set: the run narrates restarts, crashes and changes on stderr.
+fn trace() -> bool {
+    std::env::var_os("FRESHET_SIM_TRACE").is_some()
 }
 
 struct Sim<S: NodeStore> {
@@ -290,9 +438,18 @@ struct Sim<S: NodeStore> {
     proposals: BTreeMap<u64, (GroupId, u32)>,
     /// Every node id (voters first, then spares).
     all: Vec<NodeId>,
-    acked: Vec<Acked>,
-    acked_tokens: BTreeSet<u64>,
+    /// Acknowledged data batches: token -> (group, Kafka offset).
+    acked: BTreeMap<u64, (GroupId, i64)>,
     leaders: BTreeMap<(GroupId, u64), NodeId>,
+    /// DeleteRecords log start entries proposed, by token.
+    log_starts: BTreeMap<u64, LogStartProposal>,
+    /// The same by (group, Raft index): (term, Kafka offset) of each proposed there.
+    log_start_at: BTreeMap<(GroupId, u64), Vec<(u64, i64)>>,
+    /// Per group: Raft index -> Kafka offset of every log start entry known committed (a
+    /// replica applied it).
+    log_start_committed: BTreeMap<GroupId, BTreeMap<u64, i64>>,
+    /// Per group: term of the proposing leader -> largest acknowledged log start.
+    log_start_acked: BTreeMap<GroupId, BTreeMap<u64, i64>>,
     report: SimReport,
     heal_at_ms: Option<u64>,
     /// Per group: the largest Kafka offset any node was asked to compact to (no log start
@@ -306,7 +463,10 @@ impl<S: NodeStore> Sim<S> {
     fn start_node(&mut self, i: usize) -> Result<(), String> {
         let n = &mut self.nodes[i];
         n.incarnation += 1;
-        if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
+        n.log_start_seen.clear();
+        n.compacting_to.clear();
+        n.compact_due.clear();
+        if trace() {
             eprintln!("restart node {} incarnation {}", n.id, n.incarnation);
         }
         let mut rc = RaftConfig::new(n.id);
@@ -319,16 +479,16 @@ impl<S: NodeStore> Sim<S> {
         rc.seed = self.cfg.seed ^ (n.incarnation << 40);
         let (meta, logs) = n.store.open(n.id, self.cfg.groups, &self.clock)?;
         let mut d = MultiRaft::new(rc, meta, self.net.transport(n.id));
-        // Spares open a joining replica (no configuration); for everyone else the state
-        // file, once written, wins over this argument.
-        let voters = if self.voters.contains(&n.id) {
-            self.voters.clone()
-        } else {
-            Vec::new()
-        };
         n.logs.clear();
         for (g, log) in (0..).zip(logs) {
-            if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
+            // Spares open a joining replica (no configuration); for everyone else the state
+            // file, once written, wins over this argument (a re-created replica has one).
+            let voters = if self.voters.contains(&n.id) && !n.wiped.contains(&g) {
+                self.voters.clone()
+            } else {
+                Vec::new()
+            };
+            if trace() {
                 eprintln!(
                     "  node {} log {g}: start {} next {}",
                     n.id,
@@ -351,9 +511,10 @@ impl<S: NodeStore> Sim<S> {
             self.report.driver += d.stats();
         }
         n.logs.clear();
+        n.compact_due.clear();
         // Power loss: unsynced writes kept, dropped or torn per sector; or all dropped.
         let torn = self.rng.chance(500_000);
-        if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
+        if trace() {
             eprintln!("t={now_ms} crash node {} torn={torn}", n.id);
         }
         n.store.crash(&mut self.rng, torn);
@@ -396,25 +557,52 @@ impl<S: NodeStore> Sim<S> {
         Ok(())
     }
 
-    fn produce(&mut self) {
-        let g = self.rng.below(self.cfg.groups);
-        let leaders: Vec<usize> = (0..self.nodes.len())
+    fn new_token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn driver(&self, i: usize) -> &MultiRaft<S::Log, S::Meta, SimTransport> {
+        self.nodes[i].driver.as_ref().expect("node is up")
+    }
+
+    fn driver_mut(&mut self, i: usize) -> &mut MultiRaft<S::Log, S::Meta, SimTransport> {
+        self.nodes[i].driver.as_mut().expect("node is up")
+    }
+
+    /// Live nodes, in id order.
+    fn up(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].driver.is_some())
+            .collect()
+    }
+
+    /// Live nodes that lead `g` (more than one while a deposed leader has not noticed).
+    fn leaders_of(&self, g: GroupId) -> Vec<usize> {
+        (0..self.nodes.len())
             .filter(|i| {
                 self.nodes[*i]
                     .driver
                     .as_ref()
                     .is_some_and(|d| d.is_leader(g))
             })
-            .collect();
-        if leaders.is_empty() {
+            .collect()
+    }
+
+    /// A random group and a random one of its leaders, if it has one.
+    fn random_leader(&mut self) -> Option<(GroupId, usize)> {
+        let g = self.rng.below(self.cfg.groups);
+        let leaders = self.leaders_of(g);
+        (!leaders.is_empty()).then(|| (g, pick(&mut self.rng, &leaders)))
+    }
+
+    fn produce(&mut self) {
+        let Some((g, i)) = self.random_leader() else {
             return;
-        }
-        let i = leaders[self.rng.below(leaders.len() as u64) as usize];
-        self.next_token += 1;
-        let token = self.next_token;
+        };
+        let token = self.new_token();
         let (batch, n) = self.make_batch(token);
-        let d = self.nodes[i].driver.as_mut().expect("leader is up");
-        if d.propose(g, batch, token).is_ok() {
+        if self.driver_mut(i).propose(g, batch, token).is_ok() {
             self.proposals.insert(token, (g, n));
             self.report.proposed += 1;
         }
@@ -422,42 +610,32 @@ impl<S: NodeStore> Sim<S> {
 
     /// Log compaction (§7) on a random live node (a leader more often: its compaction is what
     /// sends lagging followers snapshots) up to a random point between its log start and its
-    /// high watermark.
+    /// high watermark (the engine's retention does the same on every replica).
     fn compact(&mut self) -> Result<(), String> {
         let g = self.rng.below(self.cfg.groups);
-        let up: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].driver.is_some())
-            .collect();
+        let up = self.up();
         if up.is_empty() {
             return Ok(());
         }
-        let leaders: Vec<usize> = up
-            .iter()
-            .copied()
-            .filter(|i| {
-                self.nodes[*i]
-                    .driver
-                    .as_ref()
-                    .is_some_and(|d| d.is_leader(g))
-            })
-            .collect();
+        let leaders = self.leaders_of(g);
         let i = if !leaders.is_empty() && self.rng.chance(700_000) {
-            leaders[self.rng.below(leaders.len() as u64) as usize]
+            pick(&mut self.rng, &leaders)
         } else {
-            up[self.rng.below(up.len() as u64) as usize]
+            pick(&mut self.rng, &up)
         };
-        let n = &mut self.nodes[i];
-        let d = n.driver.as_mut().expect("up");
-        let start = d
-            .group_state(g)
-            .expect("group")
-            .borrow()
-            .anchor
-            .kafka_offset;
-        let hw = d.high_watermark(g).expect("group");
+        let (start, hw) = anchor_and_hw(self.driver(i), g);
         let k = start + self.rng.below((hw - start) as u64 + 1) as i64;
+        self.compact_node(i, g, k)
+    }
+
+    /// Compacts node `i`'s replica of `g` up to Kafka offset `k` (§7; every compaction of a
+    /// run goes through here) and checks where its log start went.
+    fn compact_node(&mut self, i: usize, g: GroupId, k: i64) -> Result<(), String> {
         let r = self.compact_requested.entry(g).or_insert(0);
         *r = (*r).max(k);
+        let n = &mut self.nodes[i];
+        let d = n.driver.as_mut().expect("node is up");
+        let (start, hw) = anchor_and_hw(d, g);
         let got = block_on(d.compact(g, k))
             .map_err(|e| format!("node {} compact group {g} to {k}: {e}", n.id))?
             .ok_or("compact: group not open")?;
@@ -473,25 +651,144 @@ impl<S: NodeStore> Sim<S> {
         Ok(())
     }
 
+    /// DeleteRecords (KIP-107) as the engine's `Partition::delete_records` asks it of the
+    /// partition leader: only once the leader applied an entry of its own term (before that
+    /// the engine waits), a new log start in (log start, high watermark] is proposed as a log
+    /// start entry with `MultiRaft::propose_log_start` (what `RaftHandle::set_log_start`
+    /// runs). The acknowledgement and the leader's own compaction follow in
+    /// [`Sim::take_events`].
+    fn delete_records(&mut self) {
+        let Some((g, i)) = self.random_leader() else {
+            return;
+        };
+        let d = self.driver(i);
+        if !own_term_applied(d, g) {
+            self.report.log_start_waits += 1;
+            return;
+        }
+        let start = d.group_state(g).expect("group").borrow().log_start_kafka();
+        let hw = d.high_watermark(g).expect("group");
+        if hw <= start {
+            return; // at or below the current start: no change
+        }
+        // Offset −1 (the high watermark) now and then, else a point in (start, hw].
+        let target = if self.rng.chance(200_000) {
+            hw
+        } else {
+            start + 1 + self.rng.below((hw - start) as u64) as i64
+        };
+        let token = self.new_token();
+        let d = self.driver_mut(i);
+        if d.propose_log_start(g, target, token).is_err() {
+            return;
+        }
+        let (term, _, index) = d.progress(g).expect("group");
+        if trace() {
+            eprintln!(
+                "node {} group {g}: log start {target} proposed at index {index} term {term}",
+                self.nodes[i].id
+            );
+        }
+        self.log_start_at
+            .entry((g, index))
+            .or_default()
+            .push((term, target));
+        self.log_starts.insert(
+            token,
+            LogStartProposal {
+                group: g,
+                kafka_offset: target,
+                term,
+            },
+        );
+        self.report.log_starts.0 += 1;
+    }
+
+    /// KIP-107 on every replica (the engine's `Partition::compact_to_log_start`): once a log
+    /// start entry is applied, a background task compacts the replica's log up to it. Here
+    /// each pending one runs at a random later step (half the time per step), so crashes,
+    /// snapshots and further compactions can come first.
+    fn compact_to_log_starts(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            let due: Vec<(GroupId, i64)> = self.nodes[i]
+                .compact_due
+                .iter()
+                .map(|(g, k)| (*g, *k))
+                .collect();
+            for (g, k) in due {
+                if self.rng.chance(500_000) {
+                    self.nodes[i].compact_due.remove(&g);
+                    self.compact_node(i, g, k)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A client read (Fetch) at a random Kafka offset from a random leader, served as the
+    /// engine's `Partition::read` does: nothing until the leader applied an entry of its own
+    /// term (KIP-207), OFFSET_OUT_OF_RANGE below the log start, else the batch holding the
+    /// offset, which must be there and be the batch acknowledged at that offset (§8).
+    fn fetch(&mut self) -> Result<(), String> {
+        let Some((g, i)) = self.random_leader() else {
+            return Ok(());
+        };
+        let d = self.driver(i);
+        if !own_term_applied(d, g) {
+            self.report.fetches.2 += 1;
+            return Ok(());
+        }
+        let hw = d.high_watermark(g).expect("group");
+        let k = self.rng.below(hw as u64 + 1) as i64;
+        let n = &self.nodes[i];
+        let st = self.driver(i).group_state(g).expect("group");
+        let st = st.borrow();
+        let start = st.log_start_kafka();
+        if k < start {
+            self.report.fetches.1 += 1;
+            return Ok(());
+        }
+        self.report.fetches.0 += 1;
+        if k == hw {
+            return Ok(());
+        }
+        let at = st.kafka_to_log(k).ok_or_else(|| {
+            format!(
+                "node {} group {g}: Kafka offset {k} in [log start {start}, hw {hw}) is not held",
+                n.id
+            )
+        })?;
+        let bytes = block_on(GroupLog::read(&n.logs[&g], at, 1, i64::MAX))
+            .map_err(|e| format!("node {} group {g}: read at {at}: {e}", n.id))?;
+        let batches = split_batches(bytes).map_err(|e| format!("node {} group {g}: {e}", n.id))?;
+        let (h, b) = batches
+            .first()
+            .ok_or_else(|| format!("node {} group {g}: nothing read at {at}", n.id))?;
+        let count = i64::from(h.offset_count());
+        let base = st.log_to_kafka(h.base_offset);
+        let token = batch_token(b)?;
+        let acked = self.acked.get(&token).map(|a| a.1);
+        let served_at = base.filter(|b| (*b..*b + count).contains(&k));
+        if served_at.is_none()
+            || acked.is_some_and(|a| Some(a) != served_at)
+            || self.proposals.get(&token).map(|p| p.0) != Some(g)
+        {
+            return Err(format!(
+                "node {} group {g}: Fetch({k}) served token {token} at Kafka offset {base:?} (+{count}), acknowledged at {acked:?}",
+                n.id
+            ));
+        }
+        Ok(())
+    }
+
     /// A random membership change (Raft thesis §4) asked of a random group's leader: promote
     /// a learner, remove a voter (never below three), remove a learner, add a non-member as
     /// a learner, or swap a voter for a learner in one joint change (§4.3).
     fn change_membership(&mut self) {
-        let g = self.rng.below(self.cfg.groups);
-        let Some(i) = (0..self.nodes.len()).find(|i| {
-            self.nodes[*i]
-                .driver
-                .as_ref()
-                .is_some_and(|d| d.is_leader(g))
-        }) else {
+        let Some((g, i)) = self.random_leader() else {
             return;
         };
-        let st = self.nodes[i]
-            .driver
-            .as_ref()
-            .expect("leader is up")
-            .status(g)
-            .expect("group");
+        let st = self.driver(i).status(g).expect("group");
         if !st.voters_outgoing.is_empty() {
             return;
         }
@@ -502,44 +799,115 @@ impl<S: NodeStore> Sim<S> {
             .copied()
             .filter(|id| !voters.contains(id) && !learners.contains(id))
             .collect();
-        let pick = |rng: &mut SimRng, v: &[NodeId]| v[rng.below(v.len() as u64) as usize];
-        match self.rng.below(5) {
+        let rng = &mut self.rng;
+        match rng.below(5) {
             0 | 1 if !learners.is_empty() => {
-                let l = pick(&mut self.rng, &learners);
+                let l = pick(rng, &learners);
                 learners.retain(|x| *x != l);
                 voters.push(l);
             }
             2 if voters.len() > 3 => {
-                let v = pick(&mut self.rng, &voters);
+                let v = pick(rng, &voters);
                 voters.retain(|x| *x != v);
             }
             3 if !learners.is_empty() && voters.len() >= 3 => {
                 // Joint: one learner in, one voter out.
-                let l = pick(&mut self.rng, &learners);
-                let v = pick(&mut self.rng, &voters);
+                let l = pick(rng, &learners);
+                let v = pick(rng, &voters);
                 learners.retain(|x| *x != l);
                 voters.retain(|x| *x != v);
                 voters.push(l);
             }
             4 if !learners.is_empty() => {
-                let l = pick(&mut self.rng, &learners);
+                let l = pick(rng, &learners);
                 learners.retain(|x| *x != l);
             }
-            _ if !outside.is_empty() => learners.push(pick(&mut self.rng, &outside)),
+            _ if !outside.is_empty() => learners.push(pick(rng, &outside)),
             _ => return,
         }
-        self.next_token += 1;
-        let token = self.next_token;
-        if std::env::var_os("FRESHET_SIM_TRACE").is_some() {
+        let token = self.new_token();
+        if trace() {
             eprintln!(
                 "node {} group {g}: change membership {:?}+{:?} -> {voters:?}+{learners:?}",
                 self.nodes[i].id, st.voters, st.learners
             );
         }
-        let d = self.nodes[i].driver.as_mut().expect("leader is up");
-        if let Ok(None) = d.change_membership(g, &voters, &learners, token) {
+        if let Ok(None) = self
+            .driver_mut(i)
+            .change_membership(g, &voters, &learners, token)
+        {
             self.report.membership_changes.0 += 1;
         }
+    }
+
+    /// The engine's reassignment deletes a replica for good once the configuration without
+    /// it is committed (KIP-455, engine/src/reassign.rs): `remove_group` deletes its state
+    /// file, `Log::delete` its log, and adding it back later opens a new, empty joining
+    /// replica (no configuration). Here a live non-member of a random group is wiped and
+    /// reopened empty at once; the random membership changes may add it back (learner, then
+    /// voter), and it must catch up by snapshot or from the log.
+    ///
+    /// Non-member by the configuration of the group's newest leader (the highest term seen
+    /// so far), once it applied an entry of its own term: every committed change is applied
+    /// there (§5.4), as in the controller metadata the engine goes by. A deposed leader of an
+    /// older term may still not list a node the group has since added back.
+    fn wipe_removed(&mut self) -> Result<(), String> {
+        let g = self.rng.below(self.cfg.groups);
+        let Some((&(_, term), &leader)) = self.leaders.range((g, 0)..=(g, u64::MAX)).next_back()
+        else {
+            return Ok(());
+        };
+        let Some(d) = self.nodes[(leader - 1) as usize].driver.as_ref() else {
+            return Ok(());
+        };
+        if !d.is_leader(g) || d.progress(g).expect("group").0 != term || !own_term_applied(d, g) {
+            return Ok(());
+        }
+        let st = d.status(g).expect("group");
+        if !st.voters_outgoing.is_empty() {
+            return Ok(());
+        }
+        let outside: Vec<usize> = self
+            .up()
+            .into_iter()
+            .filter(|j| {
+                let id = self.nodes[*j].id;
+                !st.voters.contains(&id) && !st.learners.contains(&id)
+            })
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        let j = pick(&mut self.rng, &outside);
+        self.wipe(j, g)
+    }
+
+    /// Deletes node `j`'s replica of `g` (state file and log) and opens a new, empty joining
+    /// replica in its place.
+    fn wipe(&mut self, j: usize, g: GroupId) -> Result<(), String> {
+        let clock = self.clock.clone();
+        let n = &mut self.nodes[j];
+        let d = n.driver.as_mut().expect("node is up");
+        let log = block_on(d.remove_group(g))
+            .map_err(|e| format!("node {} remove group {g}: {e}", n.id))?
+            .ok_or_else(|| format!("node {} group {g}: not open", n.id))?;
+        n.logs.remove(&g);
+        let log = n.store.wipe_log(n.id, g, log, &clock)?;
+        n.logs.insert(g, log.clone());
+        block_on(d.open_group(g, &[], log))
+            .map_err(|e| format!("node {} reopen group {g}: {e}", n.id))?;
+        n.wiped.insert(g);
+        n.log_start_seen.remove(&g);
+        n.compacting_to.remove(&g);
+        n.compact_due.remove(&g);
+        if trace() {
+            eprintln!(
+                "node {} group {g}: replica deleted and re-created empty",
+                n.id
+            );
+        }
+        self.report.wipes += 1;
+        Ok(())
     }
 
     fn step(&mut self, now_ms: u64, faulty: bool) -> Result<(), String> {
@@ -566,80 +934,269 @@ impl<S: NodeStore> Sim<S> {
                 }
             }
         }
-        if faulty && self.rng.chance(self.cfg.produce_per_million) {
-            self.produce();
+        if faulty {
+            if self.rng.chance(self.cfg.produce_per_million) {
+                self.produce();
+            }
+            if self.rng.chance(self.cfg.compact_per_million) {
+                self.compact()?;
+            }
+            if self.rng.chance(self.cfg.membership_per_million) {
+                self.change_membership();
+            }
+            if self.rng.chance(self.cfg.log_start_per_million) {
+                self.delete_records();
+            }
+            if self.rng.chance(self.cfg.wipe_per_million) {
+                self.wipe_removed()?;
+            }
+            if self.rng.chance(self.cfg.fetch_per_million) {
+                self.fetch()?;
+            }
         }
-        if faulty && self.rng.chance(self.cfg.compact_per_million) {
-            self.compact()?;
-        }
-        if faulty && self.rng.chance(self.cfg.membership_per_million) {
-            self.change_membership();
-        }
-        for n in &mut self.nodes {
+        self.compact_to_log_starts()?;
+        // Leaders' compactions after an acknowledged DeleteRecords (node, group, offset).
+        let mut compact_after = Vec::new();
+        for i in 0..self.nodes.len() {
+            let n = &mut self.nodes[i];
             let Some(d) = n.driver.as_mut() else { continue };
             block_on(d.process_ready()).map_err(|e| format!("node {}: {e}", n.id))?;
-            for ev in d.take_events() {
-                match ev {
-                    Event::Committed {
-                        group,
-                        token,
-                        kafka_offset,
-                        high_watermark,
-                    } => {
-                        let (pg, count) = self.proposals[&token];
-                        if pg != group {
+            self.note_log_starts_committed(i);
+            self.take_events(i, &mut compact_after)?;
+        }
+        for (i, g, k) in compact_after {
+            self.compact_node(i, g, k)?;
+        }
+        self.check_log_starts()
+    }
+
+    /// Outcomes node `i` reported in its last pass, and the per-pass checks of its leaders.
+    fn take_events(
+        &mut self,
+        i: usize,
+        compact_after: &mut Vec<(usize, GroupId, i64)>,
+    ) -> Result<(), String> {
+        let d = self.driver_mut(i);
+        let (events, membership) = (d.take_events(), d.take_membership_events());
+        for ev in events {
+            match ev {
+                Event::Committed {
+                    group,
+                    token,
+                    kafka_offset,
+                    high_watermark,
+                } => {
+                    if let Some(p) = self.log_starts.get(&token) {
+                        // KIP-107: the engine asserts the same once `set_log_start` resolved.
+                        let d = self.driver(i);
+                        let start = d
+                            .group_state(group)
+                            .expect("group")
+                            .borrow()
+                            .log_start_kafka();
+                        if p.group != group
+                            || start < p.kafka_offset
+                            || high_watermark < kafka_offset
+                        {
                             return Err(format!(
-                                "token {token} acked on group {group}, proposed on {pg}"
+                                "node {} group {group}: log start {} (group {}) acknowledged with log start {start}, high watermark {high_watermark}, offset {kafka_offset}",
+                                self.nodes[i].id, p.kafka_offset, p.group
                             ));
                         }
-                        if high_watermark < kafka_offset + i64::from(count) {
-                            return Err(format!(
-                                "token {token}: high watermark {high_watermark} below its end {}",
-                                kafka_offset + i64::from(count)
-                            ));
-                        }
-                        if !self.acked_tokens.insert(token) {
-                            return Err(format!("token {token} acknowledged twice"));
-                        }
-                        self.acked.push(Acked {
-                            group,
-                            token,
-                            kafka_offset,
-                        });
-                        self.report.acked += 1;
+                        let a = self
+                            .log_start_acked
+                            .entry(group)
+                            .or_default()
+                            .entry(p.term)
+                            .or_insert(0);
+                        *a = (*a).max(p.kafka_offset);
+                        self.report.log_starts.1 += 1;
+                        compact_after.push((i, group, p.kafka_offset));
+                        continue;
                     }
-                    Event::Failed { .. } => self.report.failed += 1,
-                }
-            }
-            for ev in d.take_membership_events() {
-                if let Ok(m) = ev.result {
-                    self.report.membership_changes.1 += 1;
-                    if m.voters.len() < 3 {
+                    let (pg, count) = self.proposals[&token];
+                    if pg != group {
                         return Err(format!(
-                            "group {}: membership change left {:?} (fewer than 3 voters)",
-                            ev.group, m.voters
+                            "token {token} acked on group {group}, proposed on {pg}"
                         ));
                     }
+                    if high_watermark < kafka_offset + i64::from(count) {
+                        return Err(format!(
+                            "token {token}: high watermark {high_watermark} below its end {}",
+                            kafka_offset + i64::from(count)
+                        ));
+                    }
+                    if self.acked.insert(token, (group, kafka_offset)).is_some() {
+                        return Err(format!("token {token} acknowledged twice"));
+                    }
+                    self.report.acked += 1;
+                }
+                Event::Failed { .. } => self.report.failed += 1,
+            }
+        }
+        for ev in membership {
+            if let Ok(m) = ev.result {
+                self.report.membership_changes.1 += 1;
+                if m.voters.len() < 3 {
+                    return Err(format!(
+                        "group {}: membership change left {:?} (fewer than 3 voters)",
+                        ev.group, m.voters
+                    ));
                 }
             }
+        }
+        let (id, d) = (
+            self.nodes[i].id,
+            self.nodes[i].driver.as_ref().expect("node is up"),
+        );
+        for g in 0..self.cfg.groups {
+            if d.is_leader(g) {
+                let gs = d.group_state(g).expect("group");
+                let cs = &gs.borrow().conf_state;
+                if !cs.voters.contains(&id) && !cs.voters_outgoing.contains(&id) {
+                    return Err(format!(
+                        "§4.2.2: node {id} leads group {g} but is not a voter of its configuration {:?} (outgoing {:?})",
+                        cs.voters, cs.voters_outgoing
+                    ));
+                }
+                let term = d.progress(g).expect("group").0;
+                if trace() && !self.leaders.contains_key(&(g, term)) {
+                    let st = d.status(g).expect("group");
+                    eprintln!(
+                        "node {id} group {g}: leader of term {term}, voters {:?} outgoing {:?} learners {:?}, progress {:?}",
+                        st.voters, st.voters_outgoing, st.learners, d.progress(g)
+                    );
+                }
+                let prev = *self.leaders.entry((g, term)).or_insert(id);
+                if prev != id {
+                    return Err(format!(
+                        "Election Safety (§5.2) violated: group {g} term {term} led by {prev} and {id}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the log start entries node `i` applied since its last check as committed (an
+    /// applied entry is committed; the same index and term is the same entry, §5.3).
+    fn note_log_starts_committed(&mut self, i: usize) {
+        if self.log_start_at.is_empty() {
+            return;
+        }
+        let d = self.driver(i);
+        let mut found = Vec::new();
+        for g in 0..self.cfg.groups {
+            let st = d.group_state(g).expect("group");
+            let st = st.borrow();
+            let from = self.nodes[i]
+                .log_start_seen
+                .get(&g)
+                .map_or(0, |s| s.0 + 1)
+                .max(st.first_index());
+            if from > st.applied {
+                continue;
+            }
+            for ((_, index), proposals) in self.log_start_at.range((g, from)..=(g, st.applied)) {
+                let term = st.meta(*index).expect("held").term;
+                if let Some((_, k)) = proposals.iter().find(|p| p.0 == term) {
+                    found.push((g, *index, *k));
+                }
+            }
+        }
+        for (g, index, k) in found {
+            self.log_start_committed
+                .entry(g)
+                .or_default()
+                .insert(index, k);
+        }
+    }
+
+    /// The KIP-107 invariants, after every step, on every live replica: its log start (the
+    /// one clients see: max of the anchor and the applied log start entries) never moves
+    /// back within one incarnation and never passes its high watermark; once it applied a
+    /// committed log start entry (or a snapshot past it; also after a restart) its start is
+    /// at least that entry's offset, and no log start entry moved it that is not committed;
+    /// a leader that applied an entry of its own term (the one that answers ListOffsets and
+    /// Fetch, KIP-207) is at or past every log start acknowledged in its term or before.
+    /// Also notes the compactions the engine starts when a log start entry is applied.
+    fn check_log_starts(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            let Some(d) = self.nodes[i].driver.as_ref() else {
+                continue;
+            };
+            let id = self.nodes[i].id;
+            let mut seen = Vec::new();
             for g in 0..self.cfg.groups {
-                if d.is_leader(g) {
-                    let gs = d.group_state(g).expect("group");
-                    let cs = &gs.borrow().conf_state;
-                    if !cs.voters.contains(&n.id) && !cs.voters_outgoing.contains(&n.id) {
-                        return Err(format!(
-                            "§4.2.2: node {} leads group {g} but is not a voter of its configuration {:?} (outgoing {:?})",
-                            n.id, cs.voters, cs.voters_outgoing
+                let st = d.group_state(g).expect("group");
+                let st = st.borrow();
+                let (applied, start, dr_start) =
+                    (st.applied, st.log_start_kafka(), st.kafka_log_start);
+                let hw = d.high_watermark(g).expect("group");
+                let before = self.nodes[i].log_start_seen.get(&g).copied();
+                let err = |what: String| Err(format!("KIP-107: node {id} group {g}: {what}"));
+                if before.is_some_and(|b| start < b.1) {
+                    return err(format!("log start moved back from {:?} to {start}", before));
+                }
+                if start > hw {
+                    return err(format!("log start {start} beyond the high watermark {hw}"));
+                }
+                if before.is_none_or(|b| b.0 != applied) {
+                    let (at, committed) = self
+                        .log_start_committed
+                        .get(&g)
+                        .and_then(|c| c.range(..=applied).max_by_key(|(_, k)| **k))
+                        .map_or((0, 0), |(i, k)| (*i, *k));
+                    if start < committed {
+                        return err(format!(
+                            "applied up to index {applied} (log start entry at index {at} committed, naming {committed}; here {:?}) but its log start is {start} (anchor {:?}, commit {})",
+                            st.meta(at), st.anchor, st.hard_state.commit
                         ));
                     }
+                    if dr_start > committed {
+                        return err(format!(
+                            "DeleteRecords start {dr_start} not named by any committed entry up to index {applied} (largest {committed})"
+                        ));
+                    }
+                }
+                if d.is_leader(g) && own_term_applied(d, g) {
                     let term = d.progress(g).expect("group").0;
-                    let prev = *self.leaders.entry((g, term)).or_insert(n.id);
-                    if prev != n.id {
-                        return Err(format!(
-                            "Election Safety (§5.2) violated: group {g} term {term} led by {prev} and {}",
-                            n.id
+                    let acked = self
+                        .log_start_acked
+                        .get(&g)
+                        .and_then(|a| a.range(..=term).map(|(_, k)| *k).max())
+                        .unwrap_or(0);
+                    if start < acked {
+                        return err(format!(
+                            "leader of term {term} (own term applied, KIP-207) serves log start {start} below the acknowledged {acked}"
                         ));
                     }
+                }
+                let cs = &st.conf_state;
+                if st.hard_state.vote != 0
+                    && cs.voters.is_empty()
+                    && cs.learners.is_empty()
+                    && cs.voters_outgoing.is_empty()
+                {
+                    // A joining (new or re-created) replica never votes before it learned a
+                    // configuration (multiraft.rs `step`; seed 1175 before the fix).
+                    return Err(format!(
+                        "node {id} group {g}: voted for {} in term {} before it learned any configuration",
+                        st.hard_state.vote, st.hard_state.term
+                    ));
+                }
+                let moved = before.map_or(0, |b| b.2) < dr_start;
+                let compact = dr_start > st.anchor.kafka_offset
+                    && dr_start > self.nodes[i].compacting_to.get(&g).copied().unwrap_or(0);
+                seen.push((g, (applied, start, dr_start), moved, compact));
+            }
+            let n = &mut self.nodes[i];
+            for (g, s, moved, compact) in seen {
+                n.log_start_seen.insert(g, s);
+                self.report.log_starts.2 += u64::from(moved);
+                if compact {
+                    n.compacting_to.insert(g, s.2);
+                    n.compact_due.insert(g, s.2);
                 }
             }
         }
@@ -764,12 +1321,7 @@ impl<S: NodeStore> Sim<S> {
                 }
             }
             for n in &self.nodes {
-                let st = n
-                    .driver
-                    .as_ref()
-                    .expect("all up")
-                    .group_state(g)
-                    .expect("group");
+                let st = n.state(g);
                 let anchor = st.borrow().anchor;
                 let start = n.logs[&g].log_start_offset();
                 if start != anchor.log_offset {
@@ -780,23 +1332,35 @@ impl<S: NodeStore> Sim<S> {
                 }
             }
             let nodes: Vec<&Node<S>> = members.iter().map(|i| &self.nodes[*i]).collect();
+            // KIP-107: every member applied every committed log start entry (or a snapshot
+            // past it): its start is the largest of them, or its own anchor if that is past
+            // it; every acknowledged one is among them.
+            let committed = self.log_start_committed.get(&g);
+            let dr_start = committed
+                .and_then(|c| c.values().max().copied())
+                .unwrap_or(0);
+            let acked = self.log_start_acked.get(&g);
+            if acked.is_some_and(|a| a.values().any(|k| *k > dr_start)) {
+                return Err(format!(
+                    "KIP-107: group {g}: acknowledged log starts {acked:?} beyond the committed {dr_start}"
+                ));
+            }
+            for n in &nodes {
+                let st = n.state(g);
+                let st = st.borrow();
+                let want = st.anchor.kafka_offset.max(dr_start);
+                if st.log_start_kafka() != want {
+                    return Err(format!(
+                        "KIP-107: node {} group {g}: log start {} (anchor {}, applied DeleteRecords start {}), committed log start entries say {want}",
+                        n.id, st.log_start_kafka(), st.anchor.kafka_offset, st.kafka_log_start
+                    ));
+                }
+            }
             // Each member's log, from its own start (its anchor, §7).
             let mut logs = Vec::new();
             for n in &nodes {
-                let st = n
-                    .driver
-                    .as_ref()
-                    .expect("all up")
-                    .group_state(g)
-                    .expect("group");
+                let st = n.state(g);
                 let anchor = st.borrow().anchor;
-                let start = n.logs[&g].log_start_offset();
-                if start != anchor.log_offset {
-                    return Err(format!(
-                        "node {} group {g}: log starts at {start}, anchor says {}",
-                        n.id, anchor.log_offset
-                    ));
-                }
                 let limit = self.compact_requested.get(&g).copied().unwrap_or(0);
                 if anchor.kafka_offset > limit {
                     return Err(format!(
@@ -867,12 +1431,7 @@ impl<S: NodeStore> Sim<S> {
                     if *log_offset < logs[i].0.log_offset {
                         continue;
                     }
-                    let st = n
-                        .driver
-                        .as_ref()
-                        .expect("all up")
-                        .group_state(g)
-                        .expect("group");
+                    let st = n.state(g);
                     let t = st.borrow().log_to_kafka(*log_offset);
                     let want = (!internal).then_some(kafka);
                     if t != want {
@@ -882,12 +1441,20 @@ impl<S: NodeStore> Sim<S> {
                         ));
                     }
                 }
+                if let Some(k) = log_start_of(b) {
+                    // The leader proposes it at its log end after checking the offset against
+                    // its high watermark: it lies after the batch holding its offset, which
+                    // makes the recovery scan's and a snapshot's start exact.
+                    if k > kafka {
+                        return Err(format!(
+                            "KIP-107: group {g}: log start entry at log offset {log_offset} names {k}, beyond the records before it ({kafka})"
+                        ));
+                    }
+                }
                 if internal {
                     continue;
                 }
-                let recs = records(b).map_err(|e| e.to_string())?;
-                let key = recs[0].0.as_ref().ok_or("record without key")?;
-                let token = u64::from_be_bytes(key[..].try_into().map_err(|_| "bad key")?);
+                let token = batch_token(b)?;
                 if seen.insert(token, kafka).is_some() {
                     return Err(format!("group {g}: batch of token {token} appears twice"));
                 }
@@ -911,20 +1478,18 @@ impl<S: NodeStore> Sim<S> {
             }
             // §8: every acknowledged batch at or above the log start is held, at its offset
             // (batches below it were compacted away on every replica, §7).
-            for a in self.acked.iter().filter(|a| a.group == g) {
-                match seen.get(&a.token) {
-                    Some(k) if *k == a.kafka_offset => {}
+            for (token, (_, offset)) in self.acked.iter().filter(|a| a.1 .0 == g) {
+                match seen.get(token) {
+                    Some(k) if k == offset => {}
                     Some(k) => {
                         return Err(format!(
-                            "group {g}: token {} acknowledged at Kafka offset {} but stored at {k}",
-                            a.token, a.kafka_offset
+                            "group {g}: token {token} acknowledged at Kafka offset {offset} but stored at {k}"
                         ))
                     }
-                    None if a.kafka_offset < ref_anchor.kafka_offset => {}
+                    None if *offset < ref_anchor.kafka_offset => {}
                     None => {
                         return Err(format!(
-                            "§8 violated: group {g}: acknowledged token {} (offset {}) lost",
-                            a.token, a.kafka_offset
+                            "§8 violated: group {g}: acknowledged token {token} (offset {offset}) lost"
                         ))
                     }
                 }
@@ -961,6 +1526,10 @@ fn run<S: NodeStore>(cfg: &SimConfig, store: impl Fn(u64) -> S) -> Result<SimRep
             tick_period_ms: TICK_MS - 1 + rng.below(3),
             tick_phase_ms: rng.below(TICK_MS),
             incarnation: 0,
+            wiped: BTreeSet::new(),
+            log_start_seen: BTreeMap::new(),
+            compacting_to: BTreeMap::new(),
+            compact_due: BTreeMap::new(),
         })
         .collect();
     let mut sim = Sim {
@@ -973,8 +1542,11 @@ fn run<S: NodeStore>(cfg: &SimConfig, store: impl Fn(u64) -> S) -> Result<SimRep
         all,
         next_token: 0,
         proposals: BTreeMap::new(),
-        acked: Vec::new(),
-        acked_tokens: BTreeSet::new(),
+        acked: BTreeMap::new(),
+        log_starts: BTreeMap::new(),
+        log_start_at: BTreeMap::new(),
+        log_start_committed: BTreeMap::new(),
+        log_start_acked: BTreeMap::new(),
         leaders: BTreeMap::new(),
         report: SimReport {
             seed: cfg.seed,

@@ -191,6 +191,23 @@ impl Transport for SimTransport {
 mod tests {
     use super::*;
 
+    /// Raft thesis §4 with replicas deleted and re-created (the engine's reassignment): a
+    /// replica re-created empty must not vote before it learned a configuration. In these
+    /// seeds a lagging node with a stale configuration was elected with such a vote and
+    /// overwrote committed entries (mem: the KIP-107 check saw a replica apply another
+    /// entry at a committed index; storage: a snapshot moved a high watermark back) before
+    /// `MultiRaft::step` refused it. Seed-bound: if the schedule code changes, re-find a
+    /// seed that wipes a replica a stale node then asks for its vote.
+    #[test]
+    fn replicas_re_created_empty_never_elect_a_stale_leader() {
+        for (seed, backend) in [(1175, Backend::Mem), (370, Backend::Storage)] {
+            let mut cfg = SimConfig::from_seed(seed);
+            cfg.backend = backend;
+            let r = run_seed(&cfg).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert!(r.wipes > 0, "seed {seed} re-created no replica");
+        }
+    }
+
     #[test]
     fn network_delivers_in_time_order_and_partitions_block_both_ways() {
         let net = SimNetwork::new(
