@@ -132,40 +132,9 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reassign_test_fixture::snapshot_with_one_partition_moving;
     use super::*;
-    use freshet_engine::metadata::{BrokerInfo, PartitionAssignment, TopicMeta};
-    use freshet_engine::TopicConfig;
     use kafka_protocol::messages::BrokerId;
-
-    fn snap() -> MetadataSnapshot {
-        let mut s = MetadataSnapshot::default();
-        for id in 0..4 {
-            s.brokers.insert(
-                id,
-                BrokerInfo {
-                    id,
-                    host: "h".into(),
-                    port: 9092,
-                    rpc_addr: "h:1".into(),
-                    rack: None,
-                },
-            );
-        }
-        let mut moving = PartitionAssignment::new(2, vec![0, 1, 2]);
-        moving.target = Some(vec![3, 1, 2]);
-        s.topics.insert(
-            "t".into(),
-            TopicMeta {
-                name: "t".into(),
-                id: [1; 16],
-                partitions: 2,
-                config: TopicConfig::default(),
-                revision: 1,
-                assignments: vec![PartitionAssignment::new(1, vec![0, 1, 2]), moving],
-            },
-        );
-        s
-    }
 
     fn part(p: i32, replicas: Option<&[i32]>) -> ReassignablePartition {
         ReassignablePartition::default()
@@ -177,7 +146,7 @@ mod tests {
     /// the target (or `None` to cancel) for the controller.
     #[test]
     fn reassignment_requests_are_checked_with_kafkas_codes() {
-        let s = snap();
+        let s = snapshot_with_one_partition_moving();
         let code_of = |topic: &str, p: ReassignablePartition, allow: bool| {
             check(&s, topic, &p, allow)
                 .map(|_| 0)

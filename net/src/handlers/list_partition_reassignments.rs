@@ -71,28 +71,14 @@ pub fn handle(ctx: RequestContext, body: Bytes) -> HandlerFuture {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reassign_test_fixture::snapshot_with_one_partition_moving;
     use super::*;
-    use freshet_engine::metadata::{PartitionAssignment, TopicMeta};
-    use freshet_engine::TopicConfig;
 
     /// KIP-455: only partitions with a target are listed, with Kafka's replica sets (all =
     /// target then removing; adding = target − replicas; removing = replicas − target).
     #[test]
     fn only_ongoing_reassignments_are_listed_with_adding_and_removing_sets() {
-        let mut s = MetadataSnapshot::default();
-        let mut moving = PartitionAssignment::new(2, vec![0, 1, 2]);
-        moving.target = Some(vec![3, 1, 2]);
-        s.topics.insert(
-            "t".into(),
-            TopicMeta {
-                name: "t".into(),
-                id: [1; 16],
-                partitions: 2,
-                config: TopicConfig::default(),
-                revision: 1,
-                assignments: vec![PartitionAssignment::new(1, vec![0, 1, 2]), moving],
-            },
-        );
+        let s = snapshot_with_one_partition_moving();
         let all = ongoing(&s, None);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].partitions.len(), 1);

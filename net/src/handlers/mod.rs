@@ -54,6 +54,8 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod placement_checks;
 mod produce;
+#[cfg(test)]
+mod reassign_test_fixture;
 // Consumer groups (engine/src/group; shared plumbing in group_common.rs).
 mod delete_groups;
 mod describe_groups;
