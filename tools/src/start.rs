@@ -713,22 +713,62 @@ pub fn run(args: StartArgs) -> i32 {
 mod tests {
     use super::*;
 
+    /// A `broker.toml` in a directory of its own under the temp dir (`tag` names the test),
+    /// removed with its directory when dropped.
+    struct ConfigFile {
+        dir: PathBuf,
+        path: PathBuf,
+    }
+
+    impl ConfigFile {
+        fn new(tag: &str, toml: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("freshet-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let f = ConfigFile {
+                path: dir.join("broker.toml"),
+                dir,
+            };
+            f.write(toml);
+            f
+        }
+
+        fn write(&self, toml: &str) {
+            std::fs::write(&self.path, toml).unwrap();
+        }
+
+        /// `freshet start --cores 1 --config <this file>`.
+        fn args(&self) -> StartArgs {
+            StartArgs {
+                config: Some(self.path.clone()),
+                ..one_core(StartArgs::default())
+            }
+        }
+    }
+
+    impl Drop for ConfigFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// `args` with `--cores 1`.
+    fn one_core(args: StartArgs) -> StartArgs {
+        StartArgs {
+            cores: Some(1),
+            ..args
+        }
+    }
+
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
-        let dir = std::env::temp_dir().join(format!("freshet-start-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("broker.toml");
-        std::fs::write(
-            &file,
+        let file = ConfigFile::new(
+            "start",
             "kafka_addr = \"0.0.0.0:19092\"\nnode_id = 3\nnum_partitions = 4\n\
              [topic_defaults]\n\"retention.ms\" = \"1000\"\n",
-        )
-        .unwrap();
+        );
         let args = StartArgs {
             node_id: Some(7),
-            cores: Some(1),
-            config: Some(file.clone()),
-            ..Default::default()
+            ..file.args()
         };
         let cfg = broker_config(&args).unwrap();
         assert_eq!(cfg.kafka_addr, "0.0.0.0:19092");
@@ -742,40 +782,28 @@ mod tests {
                 .map(|s| s.as_str()),
             Some("1000")
         );
-        std::fs::write(&file, "no_such_option = 1\n").unwrap();
+        file.write("no_such_option = 1\n");
         assert!(broker_config(&args).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn cluster_flags_and_keys_are_validated() {
-        let dir = std::env::temp_dir().join(format!("freshet-start-cl-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("broker.toml");
         // Seeds as a TOML list; this node's address is one of them.
-        std::fs::write(
-            &file,
+        let file = ConfigFile::new(
+            "start-cl",
             "rpc_addr = \"127.0.0.1:40001\"\nseeds = [\"127.0.0.1:40001\", \"127.0.0.1:40002\"]\n\
              raft_election_ticks = 40\nleaders_report_interval_ms = 250\n",
-        )
-        .unwrap();
-        let args = StartArgs {
-            cores: Some(1),
-            config: Some(file.clone()),
-            ..Default::default()
-        };
-        let cfg = broker_config(&args).unwrap();
+        );
+        let cfg = broker_config(&file.args()).unwrap();
         assert_eq!(cfg.cluster.rpc_addr, "127.0.0.1:40001");
         assert_eq!(cfg.cluster.seeds.len(), 2);
         assert_eq!(cfg.cluster.raft_election_ticks, 40);
         assert_eq!(cfg.cluster.leaders_report_interval_ms, 250);
         // Flags win; a comma-separated string works in the file too.
-        std::fs::write(&file, "seeds = \"127.0.0.1:40001,127.0.0.1:40003\"\n").unwrap();
+        file.write("seeds = \"127.0.0.1:40001,127.0.0.1:40003\"\n");
         let args = StartArgs {
-            cores: Some(1),
-            config: Some(file.clone()),
             rpc_addr: Some("127.0.0.1:40003".into()),
-            ..Default::default()
+            ..file.args()
         };
         let cfg = broker_config(&args).unwrap();
         assert_eq!(
@@ -784,12 +812,11 @@ mod tests {
         );
         // This node's RPC address is not a seed: valid, it joins the cluster the seeds
         // formed (engine/src/cluster/mod.rs, "Joining a formed cluster").
-        let args = StartArgs {
-            cores: Some(1),
+        let args = one_core(StartArgs {
             rpc_addr: Some("127.0.0.1:40009".into()),
             seeds: Some(vec!["127.0.0.1:40001".into(), "127.0.0.1:40002".into()]),
             ..Default::default()
-        };
+        });
         let cfg = broker_config(&args).unwrap();
         assert_eq!(cfg.cluster.seeds.len(), 2);
         // A seed that does not resolve is refused.
@@ -813,37 +840,24 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            assert!(broker_config(&StartArgs {
-                cores: Some(1),
-                ..bad
-            })
-            .is_err());
+            assert!(broker_config(&one_core(bad)).is_err());
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The controller and offsets keys: TOML (Kafka's dotted names with `_`) and flags, flags
     /// winning; out-of-range values are refused with the key, the value and the range.
     #[test]
     fn controller_and_offsets_keys_are_set_and_range_checked() {
-        let dir = std::env::temp_dir().join(format!("freshet-start-ko-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("broker.toml");
-        std::fs::write(
-            &file,
+        let file = ConfigFile::new(
+            "start-ko",
             "controller_snapshot_commands = 50
 controller_request_timeout_ms = 2500
 broker_session_timeout_ms = 1500
              offsets_topic_replication_factor = 2
 offsets_commit_timeout_ms = 7000
 ",
-        )
-        .unwrap();
-        let args = StartArgs {
-            cores: Some(1),
-            config: Some(file.clone()),
-            ..Default::default()
-        };
+        );
+        let args = file.args();
         let cfg = broker_config(&args).unwrap();
         assert_eq!(cfg.cluster.controller_snapshot_commands, 50);
         assert_eq!(cfg.cluster.controller_request_timeout_ms, 2500);
@@ -865,23 +879,13 @@ offsets_commit_timeout_ms = 7000
         assert_eq!(cfg.cluster.offsets_topic_replication_factor, 1);
         assert_eq!(cfg.groups.offsets_commit_timeout_ms, 1);
         // Defaults without any of them.
-        let cfg = broker_config(&StartArgs {
-            cores: Some(1),
-            ..Default::default()
-        })
-        .unwrap();
+        let cfg = broker_config(&one_core(StartArgs::default())).unwrap();
         assert_eq!(cfg.cluster.controller_snapshot_commands, 1000);
         assert_eq!(cfg.cluster.controller_request_timeout_ms, 10_000);
         assert_eq!(cfg.cluster.broker_session_timeout_ms, 3000);
         assert_eq!(cfg.cluster.offsets_topic_replication_factor, 3);
         assert_eq!(cfg.groups.offsets_commit_timeout_ms, 5000);
-        let bad = |a: StartArgs| {
-            broker_config(&StartArgs {
-                cores: Some(1),
-                ..a
-            })
-            .unwrap_err()
-        };
+        let bad = |a: StartArgs| broker_config(&one_core(a)).unwrap_err();
         let e = bad(StartArgs {
             controller_snapshot_commands: Some(0),
             ..Default::default()
@@ -917,19 +921,8 @@ offsets_commit_timeout_ms = 7000
         });
         assert!(e.contains("offsets.commit.timeout.ms"), "{e}");
         // A value the key's type cannot hold is refused by the TOML parser, naming the key.
-        std::fs::write(
-            &file,
-            "offsets_topic_replication_factor = 40000
-",
-        )
-        .unwrap();
-        let e = broker_config(&StartArgs {
-            cores: Some(1),
-            config: Some(file.clone()),
-            ..Default::default()
-        })
-        .unwrap_err();
+        file.write("offsets_topic_replication_factor = 40000\n");
+        let e = broker_config(&file.args()).unwrap_err();
         assert!(e.contains("offsets_topic_replication_factor"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
