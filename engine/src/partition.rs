@@ -408,8 +408,9 @@ impl Partition {
     }
 
     /// As leader: whether it applied an entry of its own term (so every entry committed by
-    /// earlier leaders, DeleteRecords' log start included, is applied here).
-    fn own_term_applied(&self) -> bool {
+    /// earlier leaders, DeleteRecords' log start included, is applied here). Until then
+    /// [`Partition::read`] returns no records, whatever the high watermark says.
+    pub fn own_term_applied(&self) -> bool {
         self.leadership.get().own_term_applied
     }
 

@@ -15,7 +15,7 @@ use super::coordinator::{GroupCoordinator, LeadershipAction, EPOCH_UNKNOWN};
 use super::error::{from_append_code, GroupError};
 use super::service::{GroupService, KeyValue, LocalFuture, OffsetsLog};
 use super::{partition_for_group, OffsetsRecord, OFFSETS_TOPIC};
-use crate::partition::Acks;
+use crate::partition::{Acks, Partition};
 use crate::shard::Shard;
 use crate::TopicError;
 
@@ -94,12 +94,8 @@ impl OffsetsLog for ShardOffsetsLog {
         })
     }
 
-    /// Every record up to the high watermark, once the high watermark has reached the log end
-    /// seen when the read started. On a new Raft leader the entries of earlier terms count as
-    /// committed only once an entry of its own term is (Raft §5.4.2; raft-rs proposes an empty
-    /// entry on election), so waiting for that makes the replay cover every acknowledged
-    /// commit (§5.4.1: the leader's log holds them all). Gives up with NOT_COORDINATOR as soon
-    /// as the partition is no longer loading (leadership moved again).
+    /// Every record of `partition` up to the high watermark once this replica may serve them
+    /// all ([`replay_offsets_partition`]), after waiting for the partition to open here.
     fn read_all(&self, partition: i32) -> LocalFuture<'_, Result<Vec<KeyValue>, GroupError>> {
         Box::pin(async move {
             let shard = self.shard()?;
@@ -114,77 +110,95 @@ impl OffsetsLog for ShardOffsetsLog {
                 }
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             };
-            let target = p.offsets().log_end_offset;
-            loop {
-                let seen = p.hw_generation();
-                if p.offsets().high_watermark >= target {
-                    break;
-                }
-                if !still_loading() {
-                    return Err(GroupError::NotCoordinator);
-                }
-                futures_lite::future::or(p.wait_hw_change(seen), async {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                })
-                .await;
-            }
-            let mut out = Vec::new();
-            let mut offset = p.offsets().log_start_offset;
-            let mut read_bytes = LOAD_READ_BYTES;
-            loop {
-                let data = p.read(offset, read_bytes).await.map_err(|e| {
-                    tracing::error!(partition, error = %e, "__consumer_offsets read failed");
-                    from_append_code(e.kafka_code())
-                })?;
-                if offset >= data.offsets.high_watermark {
-                    break;
-                }
-                if data.records.is_empty() {
-                    // Below the high watermark but nothing came back: the window held only
-                    // Raft-internal entries (left out of Kafka reads) and the next record
-                    // batch did not fit. Read a larger window.
-                    if read_bytes >= LOAD_READ_BYTES_MAX {
-                        tracing::error!(
-                            partition,
-                            offset,
-                            "__consumer_offsets read returns nothing below the high watermark"
-                        );
-                        return Err(GroupError::CoordinatorNotAvailable);
-                    }
-                    read_bytes *= 2;
-                    continue;
-                }
-                read_bytes = LOAD_READ_BYTES;
-                let batches = freshet_raft::batch::split_batches(data.records).map_err(|e| {
-                    tracing::error!(partition, error = %e, "__consumer_offsets batch framing");
-                    GroupError::CoordinatorNotAvailable
-                })?;
-                let before = offset;
-                for (h, batch) in batches {
-                    offset = offset.max(h.base_offset + h.offset_count() as i64);
-                    if h.is_control() {
-                        continue;
-                    }
-                    match freshet_raft::batch::records(&batch) {
-                        Ok(recs) => out.extend(recs.into_iter().filter_map(
-                            |(k, v): (Option<Bytes>, Option<Bytes>)| k.map(|k| (k, v)),
-                        )),
-                        Err(e) => tracing::warn!(
-                            partition,
-                            base_offset = h.base_offset,
-                            error = %e,
-                            "skipping undecodable __consumer_offsets batch"
-                        ),
-                    }
-                }
-                assert!(
-                    offset > before,
-                    "offsets partition {partition} read made no progress at {before}"
-                );
-            }
-            Ok(out)
+            replay_offsets_partition(&p, still_loading).await
         })
     }
+}
+
+/// Every record of the offsets partition `p` (this core's replica) up to the high watermark,
+/// once this replica applied an entry of its own term and the high watermark has reached the
+/// log end seen when the replay started. On a new Raft leader the entries of earlier terms
+/// count as committed only once an entry of its own term is (Raft §5.4.2; raft-rs proposes an
+/// empty entry on election), so waiting for that makes the replay cover every acknowledged
+/// commit (§5.4.1: the leader's log holds them all); until then [`Partition::read`] returns
+/// no records even where the high watermark (what it applied as a follower) already covers
+/// the log end. Gives up with NOT_COORDINATOR as soon as `still_loading()` turns false
+/// (leadership moved again). Runs on `p`'s core.
+pub async fn replay_offsets_partition(
+    p: &Partition,
+    still_loading: impl Fn() -> bool,
+) -> Result<Vec<KeyValue>, GroupError> {
+    let partition = p.index;
+    let target = p.offsets().log_end_offset;
+    loop {
+        let seen = p.hw_generation();
+        if p.own_term_applied() && p.offsets().high_watermark >= target {
+            break;
+        }
+        if !still_loading() {
+            return Err(GroupError::NotCoordinator);
+        }
+        futures_lite::future::or(p.wait_hw_change(seen), async {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+    }
+    let mut out = Vec::new();
+    let mut offset = p.offsets().log_start_offset;
+    let mut read_bytes = LOAD_READ_BYTES;
+    loop {
+        let data = p.read(offset, read_bytes).await.map_err(|e| {
+            tracing::error!(partition, error = %e, "__consumer_offsets read failed");
+            from_append_code(e.kafka_code())
+        })?;
+        if offset >= data.offsets.high_watermark {
+            break;
+        }
+        if data.records.is_empty() {
+            // Below the high watermark but nothing came back: the window held only
+            // Raft-internal entries (left out of Kafka reads) and the next record
+            // batch did not fit. Read a larger window.
+            if read_bytes >= LOAD_READ_BYTES_MAX {
+                tracing::error!(
+                    partition,
+                    offset,
+                    "__consumer_offsets read returns nothing below the high watermark"
+                );
+                return Err(GroupError::CoordinatorNotAvailable);
+            }
+            read_bytes *= 2;
+            continue;
+        }
+        read_bytes = LOAD_READ_BYTES;
+        let batches = freshet_raft::batch::split_batches(data.records).map_err(|e| {
+            tracing::error!(partition, error = %e, "__consumer_offsets batch framing");
+            GroupError::CoordinatorNotAvailable
+        })?;
+        let before = offset;
+        for (h, batch) in batches {
+            offset = offset.max(h.base_offset + h.offset_count() as i64);
+            if h.is_control() {
+                continue;
+            }
+            match freshet_raft::batch::records(&batch) {
+                Ok(recs) => out.extend(
+                    recs.into_iter()
+                        .filter_map(|(k, v): (Option<Bytes>, Option<Bytes>)| k.map(|k| (k, v))),
+                ),
+                Err(e) => tracing::warn!(
+                    partition,
+                    base_offset = h.base_offset,
+                    error = %e,
+                    "skipping undecodable __consumer_offsets batch"
+                ),
+            }
+        }
+        assert!(
+            offset > before,
+            "offsets partition {partition} read made no progress at {before}"
+        );
+    }
+    Ok(out)
 }
 
 /// What this core's loads found since the last summary line. Per core.
