@@ -816,6 +816,21 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                     // entries up to that change).
                     continue;
                 }
+                let mut m = m;
+                if m.get_msg_type() == MessageType::MsgHeartbeat
+                    && !has_configuration(&g.st.borrow().conf_state)
+                {
+                    // A heartbeat's commit is min(matched, committed) from the sender's view of
+                    // this replica. A leader whose term began before this replica was removed,
+                    // deleted and re-created still holds the old incarnation's `matched`, and
+                    // raft-rs panics when a commit passes the log's end ("to_commit N is out of
+                    // range [last_index 0]", sim seeds 1220/storage and 1735/mem). Until it has a
+                    // configuration (which only a leader of a newer term can give it, and which
+                    // lifts its term above any such stale leader's) the replica takes commits
+                    // only from appends, whose entries are checked against the sender's log; the
+                    // heartbeat is still answered, so the leader's probe goes on.
+                    m.commit = m.commit.min(g.raw.raft.raft_log.committed);
+                }
                 let from = m.from;
                 // Errors are for messages from unknown peers or stale local messages; Raft
                 // treats them as lost.

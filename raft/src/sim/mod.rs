@@ -208,6 +208,21 @@ mod tests {
         }
     }
 
+    /// Raft thesis §4 with replicas deleted and re-created: a leader whose term began before a
+    /// replica's removal still holds the old incarnation's match index; its heartbeat carries a
+    /// commit past the re-created replica's (empty) log. In these seeds raft-rs panicked
+    /// ("to_commit is out of range") before `MultiRaft::step` capped such a commit for a
+    /// replica with no configuration. Seed-bound like the test above.
+    #[test]
+    fn stale_leaders_heartbeats_never_commit_past_a_re_created_replicas_log() {
+        for (seed, backend) in [(1220, Backend::Storage), (1735, Backend::Mem)] {
+            let mut cfg = SimConfig::from_seed(seed);
+            cfg.backend = backend;
+            let r = run_seed(&cfg).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert!(r.wipes > 0, "seed {seed} re-created no replica");
+        }
+    }
+
     #[test]
     fn network_delivers_in_time_order_and_partitions_block_both_ways() {
         let net = SimNetwork::new(
