@@ -12,7 +12,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use freshet_engine::config::TopicConfig;
@@ -23,20 +23,9 @@ use glommio::channels::local_channel;
 mod common {
     pub mod raft_mesh;
 }
-use common::raft_mesh::{raft_mesh, PartitionSlot};
+use common::raft_mesh::{raft_mesh, wait_until, PartitionSlot};
 
 const GROUP: u64 = 11;
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out: {what}"
-        );
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// One offset commit as the coordinator appends it: a batch of keyed records.
 fn commit_batch(i: u8) -> Bytes {
@@ -80,14 +69,14 @@ fn a_new_offsets_leader_replays_every_commit_from_the_status_change_that_elects_
                 slots.push((node, slot.clone()));
             }
             let p = |i: usize| slots[i].1.borrow().clone().expect("open");
-            wait_until("a leader", || (0..3).any(|i| p(i).is_leader())).await;
+            wait_until("a leader", 15, || (0..3).any(|i| p(i).is_leader())).await;
             let old = (0..3).find(|&i| p(i).is_leader()).unwrap();
             for i in 0..3u8 {
                 p(old).replicate(commit_batch(i), Acks::All).await.unwrap();
             }
             // Every replica applied the three commits: a follower's high watermark covers its log.
             for i in 0..3 {
-                wait_until("every replica applied the commits", || {
+                wait_until("every replica applied the commits", 15, || {
                     p(i).high_watermark() == 3 && p(i).offsets().log_end_offset == 3
                 })
                 .await;

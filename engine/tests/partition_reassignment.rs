@@ -26,7 +26,7 @@ use freshet_storage::batch::build_batch;
 mod common {
     pub mod raft_mesh;
 }
-use common::raft_mesh::raft_mesh;
+use common::raft_mesh::{raft_mesh, wait_until};
 
 const GROUP: u64 = 9;
 const BROKERS: i32 = 4;
@@ -49,17 +49,6 @@ struct Cluster {
     dir: std::path::PathBuf,
     /// The partition's assignment as the controller would hold it.
     meta: RefCell<PartitionAssignment>,
-}
-
-async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A batch of `records` records whose values carry `tag` (so each acked batch is

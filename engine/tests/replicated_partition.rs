@@ -22,7 +22,7 @@ use freshet_storage::batch::build_batch;
 mod common {
     pub mod raft_mesh;
 }
-use common::raft_mesh::raft_mesh;
+use common::raft_mesh::{raft_mesh, wait_until};
 
 const GROUP: u64 = 7;
 
@@ -79,7 +79,7 @@ async fn wait_leader<'a>(
     candidates: impl IntoIterator<Item = &'a Replica> + Clone,
 ) -> &'a Replica {
     let leader = || candidates.clone().into_iter().find(|r| r.p().is_leader());
-    wait_until(what, || leader().is_some()).await;
+    wait_until(what, 15, || leader().is_some()).await;
     leader().unwrap()
 }
 
@@ -105,17 +105,6 @@ fn bases(records: &Bytes) -> Vec<i64> {
         .iter()
         .map(|(h, _)| h.base_offset)
         .collect()
-}
-
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out: {what}"
-        );
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn start_replicas(dir: &Path) -> Vec<Replica> {
@@ -177,7 +166,7 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             assert_eq!((a.base_offset, a.last_offset), (0, 2));
             assert_eq!((b.base_offset, b.last_offset), (3, 4));
             assert_eq!(c.base_offset, 5);
-            wait_until("hw 6 on the leader", || lp.high_watermark() == 6).await;
+            wait_until("hw 6 on the leader", 15, || lp.high_watermark() == 6).await;
             let got = lp.read(0, 1 << 20).await.unwrap();
             assert_eq!(bases(&got.records), vec![0, 3, 5]);
             assert_eq!(lp.list_offset(-1).await.unwrap(), (-1, 6));
@@ -185,7 +174,7 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             // Every replica holds the same batches at the same Kafka offsets (§5.3).
             for r in replicas {
                 let p = r.p();
-                wait_until("followers' hw", || p.high_watermark() == 6).await;
+                wait_until("followers' hw", 15, || p.high_watermark() == 6).await;
                 let theirs = p.read_committed(0, 1 << 20).await.unwrap();
                 assert_eq!(theirs.records, got.records, "node {}", r.node);
             }
@@ -203,7 +192,7 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             // ... but not min.insync.replicas = 3: NOT_ENOUGH_REPLICAS (19) once the
             // follower dropped out of the in-sync set; acks=1 is still accepted.
             lp.set_config(TopicConfig::default().effective(&TopicConfig::default()), 3);
-            wait_until("in-sync set shrinks", || {
+            wait_until("in-sync set shrinks", 15, || {
                 lp.status().is_some_and(|s| s.in_sync.len() == 2)
             })
             .await;
@@ -215,7 +204,7 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             // The closed follower comes back (same log, state in its MetaStore): it
             // rejoins and catches up.
             let reopened = gone.open(d, 2).await;
-            wait_until("rejoined follower catches up", || {
+            wait_until("rejoined follower catches up", 15, || {
                 reopened.high_watermark() == 8
             })
             .await;
@@ -226,7 +215,7 @@ fn a_partition_replicated_three_ways_serves_kafka_only_from_its_leader_and_survi
             let nl = wait_leader("a new leader", others).await.p();
             assert!(nl.leader_epoch() > epoch_1, "new term, new epoch");
             // A new leader counts a follower in sync once it heard from it.
-            wait_until("new leader's in-sync set", || {
+            wait_until("new leader's in-sync set", 15, || {
                 nl.status().is_some_and(|s| s.in_sync.len() == 2)
             })
             .await;
@@ -309,7 +298,7 @@ fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failov
             );
             // B applies it on commit and compacts its own log (anchor at the batch base).
             let bp = b.p();
-            wait_until("B applies the log start", || {
+            wait_until("B applies the log start", 15, || {
                 bp.offsets().log_start_offset == 3000
                     && b.raft
                         .status(GROUP)
@@ -321,11 +310,14 @@ fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failov
             // then applies the log start entry that follows it.
             let installed = c.raft.stats().snapshots_installed;
             let cp = c.open(d, 1).await;
-            wait_until("C catches up by snapshot", || {
+            wait_until("C catches up by snapshot", 15, || {
                 cp.high_watermark() == 4001 && c.raft.stats().snapshots_installed > installed
             })
             .await;
-            wait_until("C's log start", || cp.offsets().log_start_offset == 3000).await;
+            wait_until("C's log start", 15, || {
+                cp.offsets().log_start_offset == 3000
+            })
+            .await;
             // Failover right after DeleteRecords(3500) was answered: whoever leads next
             // serves from exactly 3500.
             assert_eq!(ap.delete_records(3500, timeout).await.unwrap(), 3500);
@@ -343,7 +335,7 @@ fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failov
             );
             for r in [b, c] {
                 let p = r.p();
-                wait_until("both replicas at 3500", || {
+                wait_until("both replicas at 3500", 15, || {
                     p.offsets().log_start_offset == 3500
                 })
                 .await;
@@ -375,7 +367,7 @@ fn delete_records_log_start_is_exact_on_every_replica_across_snapshot_and_failov
             let follower = [b, c].into_iter().find(|r| !r.p().is_leader()).unwrap();
             follower.close().await;
             let back = follower.open(d, 1).await;
-            wait_until("reopened replica's log start", || {
+            wait_until("reopened replica's log start", 15, || {
                 back.offsets().log_start_offset == 3500 && back.high_watermark() == 4005
             })
             .await;

@@ -56,3 +56,15 @@ pub fn raft_mesh(nodes: &[u64]) -> Vec<(PartitionRaft, PartitionSlot)> {
     }
     mesh
 }
+
+/// Polls `f` every 10 ms until it holds; panics naming `what` after `secs` seconds.
+pub async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

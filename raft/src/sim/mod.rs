@@ -200,12 +200,7 @@ mod tests {
     /// seed that wipes a replica a stale node then asks for its vote.
     #[test]
     fn replicas_re_created_empty_never_elect_a_stale_leader() {
-        for (seed, backend) in [(1175, Backend::Mem), (370, Backend::Storage)] {
-            let mut cfg = SimConfig::from_seed(seed);
-            cfg.backend = backend;
-            let r = run_seed(&cfg).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-            assert!(r.wipes > 0, "seed {seed} re-created no replica");
-        }
+        seeds_that_re_create_replicas_pass(&[(1175, Backend::Mem), (370, Backend::Storage)]);
     }
 
     /// Raft thesis §4 with replicas deleted and re-created: a leader whose term began before a
@@ -215,7 +210,12 @@ mod tests {
     /// replica with no configuration. Seed-bound like the test above.
     #[test]
     fn stale_leaders_heartbeats_never_commit_past_a_re_created_replicas_log() {
-        for (seed, backend) in [(1220, Backend::Storage), (1735, Backend::Mem)] {
+        seeds_that_re_create_replicas_pass(&[(1220, Backend::Storage), (1735, Backend::Mem)]);
+    }
+
+    /// Runs each seed on its backend; every one must pass and re-create at least one replica.
+    fn seeds_that_re_create_replicas_pass(seeds: &[(u64, Backend)]) {
+        for &(seed, backend) in seeds {
             let mut cfg = SimConfig::from_seed(seed);
             cfg.backend = backend;
             let r = run_seed(&cfg).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
