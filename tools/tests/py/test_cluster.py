@@ -29,6 +29,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import clusterlib
+import kwire
 from clusterlib import ERR_NOT_ENOUGH_REPLICAS, ERR_NOT_LEADER_OR_FOLLOWER, Cluster
 from kclients import cf_consumer, cf_produce, rdkafka_conf
 
@@ -796,14 +797,8 @@ COMMIT_RETRIABLE = {
 
 def _read_varint(b, at):
     """Zigzag varint (Kafka record fields) at b[at:]: (value, next position)."""
-    shift = raw = 0
-    while True:
-        byte = b[at]
-        at += 1
-        raw |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return (raw >> 1) ^ -(raw & 1), at
+    raw, at = kwire.read_uvarint(b, at)
+    return (raw >> 1) ^ -(raw & 1), at
 
 
 def replica_values(cluster, i, topic, partition):
