@@ -15,15 +15,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use freshet_engine::config::TopicConfig;
 use freshet_engine::group::wire::replay_offsets_partition;
-use freshet_engine::partition::{Acks, Partition, PartitionSpec};
+use freshet_engine::partition::{Acks, Partition};
 use glommio::channels::local_channel;
 
 mod common {
     pub mod raft_mesh;
 }
-use common::raft_mesh::{raft_mesh, wait_until, PartitionSlot};
+use common::raft_mesh::{partition_spec, raft_mesh, wait_until, PartitionSlot};
 
 const GROUP: u64 = 11;
 
@@ -48,17 +47,14 @@ fn a_new_offsets_leader_replays_every_commit_from_the_status_change_that_elects_
             let mesh = raft_mesh(&[1, 2, 3]);
             let mut slots: Vec<(u64, PartitionSlot)> = Vec::new();
             for (node, (raft, slot)) in (1..=3u64).zip(&mesh) {
-                let spec = PartitionSpec {
-                    topic: "__consumer_offsets".into(),
-                    index: 0,
-                    topic_id: [2; 16],
-                    group: GROUP,
-                    replicas: vec![0, 1, 2],
-                    dir: d.join(format!("node-{node}")),
-                    config: TopicConfig::default().effective(&TopicConfig::default()),
-                    min_insync_replicas: 2,
-                    producer_state_scan_bytes: 1 << 20,
-                };
+                let spec = partition_spec(
+                    "__consumer_offsets",
+                    [2; 16],
+                    GROUP,
+                    vec![0, 1, 2],
+                    d.join(format!("node-{node}")),
+                    2,
+                );
                 let p = Partition::open(spec, raft.clone(), node, freshet_engine::system_clock())
                     .await
                     .expect("partition opens");

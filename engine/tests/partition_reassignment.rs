@@ -16,9 +16,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use freshet_engine::config::TopicConfig;
 use freshet_engine::metadata::{raft_node_id, PartitionAssignment};
-use freshet_engine::partition::{Acks, Partition, PartitionRaft, PartitionSpec};
+use freshet_engine::partition::{Acks, Partition, PartitionRaft};
 use freshet_engine::reassign::{next_step, Step};
 use freshet_raft::batch::split_batches;
 use freshet_storage::batch::build_batch;
@@ -26,7 +25,7 @@ use freshet_storage::batch::build_batch;
 mod common {
     pub mod raft_mesh;
 }
-use common::raft_mesh::{raft_mesh, wait_until};
+use common::raft_mesh::{partition_spec, raft_mesh, wait_until};
 
 const GROUP: u64 = 9;
 const BROKERS: i32 = 4;
@@ -86,21 +85,18 @@ impl Cluster {
                 (true, Some(p)) => p.set_replicas(a.desired().to_vec()),
                 (true, None) => {
                     let joining = !a.replicas.contains(&b.id);
-                    let spec = PartitionSpec {
-                        topic: "t".into(),
-                        index: 0,
-                        topic_id: [1; 16],
-                        group: GROUP,
-                        replicas: if joining {
+                    let spec = partition_spec(
+                        "t",
+                        [1; 16],
+                        GROUP,
+                        if joining {
                             Vec::new()
                         } else {
                             a.replicas.clone()
                         },
-                        dir: self.dir.join(format!("broker-{}", b.id)),
-                        config: TopicConfig::default().effective(&TopicConfig::default()),
-                        min_insync_replicas: 2,
-                        producer_state_scan_bytes: 1 << 20,
-                    };
+                        self.dir.join(format!("broker-{}", b.id)),
+                        2,
+                    );
                     let p = Partition::open(
                         spec,
                         b.raft.clone(),

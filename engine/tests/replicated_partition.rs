@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use freshet_engine::config::TopicConfig;
-use freshet_engine::partition::{Acks, Partition, PartitionRaft, PartitionSpec};
+use freshet_engine::partition::{Acks, Partition, PartitionRaft};
 use freshet_raft::batch::split_batches;
 use freshet_storage::batch::build_batch;
 
 mod common {
     pub mod raft_mesh;
 }
-use common::raft_mesh::{raft_mesh, wait_until};
+use common::raft_mesh::{partition_spec, raft_mesh, wait_until};
 
 const GROUP: u64 = 7;
 
@@ -40,17 +40,14 @@ impl Replica {
     /// Opens this replica's partition on its runtime (log directory `<dir>/node-<n>`, Raft
     /// state in its MetaStore), as a starting or restarted node would.
     async fn open(&self, dir: &Path, min_insync_replicas: i32) -> Rc<Partition> {
-        let spec = PartitionSpec {
-            topic: "t".into(),
-            index: 0,
-            topic_id: [1; 16],
-            group: GROUP,
-            replicas: vec![0, 1, 2],
-            dir: dir.join(format!("node-{}", self.node)),
-            config: TopicConfig::default().effective(&TopicConfig::default()),
+        let spec = partition_spec(
+            "t",
+            [1; 16],
+            GROUP,
+            vec![0, 1, 2],
+            dir.join(format!("node-{}", self.node)),
             min_insync_replicas,
-            producer_state_scan_bytes: 1 << 20,
-        };
+        );
         let p = Partition::open(
             spec,
             self.raft.clone(),

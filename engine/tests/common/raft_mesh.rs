@@ -68,3 +68,27 @@ pub async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A partition spec as these tests open it: partition 0 of `topic`, default topic config,
+/// 1 MiB producer-state scan; the rest as given.
+pub fn partition_spec(
+    topic: &str,
+    topic_id: [u8; 16],
+    group: u64,
+    replicas: Vec<i32>,
+    dir: std::path::PathBuf,
+    min_insync_replicas: i32,
+) -> freshet_engine::partition::PartitionSpec {
+    let config = freshet_engine::config::TopicConfig::default();
+    freshet_engine::partition::PartitionSpec {
+        topic: topic.into(),
+        index: 0,
+        topic_id,
+        group,
+        replicas,
+        dir,
+        config: config.effective(&config),
+        min_insync_replicas,
+        producer_state_scan_bytes: 1 << 20,
+    }
+}
