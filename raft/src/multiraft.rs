@@ -803,9 +803,10 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
         }
         let e = self.cfg.election_ticks;
         let now = self.ticks;
-        for (group, m) in env.into_messages() {
+        for (group, mut m) in env.into_messages() {
             if let Some(g) = self.groups.get_mut(&group) {
-                if is_vote_request(&m) && !has_configuration(&g.st.borrow().conf_state) {
+                let configured = has_configuration(&g.st.borrow().conf_state);
+                if is_vote_request(&m) && !configured {
                     // A replica with no configuration (opened joining: new, or deleted and
                     // re-created after its removal) has no log and no memory of its past
                     // votes, and no configuration counts it yet: granting a vote would let a
@@ -816,10 +817,7 @@ impl<L: GroupLog, M: MetaStore, T: Transport> MultiRaft<L, M, T> {
                     // entries up to that change).
                     continue;
                 }
-                let mut m = m;
-                if m.get_msg_type() == MessageType::MsgHeartbeat
-                    && !has_configuration(&g.st.borrow().conf_state)
-                {
+                if m.get_msg_type() == MessageType::MsgHeartbeat && !configured {
                     // A heartbeat's commit is min(matched, committed) from the sender's view of
                     // this replica. A leader whose term began before this replica was removed,
                     // deleted and re-created still holds the old incarnation's `matched`, and
